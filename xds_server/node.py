@@ -1,0 +1,72 @@
+"""Who is asking: classify an xDS ``Node`` into the group whose snapshot it gets.
+
+Resources differ by node *kind* (gRPC clients get ``api_listener`` Listeners, Envoy
+gets socket listeners) and by namespace (short names like ``reviews`` resolve in the
+caller's namespace, as Kubernetes DNS does). Every node of one group gets the same
+snapshot, so the control plane translates once per group, not once per node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from envoy.config.core.v3 import base_pb2
+
+from xds_server.model import DEFAULT_NAMESPACE
+
+__all__ = [
+    "KIND_METADATA_KEY",
+    "NAMESPACE_METADATA_KEY",
+    "OUTBOUND_PORT_METADATA_KEY",
+    "NodeGroup",
+    "NodeKind",
+    "group_of",
+]
+
+NodeKind = Literal["grpc", "envoy", "meshlib"]
+
+# Node metadata keys written by `meshctl bootstrap`, `meshctl sidecar` and meshlib.
+KIND_METADATA_KEY = "MESHLIB_KIND"
+NAMESPACE_METADATA_KEY = "NAMESPACE"
+OUTBOUND_PORT_METADATA_KEY = "OUTBOUND_PORT"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeGroup:
+    """The key of a snapshot: node kind, namespace and (Envoy) outbound port."""
+
+    kind: NodeKind
+    namespace: str = DEFAULT_NAMESPACE
+    outbound_port: int | None = None
+
+    @property
+    def key(self) -> str:
+        base = f"{self.kind}/{self.namespace}"
+        return base if self.outbound_port is None else f"{base}/{self.outbound_port}"
+
+    def __str__(self) -> str:
+        return self.key
+
+
+def group_of(node: base_pb2.Node) -> NodeGroup:
+    """The group of ``node``.
+
+    Envoy identifies itself by ``user_agent_name == "envoy"``; meshlib by metadata
+    ``MESHLIB_KIND: meshlib``; everything else is a proxyless gRPC client or server.
+    The namespace comes from metadata ``NAMESPACE`` (Istio's key), default ``default``.
+    """
+    fields = node.metadata.fields
+    namespace = fields[NAMESPACE_METADATA_KEY].string_value if NAMESPACE_METADATA_KEY in fields else ""
+    namespace = namespace or DEFAULT_NAMESPACE
+    declared = fields[KIND_METADATA_KEY].string_value if KIND_METADATA_KEY in fields else ""
+    if node.user_agent_name == "envoy" or declared == "envoy":
+        port = None
+        if OUTBOUND_PORT_METADATA_KEY in fields:
+            value = fields[OUTBOUND_PORT_METADATA_KEY]
+            raw = value.string_value or (int(value.number_value) if value.number_value else "")
+            port = int(raw) if str(raw).isdigit() else None
+        return NodeGroup(kind="envoy", namespace=namespace, outbound_port=port)
+    if declared == "meshlib":
+        return NodeGroup(kind="meshlib", namespace=namespace)
+    return NodeGroup(kind="grpc", namespace=namespace)
