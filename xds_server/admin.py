@@ -1,0 +1,89 @@
+"""The admin HTTP endpoint: ``/healthz``, ``/readyz``, ``/metrics``, ``/debug/config_dump``.
+
+A small stdlib HTTP server on its own thread, so a busy event loop never delays a
+scrape or a probe. Handlers only read immutable snapshots and thread-safe metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+__all__ = ["AdminServer", "AdminViews"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminViews:
+    """What the admin server shows; each callable must be safe from any thread."""
+
+    ready: Callable[[], tuple[bool, str]]
+    metrics: Callable[[], bytes]
+    config_dump: Callable[[str | None], dict[str, Any] | None]
+
+
+class AdminServer:
+    """Serves the admin endpoints on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(self, address: tuple[str, int], views: AdminViews) -> None:
+        handler = _make_handler(views)
+        self._httpd = ThreadingHTTPServer(address, handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="meshctl-admin", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def _make_handler(views: AdminViews) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            if url.path == "/healthz":
+                self._send(200, b"ok\n")
+            elif url.path == "/readyz":
+                ok, why = views.ready()
+                self._send(200 if ok else 503, (why or "ok").encode() + b"\n")
+            elif url.path == "/metrics":
+                self._send(200, views.metrics(), CONTENT_TYPE_LATEST)
+            elif url.path == "/debug/config_dump":
+                node = parse_qs(url.query).get("node", [None])[0]
+                dump = views.config_dump(node)
+                if dump is None:
+                    self._send(404, f"no connected node {node!r}\n".encode())
+                else:
+                    body = json.dumps(dump, indent=2, sort_keys=True).encode()
+                    self._send(200, body, "application/json")
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            log.debug("admin: " + format, *args)
+
+    return Handler

@@ -1,0 +1,212 @@
+"""The control plane process: a source of models, one snapshot per node group, ADS.
+
+Event flow: the file watcher yields a model → :meth:`ControlPlane.apply` translates it
+for every node group seen so far (in a worker thread) → ``SnapshotCache.set_snapshot``
+on the event loop → the cache answers the open watches whose resources changed → the
+ADS streams write the responses. A node of a group not seen before gets its snapshot
+built the moment its first request arrives (``on_stream_request``), before the watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from xds_server.admin import AdminServer, AdminViews
+from xds_server.cache import Snapshot, SnapshotCache
+from xds_server.metrics import ControlPlaneMetrics
+from xds_server.model import MeshModel
+from xds_server.node import NodeGroup, group_of
+from xds_server.resources import short_name
+from xds_server.server import AdsServer, CallbackFuncs, serve
+from xds_server.sources.file_watcher import watch_model
+from xds_server.sources.yaml_loader import load_model
+from xds_server.translate import build_resources
+
+__all__ = ["ControlPlane", "ControlPlaneOptions", "run"]
+
+log = logging.getLogger(__name__)
+
+
+class ControlPlane:
+    """Keeps a snapshot per node group in step with the serving :class:`MeshModel`.
+
+    Example::
+
+        cp = ControlPlane(load_model("examples/mesh"))
+        server, port = await serve(("127.0.0.1", 0), cp.cache, cp.callbacks())
+        ...
+        await cp.apply(load_model("examples/mesh"))   # after an edit
+    """
+
+    def __init__(self, model: MeshModel, *, metrics: ControlPlaneMetrics | None = None) -> None:
+        self.metrics = metrics or ControlPlaneMetrics()
+        self.cache = SnapshotCache()
+        self._model = model
+        self._groups: dict[str, NodeGroup] = {}
+        self._apply_lock = asyncio.Lock()
+        self._count_objects(model)
+
+    @property
+    def model(self) -> MeshModel:
+        return self._model
+
+    def snapshot_for(self, group: NodeGroup) -> Snapshot:
+        """The group's snapshot, built now from the serving model if it has none."""
+        snapshot = self.cache.get_snapshot(group.key)
+        if snapshot is None:
+            snapshot = _build(self._model, group)
+            self.cache.set_snapshot(group.key, snapshot)
+            self._groups[group.key] = group
+            self.metrics.snapshot_groups.set(len(self._groups))
+            log.info("node group %s: snapshot %s built", group.key, snapshot.version)
+        return snapshot
+
+    async def apply(self, model: MeshModel, *, seen_at: float | None = None) -> bool:
+        """Serve ``model``: rebuild every group's snapshot; return False if unchanged."""
+        async with self._apply_lock:
+            if model == self._model:
+                return False
+            self._model = model
+            groups = list(self._groups.values())
+            snapshots = await asyncio.to_thread(lambda: [_build(model, g) for g in groups])
+            for group, snapshot in zip(groups, snapshots, strict=True):
+                self.cache.set_snapshot(group.key, snapshot)
+            self._count_objects(model)
+            if seen_at is not None:
+                self.metrics.reload_duration.observe(time.monotonic() - seen_at)
+            log.info("config applied to %d node group(s)", len(groups))
+            return True
+
+    def callbacks(self) -> CallbackFuncs:
+        """The ADS hooks: snapshot on first contact, metrics on every event."""
+        m = self.metrics
+
+        def on_request(stream_id: int, node: Any, request: Any) -> None:
+            if node is not None and node.id:
+                self.snapshot_for(group_of(node))
+
+        def on_response(stream_id: int, node: Any, request: Any, response: Any,
+                        created_at: float | None) -> None:
+            label = short_name(response.type_url)
+            m.pushes.labels(label).inc()
+            if created_at is not None:
+                m.push_latency.labels(label).observe(time.monotonic() - created_at)
+
+        def on_open(stream_id: int, node: Any, protocol: str) -> None:
+            m.connected_clients.labels(group_of(node).kind, protocol).inc()
+
+        def on_closed(stream_id: int, node: Any, protocol: str) -> None:
+            m.connected_clients.labels(group_of(node).kind, protocol).dec()
+
+        return CallbackFuncs(
+            stream_request=on_request,
+            stream_response=on_response,
+            node_connected=on_open,
+            node_disconnected=on_closed,
+            nack=lambda stream_id, node, type_url, detail: m.nacks.labels(
+                short_name(type_url)).inc(),
+            ack=lambda stream_id, node, type_url, version: m.acks.labels(
+                short_name(type_url)).inc(),
+        )
+
+    def config_dump(self, group: NodeGroup) -> dict[str, Any]:
+        """What nodes of ``group`` get, as JSON-ready dicts (for ``/debug/config_dump``)."""
+        snapshot = self.snapshot_for(group)
+        return {
+            "group": group.key,
+            "version": snapshot.version,
+            "resources": {
+                short_name(type_url): [
+                    {
+                        "name": name,
+                        "version": res.version,
+                        "resource": json_format.MessageToDict(res.message),
+                    }
+                    for name, res in sorted(by_name.items())
+                ]
+                for type_url, by_name in snapshot.resources.items()
+            },
+        }
+
+    def _count_objects(self, model: MeshModel) -> None:
+        g = self.metrics.model_objects
+        g.labels("Service").set(len(model.services))
+        g.labels("EndpointSlice").set(len(model.endpoint_slices))
+        g.labels("Route").set(len(model.routes))
+        g.labels("TrafficPolicy").set(len(model.traffic_policies))
+        g.labels("AccessPolicy").set(len(model.access_policies))
+
+
+def _build(model: MeshModel, group: NodeGroup) -> Snapshot:
+    return Snapshot.from_messages(build_resources(model, group))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlPlaneOptions:
+    """``meshctl control-plane`` flags."""
+
+    config: Path
+    xds_address: tuple[str, int] = ("127.0.0.1", 15010)
+    admin_address: tuple[str, int] | None = None
+    stop: asyncio.Event | None = field(default=None, compare=False)
+
+
+async def run(options: ControlPlaneOptions) -> None:
+    """Load the config, serve ADS and the admin endpoint, reload on change; until stopped."""
+    model = await asyncio.to_thread(load_model, options.config)  # invalid at start: fail
+    cp = ControlPlane(model)
+    loop = asyncio.get_running_loop()
+    server, port = await serve(options.xds_address, cp.cache, cp.callbacks())
+    ads: AdsServer = server.ads  # type: ignore[attr-defined]
+    log.info("xDS (ADS) serving on %s:%d", options.xds_address[0], port)
+    admin = None
+    if options.admin_address is not None:
+        admin = AdminServer(options.admin_address, _admin_views(cp, ads, loop))
+        admin.start()
+        log.info("admin on %s:%d", options.admin_address[0], admin.port)
+    stop = options.stop or asyncio.Event()
+    try:
+        async for change in watch_model(options.config, stop_event=stop):
+            if change.model is None:
+                cp.metrics.reloads.labels("invalid").inc()
+                continue
+            cp.metrics.reloads.labels("ok").inc()
+            await cp.apply(change.model, seen_at=change.seen_at)
+    finally:
+        if admin is not None:
+            admin.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server.stop(grace=1.0)
+
+
+def _admin_views(cp: ControlPlane, ads: AdsServer, loop: asyncio.AbstractEventLoop) -> AdminViews:
+    def on_loop(fn: Any) -> Any:
+        async def call() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=10)
+
+    def dump(node_id: str | None) -> dict[str, Any] | None:
+        def find() -> dict[str, Any] | None:
+            node = ads.registry.node(node_id) if node_id else None
+            if node is None:
+                return None
+            out = cp.config_dump(group_of(node))
+            out["node"] = node_id
+            return out
+
+        return on_loop(find)
+
+    return AdminViews(
+        ready=lambda: (True, "ok"),
+        metrics=cp.metrics.render,
+        config_dump=dump,
+    )

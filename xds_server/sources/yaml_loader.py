@@ -1,0 +1,192 @@
+"""Read mesh config from YAML files: one file, or a directory of them.
+
+A directory is read recursively: every ``*.yaml`` and ``*.yml`` file, in sorted path
+order, skipping hidden files and directories (editor and ``kubectl`` temp files).
+A file may hold several documents (``---``); empty documents are skipped. YAML
+errors, including duplicate keys (which ``kubectl`` rejects), become problems
+with the file and line.
+
+Example::
+
+    model = load_model("examples/mesh")     # raises ConfigError listing every problem
+    for problem in check("examples/invalid"):
+        print(problem)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meshlib.errors import ConfigError, Problem
+from xds_server.model import MeshModel
+from xds_server.sources.fields import describe, quote
+from xds_server.sources.parse import parse_objects
+
+__all__ = ["YAML_SUFFIXES", "check", "load_documents", "load_model", "read_documents"]
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+class _DuplicateKeys:
+    """Mixin for a safe loader: note duplicate mapping keys instead of keeping the last."""
+
+    duplicates: list[tuple[int, str]]
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    self.duplicates.append((key_node.start_mark.line + 1, key_node.value))
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[misc]
+
+
+class _PyLoader(_DuplicateKeys, yaml.SafeLoader):
+    """Pure Python: slower, with the clearer syntax error messages."""
+
+
+# libyaml's parser when available (several times faster); its error messages differ,
+# so a file with a syntax error is read again by _PyLoader to report it.
+_FastLoader: type[yaml.SafeLoader] = _PyLoader
+if hasattr(yaml, "CSafeLoader"):
+
+    class _CLoader(_DuplicateKeys, yaml.CSafeLoader):  # type: ignore[misc, name-defined]
+        """libyaml's parser with the duplicate-key check."""
+
+    _FastLoader = _CLoader
+
+
+def yaml_files(path: Path) -> list[Path]:
+    """The YAML files under ``path`` (a file or a directory), sorted."""
+    if not path.is_dir():
+        return [path]
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.suffix in YAML_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+
+
+def _read_file(file: Path) -> tuple[list[tuple[str, dict[str, Any]]], list[Problem]]:
+    source = str(file)
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return [], [Problem(source=source, message=f"cannot read: {reason}")]
+    documents, problems, failed = _parse_yaml(source, text, _FastLoader)
+    if failed and _FastLoader is not _PyLoader:
+        documents, problems, _ = _parse_yaml(source, text, _PyLoader)
+    return documents, problems
+
+
+def _parse_yaml(
+    source: str, text: str, loader_class: type[yaml.SafeLoader]
+) -> tuple[list[tuple[str, dict[str, Any]]], list[Problem], bool]:
+    """The documents of ``text``, the problems, and whether YAML syntax failed."""
+    documents: list[tuple[str, dict[str, Any]]] = []
+    problems: list[Problem] = []
+    failed = False
+    loader = loader_class(text)
+    loader.duplicates = []  # type: ignore[attr-defined]
+    try:
+        number = 0
+        while loader.check_node():
+            node = loader.get_node()
+            number += 1
+            data = loader.construct_document(node)
+            if data is None:
+                continue  # an empty document
+            if isinstance(data, dict):
+                documents.append((source, data))
+            else:
+                line = node.start_mark.line + 1
+                problems.append(
+                    Problem(
+                        source=source,
+                        message=f"document {number} (line {line}) must be a Kubernetes "
+                        f"object with apiVersion and kind, got {describe(data)}",
+                    )
+                )
+    except yaml.MarkedYAMLError as exc:
+        failed = True
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context:
+            context = exc.context
+            if exc.context_mark and exc.context_mark is not mark:
+                context += f" at line {exc.context_mark.line + 1}"
+            what += f" ({context})"
+        problems.append(Problem(source=source, message=f"YAML syntax error{where}: {what}"))
+    except yaml.YAMLError as exc:
+        failed = True
+        problems.append(Problem(source=source, message=f"YAML error: {exc}"))
+    finally:
+        loader.dispose()
+    for line, key in loader.duplicates:  # type: ignore[attr-defined]
+        problems.append(
+            Problem(source=source, message=f"duplicate key {quote(key)} at line {line}")
+        )
+    return documents, problems, failed
+
+
+def read_documents(path: str | Path) -> tuple[list[tuple[str, dict[str, Any]]], list[Problem]]:
+    """Every document under ``path`` as ``(file, object)``, and the YAML problems found.
+
+    Documents that come before a syntax error in a file are still returned.
+    """
+    path = Path(path)
+    if not path.exists():
+        return [], [Problem(source=str(path), message="no such file or directory")]
+    documents: list[tuple[str, dict[str, Any]]] = []
+    problems: list[Problem] = []
+    for file in yaml_files(path):
+        docs, file_problems = _read_file(file)
+        documents += docs
+        problems += file_problems
+    return documents, problems
+
+
+def load_documents(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """Every document under ``path`` (a YAML file or a directory) as ``(file, object)``.
+
+    Raises :class:`~meshlib.errors.ConfigError` listing every YAML problem found.
+    """
+    documents, problems = read_documents(path)
+    if problems:
+        raise ConfigError(problems)
+    return documents
+
+
+def check(path: str | Path) -> list[Problem]:
+    """Every problem in the config under ``path``: YAML, objects and references."""
+    documents, problems = read_documents(path)
+    _, parse_problems = parse_objects(documents)
+    return _by_file(path, problems + parse_problems)
+
+
+def load_model(path: str | Path) -> MeshModel:
+    """The model of the config under ``path``.
+
+    Raises :class:`~meshlib.errors.ConfigError` listing every problem (YAML, objects
+    and references) if there is any.
+    """
+    documents, problems = read_documents(path)
+    model, parse_problems = parse_objects(documents)
+    problems += parse_problems
+    if problems:
+        raise ConfigError(_by_file(path, problems))
+    return model
+
+
+def _by_file(path: str | Path, problems: list[Problem]) -> list[Problem]:
+    """Grouped by file in reading order; within a file YAML problems come first."""
+    files = {str(f): i for i, f in enumerate(yaml_files(Path(path)))}
+    return sorted(problems, key=lambda p: files.get(p.source, -1))
