@@ -89,10 +89,6 @@ class ControlPlane:
         """The ADS hooks: snapshot on first contact, metrics on every event."""
         m = self.metrics
 
-        def on_request(stream_id: int, node: Any, request: Any) -> None:
-            if node is not None and node.id:
-                self.snapshot_for(group_of(node))
-
         def on_response(stream_id: int, node: Any, request: Any, response: Any,
                         created_at: float | None) -> None:
             label = short_name(response.type_url)
@@ -101,13 +97,15 @@ class ControlPlane:
                 m.push_latency.labels(label).observe(time.monotonic() - created_at)
 
         def on_open(stream_id: int, node: Any, protocol: str) -> None:
-            m.connected_clients.labels(group_of(node).kind, protocol).inc()
+            # Runs before the stream's first watch, for SotW and delta alike.
+            group = group_of(node)
+            self.snapshot_for(group)
+            m.connected_clients.labels(group.kind, protocol).inc()
 
         def on_closed(stream_id: int, node: Any, protocol: str) -> None:
             m.connected_clients.labels(group_of(node).kind, protocol).dec()
 
         return CallbackFuncs(
-            stream_request=on_request,
             stream_response=on_response,
             node_connected=on_open,
             node_disconnected=on_closed,

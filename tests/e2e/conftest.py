@@ -27,6 +27,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from reviews_server import make_server  # noqa: E402
 
 MESHCTL = [sys.executable, "-m", "xds_server.cli"]
+# gRPC 1.85 acts on the control plane's NOT_FOUND for a missing LDS/CDS name (gRFC A88)
+# only with this set; without it, it waits its 15 s does-not-exist timer.
+NATIVE_GRPC_ENV = {"GRPC_EXPERIMENTAL_XDS_DATA_ERROR_HANDLING": "true"}
 
 
 def free_port() -> int:
@@ -41,6 +44,8 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
+    except OSError as err:  # not listening yet
+        return 0, str(err)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
@@ -146,7 +151,7 @@ class NativeClient:
     """gRPC's native xDS client in a subprocess, driven over JSON lines."""
 
     def __init__(self, bootstrap: Path, log: Path) -> None:
-        env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)}
+        env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap), **NATIVE_GRPC_ENV}
         self._log = log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).parent / "native_driver.py")],

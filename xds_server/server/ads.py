@@ -1,0 +1,171 @@
+"""How resources go on the wire: the gRPC ADS service, a thin shell around the
+sans-IO stream state machines.
+
+Per stream, one asyncio task reads requests and feeds them to the state machine;
+the handler itself waits for the outbox, writes the queued responses in ADS order
+(clusters and endpoints before listeners and routes) and reports them
+(``on_stream_response``). Closing a stream cancels its watches.
+
+Robustness: a NACK, a stale nonce, a request without ``type_url`` or for a type we do
+not serve never ends a stream (types outside :data:`xds_server.resources.ADS_ORDER`
+are logged once per stream and get no response). A gate callback that raises ends
+the stream with ``UNAVAILABLE``; an internal error, with ``INTERNAL`` (the client
+reconnects). The server process never crashes on what a client sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc
+
+from xds_server.cache.watch import ConfigWatcher
+from xds_server.server.callbacks import CallbackFuncs, Callbacks
+from xds_server.server.delta_protocol import DeltaStream
+from xds_server.server.registry import StreamRegistry
+from xds_server.server.sotw_protocol import SotwStream
+from xds_server.server.stream_base import Outgoing, StreamBase, StreamRejected
+
+__all__ = ["AdsServer", "serve"]
+
+log = logging.getLogger("xds_server.server")
+
+
+class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    """The ``AggregatedDiscoveryService`` (state of the world and delta) over a cache.
+
+    ``registry`` shows the open streams. Everything runs on the server's event loop,
+    the loop the cache must be used from.
+
+    Example::
+
+        cache = SnapshotCache()
+        ads = AdsServer(cache, CallbackFuncs(nack=on_nack))
+        server = grpc.aio.server()
+        ads.add_to_server(server)
+    """
+
+    def __init__(self, cache: ConfigWatcher, callbacks: Callbacks | None = None) -> None:
+        self.cache = cache
+        self.callbacks: Callbacks = callbacks if callbacks is not None else CallbackFuncs()
+        self.registry = StreamRegistry()
+        self._ids = itertools.count(1)
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        """Register this service on ``server``."""
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, server)
+
+    async def StreamAggregatedResources(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> None:
+        """State-of-the-world ADS stream."""
+        await self._run(SotwStream, request_iterator, context)
+
+    async def DeltaAggregatedResources(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> None:
+        """Incremental ADS stream."""
+        await self._run(DeltaStream, request_iterator, context)
+
+    async def _run(self, kind: type[SotwStream] | type[DeltaStream],
+                   requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+        stream_id = next(self._ids)
+        sotw = kind is SotwStream
+        wake = asyncio.Event()
+        stream = kind(stream_id, self.cache, callbacks=self.callbacks, on_ready=wake.set,
+                      on_change=self.registry.changed)
+        open_hook = self.callbacks.on_stream_open if sotw else self.callbacks.on_delta_stream_open
+        try:
+            open_hook(stream_id, "")
+        except Exception as exc:
+            log.warning("stream %d refused on open: %r", stream_id, exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"stream refused: {exc}")
+        log.debug("stream %d (%s) opened by %s", stream_id, kind.protocol, context.peer())
+        self.registry.add(stream)
+        reader = asyncio.create_task(_read(stream, requests, wake), name=f"ads-read-{stream_id}")
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                for out in stream.drain():
+                    await context.write(out.response)
+                    self._written(stream, out, sotw)
+                if reader.done() and not stream.pending():
+                    break
+            error = None if reader.cancelled() else reader.exception()
+            if isinstance(error, StreamRejected):
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"stream refused: {error}")
+            elif error is not None:
+                log.error("stream %d failed", stream_id, exc_info=error)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            reader.cancel()
+            self._closed(stream, sotw)
+
+    def _written(self, stream: StreamBase, out: Outgoing, sotw: bool) -> None:
+        hook = (self.callbacks.on_stream_response if sotw
+                else self.callbacks.on_stream_delta_response)
+        _safe(hook, stream.stream_id, stream.node, out.request, out.response,
+              out.snapshot_created_at)
+
+    def _closed(self, stream: StreamBase, sotw: bool) -> None:
+        stream.close()
+        self.registry.remove(stream.stream_id)
+        node = stream.announced_node()
+        if node is not None:
+            _safe(self.callbacks.on_node_disconnected, stream.stream_id, node, stream.protocol)
+        hook = self.callbacks.on_stream_closed if sotw else self.callbacks.on_delta_stream_closed
+        _safe(hook, stream.stream_id, stream.node)
+        log.debug("stream %d (%s, node %r) closed", stream.stream_id, stream.protocol,
+                  node.id if node is not None else "")
+
+
+async def _read(stream: SotwStream | DeltaStream, requests: AsyncIterator[Any],
+                wake: asyncio.Event) -> None:
+    try:
+        async for request in requests:
+            stream.receive(request)
+    finally:
+        wake.set()
+
+
+def _safe(hook: Any, *args: Any) -> None:
+    try:
+        hook(*args)
+    except Exception:
+        log.exception("callback %s failed", getattr(hook, "__name__", hook))
+
+
+def _target(address: str | tuple[str, int]) -> str:
+    if isinstance(address, str):
+        return address
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def serve(
+    address: str | tuple[str, int],
+    cache: ConfigWatcher,
+    callbacks: Callbacks | None = None,
+    *,
+    options: Sequence[tuple[str, Any]] = (),
+) -> tuple[grpc.aio.Server, int]:
+    """Start a ``grpc.aio`` server with ADS on ``address`` (port 0: any free port).
+
+    Returns the started server (its :class:`AdsServer` is ``server.ads``) and the
+    bound port. Stop it with ``await server.stop(grace)``.
+    """
+    server = grpc.aio.server(options=list(options))
+    ads = AdsServer(cache, callbacks)
+    ads.add_to_server(server)
+    port = server.add_insecure_port(_target(address))
+    if not port:
+        raise OSError(f"cannot bind the xDS server to {_target(address)}")
+    await server.start()
+    server.ads = ads  # type: ignore[attr-defined]
+    return server, port
