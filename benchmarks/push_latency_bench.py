@@ -7,8 +7,9 @@ Starts the real `meshctl control-plane` process on a generated mesh (1,000 Servi
 nodes (each subscribes to svc-0's Listener, RouteConfiguration, Clusters and
 Endpoints and ACKs every response, as gRPC does), then rewrites the GRPCRoute's
 weights on disk each round and measures until every stream has the new RDS version.
-Reports p50/p99 of the time to the last client and to each client, and the control
-plane's RSS.
+Reports p50/p99 of the time to the last client and to each client, the control
+plane's RSS, and the means of its own stage histograms.
+``BENCH_CP_PREFIX="-m cProfile -o /tmp/cp.prof"`` profiles the control plane.
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ class Client:
         async for resp in stub.StreamAggregatedResources(self.requests()):
             now = time.time()
             if resp.type_url == RDS:
+                if resp.version_info != self.rds_version:
+                    self.rds_seen[resp.version_info] = now
                 self.rds_version = resp.version_info
-                self.rds_seen.setdefault(resp.version_info, now)
                 self.ready.set()
             self.queue.put_nowait(discovery_pb2.DiscoveryRequest(
                 type_url=resp.type_url, version_info=resp.version_info,
@@ -103,7 +105,7 @@ async def bench(args: argparse.Namespace, config: Path, xds: str, cp: psutil.Pro
         await asyncio.sleep(0.3)
         t0 = time.time()
         tmp = config / ".routes.tmp"
-        tmp.write_text(mesh_gen.route_yaml(10 + (r % 2) * 70 + r % 7))
+        tmp.write_text(mesh_gen.route_yaml(10 + r % 80))  # a new version every round
         os.rename(tmp, config / "routes.yaml")
         deadline = time.monotonic() + 30
         while any(c.rds_version in ("", before) for c in clients):
@@ -124,6 +126,27 @@ async def bench(args: argparse.Namespace, config: Path, xds: str, cp: psutil.Pro
     print(f"control plane RSS after: {cp.memory_info().rss / 2**20:.1f} MiB")
 
 
+def report_stages(url: str) -> None:
+    """Where the time goes, from the control plane's own histograms (means)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.endswith(("_sum", "_count")):
+                label = s.labels.get("type")
+                key = s.name + (f"{{{label}}}" if label else "")
+                sums[key] = s.value
+    for stage, name in (("change seen -> snapshots set", "meshlib_config_reload_seconds"),
+                        ("snapshot built -> RDS sent", "meshlib_xds_push_latency_seconds")):
+        suffix = "{RDS}" if "push" in name else ""
+        count = sums.get(f"{name}_count{suffix}", 0)
+        if count:
+            mean = sums[f"{name}_sum{suffix}"] / count * 1000
+            print(f"  control plane stage, {stage}: mean {mean:.1f} ms over {count:.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=100)
@@ -136,7 +159,8 @@ def main() -> None:
         mesh_gen.write(config, args.services, args.endpoints)
         xds_port, admin_port = free_port(), free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "xds_server.cli", "control-plane", "--config", str(config),
+            [sys.executable, *os.environ.get("BENCH_CP_PREFIX", "").split(),
+             "-m", "xds_server.cli", "control-plane", "--config", str(config),
              "--xds-address", f"127.0.0.1:{xds_port}",
              "--admin-address", f"127.0.0.1:{admin_port}"],
             cwd=Path(__file__).resolve().parents[1], stderr=subprocess.DEVNULL)
@@ -152,8 +176,9 @@ def main() -> None:
                     time.sleep(0.1)
             print(f"mesh: {args.services} services x {args.endpoints} endpoints")
             asyncio.run(bench(args, config, f"127.0.0.1:{xds_port}", psutil.Process(proc.pid)))
+            report_stages(f"http://127.0.0.1:{admin_port}/metrics")
         finally:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

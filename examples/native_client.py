@@ -20,7 +20,11 @@ METHOD = "/demo.Reviews/Get"
 
 
 def bar(counts: collections.Counter[str], total: int, width: int = 40) -> str:
-    parts = []
+    """One line per backend, and the share of each version (``reviews-v1-a`` → ``reviews-v1``)."""
+    versions: collections.Counter[str] = collections.Counter()
+    for name, n in counts.items():
+        versions[name.rsplit("-", 1)[0]] += n
+    parts = ["  ".join(f"{v}: {n / total:6.1%}" for v, n in sorted(versions.items()))]
     for name, n in sorted(counts.items()):
         share = n / total if total else 0.0
         parts.append(f"{name:>14} {share:6.1%} {'#' * round(share * width)}")

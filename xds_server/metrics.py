@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from xds_server.resources import short_name
+from xds_server.resources import ADS_ORDER, short_name
 
 __all__ = ["LATENCY_BUCKETS", "ControlPlaneMetrics"]
 
@@ -63,6 +63,13 @@ class ControlPlaneMetrics:
             "meshlib_config_objects", "Objects in the serving model, by kind.", ["kind"],
             registry=r,
         )
+        # Export zeros from the start, so rates and alerts work before the first event.
+        for type_url in ADS_ORDER[:4]:
+            label = short_name(type_url)
+            for counter in (self.pushes, self.acks, self.nacks):
+                counter.labels(label)
+        for result in ("ok", "invalid"):
+            self.reloads.labels(result)
 
     def type_label(self, type_url: str) -> str:
         return short_name(type_url)

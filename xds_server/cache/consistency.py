@@ -31,12 +31,36 @@ _TCP_PROXY = tcp_proxy_pb2.TcpProxy.DESCRIPTOR.full_name
 _AGGREGATE = aggregate_pb2.ClusterConfig.DESCRIPTOR.full_name
 
 
+# (type URL, content version) → what that resource references. Versions are content
+# hashes, so an entry never goes stale; a snapshot rebuilt after a small change looks
+# up almost every resource here instead of unpacking it again.
+_REFERENCES: dict[tuple[str, str], dict[str, frozenset[str]]] = {}
+_REFERENCES_MAX = 200_000
+
+
 def referenced_names(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, set[str]]:
     """Names each type URL must contain for ``resources`` (type → name → object with
-    a ``message``) to resolve: ``{ROUTE: {...}, CLUSTER: {...}, ENDPOINT: {...}}``."""
+    a ``message`` and a ``version``) to resolve: ``{ROUTE: {...}, CLUSTER: {...},
+    ENDPOINT: {...}}``."""
     wanted: dict[str, set[str]] = {ROUTE: set(), CLUSTER: set(), ENDPOINT: set()}
-    for res in resources.get(LISTENER, {}).values():
-        for config in _network_filters(res.message):
+    if len(_REFERENCES) > _REFERENCES_MAX:
+        _REFERENCES.clear()
+    for type_url in (LISTENER, ROUTE, CLUSTER):
+        for res in resources.get(type_url, {}).values():
+            key = (type_url, res.version)
+            refs = _REFERENCES.get(key)
+            if refs is None:
+                refs = _REFERENCES[key] = _references_of(type_url, res.message)
+            for target, names in refs.items():
+                wanted[target] |= names
+    return wanted
+
+
+def _references_of(type_url: str, message: Any) -> dict[str, frozenset[str]]:
+    """What one resource references, by type URL."""
+    wanted: dict[str, set[str]] = {ROUTE: set(), CLUSTER: set(), ENDPOINT: set()}
+    if type_url == LISTENER:
+        for config in _network_filters(message):
             if _is(config, _HCM):
                 hcm = hcm_pb2.HttpConnectionManager()
                 config.Unpack(hcm)
@@ -50,10 +74,10 @@ def referenced_names(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, se
                 if tcp.cluster:
                     wanted[CLUSTER].add(tcp.cluster)
                 wanted[CLUSTER] |= {w.name for w in tcp.weighted_clusters.clusters if w.name}
-    for res in resources.get(ROUTE, {}).values():
-        wanted[CLUSTER] |= _route_clusters(res.message)
-    for res in resources.get(CLUSTER, {}).values():
-        cluster: cluster_pb2.Cluster = res.message
+    elif type_url == ROUTE:
+        wanted[CLUSTER] |= _route_clusters(message)
+    elif type_url == CLUSTER:
+        cluster: cluster_pb2.Cluster = message
         kind = cluster.WhichOneof("cluster_discovery_type")
         if kind == "type" and cluster.type == cluster_pb2.Cluster.EDS:
             wanted[ENDPOINT].add(cluster.eds_cluster_config.service_name or cluster.name)
@@ -61,7 +85,7 @@ def referenced_names(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, se
             aggregate = aggregate_pb2.ClusterConfig()
             cluster.cluster_type.typed_config.Unpack(aggregate)
             wanted[CLUSTER] |= set(aggregate.clusters)
-    return wanted
+    return {t: frozenset(names) for t, names in wanted.items() if names}
 
 
 def missing_references(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str, ...]]:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
@@ -84,8 +85,28 @@ class Snapshot:
 
     resources: Mapping[str, Mapping[str, Resource]]
     created_at: float = field(default_factory=time.monotonic, compare=False)
-    version: str = field(init=False)
-    type_versions: Mapping[str, str] = field(init=False, compare=False, repr=False)
+    # Versions are computed on first use: hashing 20,000 names costs milliseconds a
+    # snapshot, and nodes that subscribe by name (gRPC) never need the whole-type one.
+    _versions: dict[str, Any] = field(default_factory=dict, init=False, compare=False,
+                                      repr=False)
+
+    @property
+    def type_versions(self) -> Mapping[str, str]:
+        """Type URL → the version of all its resources."""
+        if "types" not in self._versions:
+            self._versions["types"] = MappingProxyType(
+                {t: _subset_version(by_name, by_name) for t, by_name in self.resources.items()}
+            )
+        return self._versions["types"]
+
+    @property
+    def version(self) -> str:
+        """A hash over every resource version: equal content, equal version."""
+        if "all" not in self._versions:
+            self._versions["all"] = _digest(
+                f"{t}\x00{v}\n".encode() for t, v in self.type_versions.items()
+            )
+        return self._versions["all"]
 
     def __post_init__(self) -> None:
         frozen = {
@@ -97,12 +118,7 @@ class Snapshot:
                 if res.name != name or res.type_url != type_url:
                     raise XdsError(f"resource {res.name!r} ({res.type_url}) filed as {name!r}",
                                    type_url=type_url, resource_name=name)
-        type_versions = {t: _subset_version(by_name, by_name) for t, by_name in frozen.items()}
         object.__setattr__(self, "resources", MappingProxyType(frozen))
-        object.__setattr__(self, "type_versions", MappingProxyType(type_versions))
-        object.__setattr__(
-            self, "version", _digest(f"{t}\x00{v}\n".encode() for t, v in type_versions.items())
-        )
 
     @classmethod
     def from_messages(
@@ -161,7 +177,8 @@ class Snapshot:
 
 def _subset_version(by_name: Mapping[str, Resource], names: Iterable[str]) -> str:
     present = sorted({n for n in names if n in by_name})
-    return _digest(f"{n}\x00{by_name[n].version}\n".encode() for n in present)
+    # One join and one hash: a snapshot of 20,000 resources versions in milliseconds.
+    return _digest(("".join(f"{n}\x00{by_name[n].version}\n" for n in present).encode(),))
 
 
 @dataclass(frozen=True, slots=True)

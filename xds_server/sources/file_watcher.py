@@ -19,7 +19,7 @@ import watchfiles
 
 from meshlib.errors import ConfigError, Problem
 from xds_server.model import MeshModel
-from xds_server.sources.yaml_loader import load_model
+from xds_server.sources.yaml_loader import ConfigLoader
 
 __all__ = ["DEFAULT_DEBOUNCE_MS", "ModelChange", "watch_model"]
 
@@ -58,14 +58,17 @@ def _yaml_under(root: Path) -> Callable[[watchfiles.Change, str], bool]:
 async def watch_model(
     path: str | Path,
     *,
+    loader: ConfigLoader | None = None,
     stop_event: asyncio.Event | None = None,
     debounce_ms: int = DEFAULT_DEBOUNCE_MS,
 ) -> AsyncIterator[ModelChange]:
     """Yield a :class:`ModelChange` after every change under ``path``.
 
-    Loading runs in a worker thread so a large config never blocks the event loop.
+    ``loader`` (pass the one that loaded the initial model) re-parses only the files
+    that changed, so a reload takes milliseconds and runs on the loop itself.
     """
     target = Path(path)
+    loader = loader or ConfigLoader(target)
     directory = target if target.is_dir() else target.parent
     async for _changes in watchfiles.awatch(
         directory,
@@ -77,7 +80,7 @@ async def watch_model(
     ):
         seen = time.monotonic()
         try:
-            model = await asyncio.to_thread(load_model, target)
+            model = loader.load()  # incremental: only changed files (see apply)
         except ConfigError as err:
             for problem in err.problems:
                 log.error("config rejected, still serving the previous one: %s", problem)

@@ -44,7 +44,7 @@ from xds_server.sources.parse_routes import parse_route
 from xds_server.sources.problem_order import ProblemOrder
 from xds_server.sources.references import check_references, precedence_order
 
-__all__ = ["SUPPORTED_KINDS", "KindInfo", "parse_objects"]
+__all__ = ["SUPPORTED_KINDS", "KindInfo", "ParseMemo", "parse_objects"]
 
 Parser = Callable[[ObjectContext, Fields, Metadata], Any]
 
@@ -104,8 +104,48 @@ class _Parsed:
         return (self.meta.namespace, self.meta.name)
 
 
+class ParseMemo:
+    """Objects parsed by earlier :func:`parse_objects` calls, to parse only what changed.
+
+    Keyed by the identity of the object's dict: a caller that hands the same dict
+    again (the file loader does, for files whose bytes did not change) gets the same
+    parsed value back — the same model objects, so later stages can compare by
+    identity. Entries not seen in a call are dropped at its end.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[Mapping[str, Any], str, _Parsed | None, list[Problem]]] = {}
+        self._seen: dict[int, tuple[Mapping[str, Any], str, _Parsed | None, list[Problem]]] = {}
+
+    def parse(self, source: str, obj: Mapping[str, Any], problems: list[Problem],
+              order: ProblemOrder) -> _Parsed | None:
+        entry = self._entries.get(id(obj))
+        if entry is None or entry[0] is not obj or entry[1] != source:
+            found: list[Problem] = []
+            item = _parse_one(source, obj, found, order)
+            entry = (obj, source, item, found)
+        else:
+            item = entry[2]
+            label = item.ctx.obj if item is not None else None
+            if label is not None:
+                order.register(source, label, obj)
+            else:  # cached failure: register under the same label again
+                _register(source, obj, order)
+            if item is not None:
+                item.duplicate = False
+        self._seen[id(obj)] = entry
+        problems.extend(entry[3])
+        return item
+
+    def finish(self) -> None:
+        """Keep only the entries seen since the last call."""
+        self._entries, self._seen = self._seen, {}
+
+
 def parse_objects(
     objects: Iterable[tuple[str, dict[str, Any]]],
+    *,
+    memo: ParseMemo | None = None,
 ) -> tuple[MeshModel, list[Problem]]:
     """Build a model from ``(source, object)`` pairs; return it with every problem found.
 
@@ -113,17 +153,23 @@ def parse_objects(
     and appears in problems. ``kind: List`` (and ``<Kind>List``) objects are
     unwrapped. The model holds the valid objects, sorted by namespace and name, so
     equal inputs in any order give equal models. Problems come in reading order:
-    by source, object, and field position in the object.
+    by source, object, and field position in the object. With a ``memo``, objects
+    seen in an earlier call are not parsed again.
     """
     problems: list[Problem] = []
     parsed: list[_Parsed] = []
     order = ProblemOrder()
     for source, document in objects:
         for obj in _unwrap(source, document, problems):
-            item = _parse_one(source, obj, problems, order)
+            if memo is not None:
+                item = memo.parse(source, obj, problems, order)
+            else:
+                item = _parse_one(source, obj, problems, order)
             if item is not None:
                 parsed.append(item)
                 problems.extend(item.ctx.problems)
+    if memo is not None:
+        memo.finish()
     problems.extend(_mark_duplicates(parsed))
     current = [p for p in parsed if not p.duplicate and p.meta.name]
 
@@ -197,11 +243,9 @@ def _unwrap(source: str, document: object, problems: list[Problem]) -> Iterator[
             )
 
 
-def _parse_one(
-    source: str, obj: Mapping[str, Any], problems: list[Problem], order: ProblemOrder
-) -> _Parsed | None:
+def _register(source: str, obj: Mapping[str, Any], order: ProblemOrder) -> str:
+    """Note ``obj`` in ``order`` under its label (``Kind namespace/name``); return it."""
     kind = obj.get("kind")
-    api_version = obj.get("apiVersion")
     info = SUPPORTED_KINDS.get(kind) if isinstance(kind, str) else None
     _, _, label = object_label(
         kind if isinstance(kind, str) and kind else "<no kind>",
@@ -209,6 +253,16 @@ def _parse_one(
         namespaced=info.namespaced if info else True,
     )
     order.register(source, label, obj)
+    return label
+
+
+def _parse_one(
+    source: str, obj: Mapping[str, Any], problems: list[Problem], order: ProblemOrder
+) -> _Parsed | None:
+    kind = obj.get("kind")
+    api_version = obj.get("apiVersion")
+    info = SUPPORTED_KINDS.get(kind) if isinstance(kind, str) else None
+    label = _register(source, obj, order)
     if not isinstance(kind, str) or not kind:
         problems.append(Problem(source=source, obj=label, field="kind", message="is required"))
         return None

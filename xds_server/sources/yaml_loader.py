@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,16 @@ import yaml
 from meshlib.errors import ConfigError, Problem
 from xds_server.model import MeshModel
 from xds_server.sources.fields import describe, quote
-from xds_server.sources.parse import parse_objects
+from xds_server.sources.parse import ParseMemo, parse_objects
 
-__all__ = ["YAML_SUFFIXES", "check", "load_documents", "load_model", "read_documents"]
+__all__ = [
+    "YAML_SUFFIXES",
+    "ConfigLoader",
+    "check",
+    "load_documents",
+    "load_model",
+    "read_documents",
+]
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -73,13 +81,34 @@ def yaml_files(path: Path) -> list[Path]:
     )
 
 
-def _read_file(file: Path) -> tuple[list[tuple[str, dict[str, Any]]], list[Problem]]:
+_Documents = list[tuple[str, dict[str, Any]]]
+
+
+def _read_file(
+    file: Path, cache: dict[str, tuple[bytes, _Documents, list[Problem]]] | None = None
+) -> tuple[_Documents, list[Problem]]:
+    """The documents of ``file``; with a ``cache``, parsed again only if its bytes changed.
+
+    The cache is keyed by a digest of the content, not by mtime: two writes within
+    one timestamp tick must not hide a change.
+    """
     source = str(file)
     try:
-        text = file.read_text(encoding="utf-8-sig")
+        raw = file.read_bytes()
+        digest = hashlib.blake2b(raw, digest_size=16).digest()
+        if cache is not None and source in cache and cache[source][0] == digest:
+            return cache[source][1], cache[source][2]
+        text = raw.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return [], [Problem(source=source, message=f"cannot read: {reason}")]
+    documents, problems = _parse_text(source, text)
+    if cache is not None:
+        cache[source] = (digest, documents, problems)
+    return documents, problems
+
+
+def _parse_text(source: str, text: str) -> tuple[_Documents, list[Problem]]:
     documents, problems, failed = _parse_yaml(source, text, _FastLoader)
     if failed and _FastLoader is not _PyLoader:
         documents, problems, _ = _parse_yaml(source, text, _PyLoader)
@@ -142,16 +171,56 @@ def read_documents(path: str | Path) -> tuple[list[tuple[str, dict[str, Any]]], 
 
     Documents that come before a syntax error in a file are still returned.
     """
-    path = Path(path)
+    return _read_all(Path(path), None)
+
+
+def _read_all(
+    path: Path, cache: dict[str, tuple[bytes, _Documents, list[Problem]]] | None
+) -> tuple[_Documents, list[Problem]]:
     if not path.exists():
         return [], [Problem(source=str(path), message="no such file or directory")]
-    documents: list[tuple[str, dict[str, Any]]] = []
+    documents: _Documents = []
     problems: list[Problem] = []
-    for file in yaml_files(path):
-        docs, file_problems = _read_file(file)
+    files = yaml_files(path)
+    for file in files:
+        docs, file_problems = _read_file(file, cache)
         documents += docs
         problems += file_problems
+    if cache is not None:  # forget files that are gone
+        for gone in set(cache) - {str(f) for f in files}:
+            del cache[gone]
     return documents, problems
+
+
+class ConfigLoader:
+    """Loads the config under ``path`` again and again, re-parsing only what changed.
+
+    A file whose bytes are unchanged is not parsed again, and its objects are not
+    validated again: the model it yields holds the very same objects as before, so
+    translation can skip everything that did not change. Results equal
+    :func:`load_model`'s.
+
+    Example::
+
+        loader = ConfigLoader("examples/mesh")
+        model = loader.load()        # ConfigError if invalid
+        ...                          # a file changes
+        model = loader.load()        # only that file is parsed
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._files: dict[str, tuple[bytes, _Documents, list[Problem]]] = {}
+        self._memo = ParseMemo()
+
+    def load(self) -> MeshModel:
+        """The current model; raises :class:`~meshlib.errors.ConfigError` if invalid."""
+        documents, problems = _read_all(self.path, self._files)
+        model, parse_problems = parse_objects(documents, memo=self._memo)
+        problems = problems + parse_problems
+        if problems:
+            raise ConfigError(_by_file(self.path, problems))
+        return model
 
 
 def load_documents(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
@@ -178,12 +247,7 @@ def load_model(path: str | Path) -> MeshModel:
     Raises :class:`~meshlib.errors.ConfigError` listing every problem (YAML, objects
     and references) if there is any.
     """
-    documents, problems = read_documents(path)
-    model, parse_problems = parse_objects(documents)
-    problems += parse_problems
-    if problems:
-        raise ConfigError(_by_file(path, problems))
-    return model
+    return ConfigLoader(path).load()
 
 
 def _by_file(path: str | Path, problems: list[Problem]) -> list[Problem]:
