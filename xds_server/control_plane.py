@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,9 @@ async def run(options: ControlPlaneOptions) -> None:
         admin.start()
         log.info("admin on %s:%d", options.admin_address[0], admin.port)
     stop = options.stop or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread
+            loop.add_signal_handler(sig, stop.set)
     try:
         async for change in watch_model(options.config, loader=loader, stop_event=stop):
             if change.model is None:
