@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -163,6 +164,10 @@ async def run(options: ControlPlaneOptions) -> None:
     loader = ConfigLoader(options.config)
     model = await asyncio.to_thread(loader.load)  # invalid at start: fail
     cp = ControlPlane(model)
+    cp.snapshot_for(NodeGroup(kind="grpc"))  # the common group, built before clients come
+    # The loaded config lives as long as the process: keep it out of the collector's
+    # full passes, which otherwise add tens of ms to pushes at 1,000 Services.
+    gc.freeze()
     loop = asyncio.get_running_loop()
     server, port = await serve(options.xds_address, cp.cache, cp.callbacks())
     ads: AdsServer = server.ads  # type: ignore[attr-defined]
