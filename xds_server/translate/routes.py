@@ -42,6 +42,7 @@ from xds_server.translate.names import (
 )
 
 __all__ = [
+    "MIN_RETRY_BACKOFF",
     "envoy_route_config",
     "grpc_route_configs",
     "service_routes",
@@ -53,6 +54,10 @@ __all__ = [
 # gRPC fails any RPC matching a non-forwarding route action with UNAVAILABLE
 # ("Matching route has inappropriate action"), so direct_response works for both.
 _NO_BACKEND_STATUS = {"GRPCRoute": 503, "HTTPRoute": 500}
+
+# grpcio 1.85 leaves some retries pending until the deadline when the jittered
+# backoff rounds down to 0 ms (measured with a 1 ms base); 5 ms never does.
+MIN_RETRY_BACKOFF = 0.005
 
 _ROOT_PREFIXES = ("", "/")
 _RE2_SPECIAL = frozenset("\\.+*?()|[]{}^$#&~-")
@@ -271,9 +276,9 @@ def _retry_policy(retries: RetryPolicy, backend_request_timeout: float | None
     out = rc_pb2.RetryPolicy(retry_on=",".join(codes),
                              num_retries=wrappers_pb2.UInt32Value(value=retries.attempts - 1))
     if retries.base_interval > 0:
-        out.retry_back_off.base_interval.CopyFrom(duration(retries.base_interval))
-        out.retry_back_off.max_interval.CopyFrom(
-            duration(max(retries.max_interval, retries.base_interval)))
+        base = max(retries.base_interval, MIN_RETRY_BACKOFF)
+        out.retry_back_off.base_interval.CopyFrom(duration(base))
+        out.retry_back_off.max_interval.CopyFrom(duration(max(retries.max_interval, base)))
     per_try = retries.per_try_timeout or backend_request_timeout
     if per_try:
         out.per_try_timeout.CopyFrom(duration(per_try))

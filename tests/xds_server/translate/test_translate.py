@@ -43,6 +43,7 @@ from xds_server.model import (
 from xds_server.node import NodeGroup
 from xds_server.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from xds_server.translate import build_resources
+from xds_server.translate.routes import MIN_RETRY_BACKOFF
 
 GRPC = NodeGroup(kind="grpc")
 ENVOY = NodeGroup(kind="envoy", outbound_port=15999)
@@ -221,6 +222,16 @@ def test_retry_policy():
     assert retry.per_try_timeout.ToTimedelta().total_seconds() == 0.2
     assert retry.retry_back_off.base_interval.ToTimedelta().total_seconds() == 0.01
     assert retry.retry_back_off.max_interval.ToTimedelta().total_seconds() == 0.1
+
+
+def test_retry_backoff_has_a_floor():
+    # grpcio 1.85 leaves retries pending until the deadline with a ~1 ms backoff.
+    retries = RetryPolicy(attempts=2, base_interval=0.001, max_interval=0.002)
+    (route,) = routes_of(build_resources(
+        mesh(service("reviews"), policy("reviews", retries=retries)), GRPC))
+    back_off = route.route.retry_policy.retry_back_off
+    assert back_off.base_interval.ToTimedelta().total_seconds() == MIN_RETRY_BACKOFF
+    assert back_off.max_interval.ToTimedelta().total_seconds() == MIN_RETRY_BACKOFF
 
 
 def test_ring_hash_header_hash_policy():
