@@ -1,0 +1,90 @@
+"""meshlib's xDS client: resource decoders, pure routing, and the sans-IO ADS protocol.
+
+Layers, like grpc-go's xdsclient:
+
+* per resource type a frozen dataclass and a pure ``decode(any) -> Update`` that raises
+  :class:`ResourceValidationError` (``decode_listener``, ``decode_route_config``,
+  ``decode_cluster``, ``decode_endpoints``; :data:`DECODERS` by type URL);
+* :func:`pick_virtual_host` and :func:`match_route`, pure per-call routing;
+* :class:`AdsClientProtocol`, the state-of-the-world ADS state machine: data in,
+  events (:class:`ResourceChanged`, :class:`ResourceRemoved`, :class:`ResourceError`)
+  out, requests (ACK/NACK/subscriptions) from :meth:`AdsClientProtocol.outgoing`.
+
+Example::
+
+    ads = AdsClientProtocol(node)
+    ads.subscribe(LISTENER, ["reviews:50051"])
+    requests = ads.outgoing()
+"""
+
+from meshlib.xds._ads_protocol import (
+    AdsClientProtocol,
+    Event,
+    ResourceChanged,
+    ResourceError,
+    ResourceRemoved,
+)
+from meshlib.xds._cluster import ClusterUpdate, LbPolicy, OutlierDetectionConfig, decode_cluster
+from meshlib.xds._decoders import DECODERS, Decoder, Update
+from meshlib.xds._endpoints import Endpoint, EndpointsUpdate, Locality, decode_endpoints
+from meshlib.xds._listener import ListenerUpdate, decode_listener
+from meshlib.xds._matchers import HeaderMatcher, QueryParameterMatcher, StringMatcher
+from meshlib.xds._resources import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    ResourceValidationError,
+)
+from meshlib.xds._route_config import (
+    ClusterWeight,
+    Route,
+    RouteAction,
+    RouteConfigUpdate,
+    RouteMatch,
+    VirtualHost,
+    decode_route_config,
+)
+from meshlib.xds._route_policies import FaultConfig, HashPolicy, RetryPolicy
+from meshlib.xds._routing import match_route, pick_virtual_host
+
+__all__ = [
+    "CLUSTER",
+    "DECODERS",
+    "ENDPOINT",
+    "LISTENER",
+    "ROUTE",
+    "AdsClientProtocol",
+    "ClusterUpdate",
+    "ClusterWeight",
+    "Decoder",
+    "Endpoint",
+    "EndpointsUpdate",
+    "Event",
+    "FaultConfig",
+    "HashPolicy",
+    "HeaderMatcher",
+    "LbPolicy",
+    "ListenerUpdate",
+    "Locality",
+    "OutlierDetectionConfig",
+    "QueryParameterMatcher",
+    "ResourceChanged",
+    "ResourceError",
+    "ResourceRemoved",
+    "ResourceValidationError",
+    "RetryPolicy",
+    "Route",
+    "RouteAction",
+    "RouteConfigUpdate",
+    "RouteMatch",
+    "StringMatcher",
+    "Update",
+    "VirtualHost",
+    "decode_cluster",
+    "decode_endpoints",
+    "decode_listener",
+    "decode_route_config",
+    "match_route",
+    "pick_virtual_host",
+]

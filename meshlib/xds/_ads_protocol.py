@@ -1,0 +1,281 @@
+"""The client side of state-of-the-world ADS as a sans-IO state machine (like h11).
+
+Data in, events out: :meth:`AdsClientProtocol.receive` takes a ``DiscoveryResponse``
+and returns events; :meth:`AdsClientProtocol.outgoing` returns the
+``DiscoveryRequest``s now due. No sockets, no clocks: the asyncio/grpc stream around
+it is a thin shell, and tests drive it with plain messages.
+
+Rules (https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol):
+
+* The first request of a stream carries the ``Node``; later ones do not.
+* Every response is answered once, with its nonce: an ACK carries the response's
+  ``version_info``; a NACK carries the last *accepted* version and an
+  ``error_detail`` naming each invalid resource.
+* gRFC A46 (https://github.com/grpc/proposal/blob/master/A46-xds-nack-semantics.md):
+  a response with invalid resources is NACKed as a whole, but its valid resources
+  are still applied; each invalid resource keeps its previous value (if any) and is
+  reported by a :class:`ResourceError`.
+* LDS/CDS responses hold every subscribed resource: a previously received name that
+  is missing is deleted (:class:`ResourceRemoved`); so is any subscribed name the
+  server lists in ``resource_errors`` with NOT_FOUND (gRFC A88). RDS/EDS omissions mean
+  nothing. If a resource in an LDS/CDS response could not be named, no deletion is
+  inferred from that response.
+* A subscription change is a new request for the type, carrying the current version
+  and nonce (it is also an ACK of the last response, as gRPC sends it).
+* :meth:`AdsClientProtocol.reset` starts a new stream: every non-empty subscription
+  is requested again with the last accepted version and no nonce; cached resources
+  are kept, so the application keeps serving on them.
+
+Example::
+
+    ads = AdsClientProtocol(node)
+    ads.subscribe(LISTENER, ["reviews:50051"])
+    send(ads.outgoing())                  # [LDS request with node]
+    for event in ads.receive(response):   # ResourceChanged(...) ...
+        ...
+    send(ads.outgoing())                  # [ACK] or [NACK]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, status_pb2
+
+from meshlib.xds._decoders import DECODERS, Decoder, Update
+from meshlib.xds._resources import FULL_STATE_TYPES, ResourceValidationError, short_name
+
+__all__ = [
+    "AdsClientProtocol",
+    "Event",
+    "ResourceChanged",
+    "ResourceError",
+    "ResourceRemoved",
+]
+
+_RESOURCE_WRAPPER = "type.googleapis.com/" + discovery_pb2.Resource.DESCRIPTOR.full_name
+WILDCARD = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceChanged:
+    """``name`` has a new value ``update``, accepted at ``version``."""
+
+    type_url: str
+    name: str
+    update: Update
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRemoved:
+    """``name`` does not exist (any more) on the control plane."""
+
+    type_url: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceError:
+    """``name`` arrived invalid and was NACKed; ``has_previous`` says whether a
+    previous value is still in use. ``name`` is ``""`` if it could not be read."""
+
+    type_url: str
+    name: str
+    error: ResourceValidationError
+    has_previous: bool
+
+
+Event = ResourceChanged | ResourceRemoved | ResourceError
+
+
+@dataclass(slots=True)
+class _TypeState:
+    names: set[str] = field(default_factory=set)
+    resources: dict[str, Update] = field(default_factory=dict)
+    version: str = ""  # last accepted
+    nonce: str = ""  # last received on this stream
+    sent: bool = False  # a request went out on this stream
+    error: str | None = None  # pending NACK detail
+    absent: set[str] = field(default_factory=set)  # reported removed, not back since
+
+
+class AdsClientProtocol:
+    """State-of-the-world ADS client state, per type URL, across stream restarts."""
+
+    def __init__(self, node: base_pb2.Node, *,
+                 decoders: Mapping[str, Decoder] = DECODERS) -> None:
+        self.node = node
+        self._decoders = decoders
+        self._types: dict[str, _TypeState] = {}
+        self._pending: dict[str, None] = {}  # type URLs with a request due, in order
+        self._node_sent = False
+
+    # ------------------------------------------------------------ subscriptions
+
+    def subscribe(self, type_url: str, names: Iterable[str]) -> None:
+        """Add ``names`` to the subscription of ``type_url`` (a request if it grows)."""
+        if type_url not in self._decoders:
+            raise ValueError(f"no decoder for {type_url}")
+        state = self._types.setdefault(type_url, _TypeState())
+        new = set(names) - state.names
+        if new:
+            state.names |= new
+            self._pending[type_url] = None
+
+    def unsubscribe(self, type_url: str, names: Iterable[str]) -> None:
+        """Drop ``names`` from the subscription and forget their cached values."""
+        state = self._types.get(type_url)
+        if state is None:
+            return
+        gone = state.names & set(names)
+        if not gone:
+            return
+        state.names -= gone
+        for name in gone:
+            state.resources.pop(name, None)
+            state.absent.discard(name)
+        if state.names or state.sent:
+            self._pending[type_url] = None  # an empty list after names = unsubscribe all
+        else:
+            self._pending.pop(type_url, None)
+
+    def subscriptions(self, type_url: str) -> frozenset[str]:
+        """The subscribed names of ``type_url``."""
+        state = self._types.get(type_url)
+        return frozenset(state.names) if state else frozenset()
+
+    def resources(self, type_url: str) -> Mapping[str, Update]:
+        """The current (last good) value of every cached resource of ``type_url``."""
+        state = self._types.get(type_url)
+        return MappingProxyType(state.resources if state else {})
+
+    def version(self, type_url: str) -> str:
+        """The last accepted version of ``type_url`` (``""`` before any)."""
+        state = self._types.get(type_url)
+        return state.version if state else ""
+
+    # ------------------------------------------------------------ the stream
+
+    def outgoing(self) -> list[discovery_pb2.DiscoveryRequest]:
+        """The requests now due: subscriptions, ACKs and NACKs, once each."""
+        out = []
+        for type_url in self._pending:
+            state = self._types[type_url]
+            request = discovery_pb2.DiscoveryRequest(
+                type_url=type_url, version_info=state.version, response_nonce=state.nonce,
+                resource_names=sorted(state.names))
+            if state.error is not None:
+                request.error_detail.CopyFrom(status_pb2.Status(
+                    code=code_pb2.INVALID_ARGUMENT, message=state.error))
+                state.error = None
+            if not self._node_sent:
+                request.node.CopyFrom(self.node)
+                self._node_sent = True
+            state.sent = True
+            out.append(request)
+        self._pending.clear()
+        return out
+
+    def receive(self, response: discovery_pb2.DiscoveryResponse) -> list[Event]:
+        """Apply one response; an ACK or NACK for it is then due in :meth:`outgoing`."""
+        type_url = response.type_url
+        state = self._types.setdefault(type_url, _TypeState())
+        state.nonce = response.nonce
+        self._pending[type_url] = None
+        decoder = self._decoders.get(type_url)
+        if decoder is None:
+            state.error = f"unsupported type {type_url}"
+            return []
+        events: list[Event] = []
+        errors: list[ResourceValidationError] = []
+        seen: set[str] = set()
+        unnamed = False
+        for any_msg in response.resources:
+            try:
+                name, update = self._decode(decoder, type_url, any_msg)
+                if name in seen:
+                    raise ResourceValidationError("duplicate resource in one response",
+                                                  type_url=type_url, resource_name=name)
+            except ResourceValidationError as err:
+                errors.append(err)
+                unnamed |= not err.resource_name
+                seen.add(err.resource_name)
+                if err.resource_name in state.names:
+                    events.append(ResourceError(type_url, err.resource_name, err,
+                                                err.resource_name in state.resources))
+                continue
+            seen.add(name)
+            if not self._wanted(state, name):
+                continue
+            if state.resources.get(name) != update:
+                state.resources[name] = update
+                state.absent.discard(name)
+                events.append(ResourceChanged(type_url, name, update, response.version_info))
+        events.extend(self._removals(state, type_url, response, seen, unnamed))
+        if errors:
+            state.error = _nack_detail(type_url, response.version_info, errors)
+        else:
+            state.version = response.version_info
+        return events
+
+    def reset(self) -> None:
+        """A new stream: node again, every non-empty subscription with its last version."""
+        self._node_sent = False
+        self._pending.clear()
+        for type_url, state in self._types.items():
+            state.nonce, state.sent, state.error = "", False, None
+            if state.names:
+                self._pending[type_url] = None
+
+    # ------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _decode(decoder: Decoder, type_url: str, any_msg: any_pb2.Any) -> tuple[str, Update]:
+        wrapped_name = ""
+        if any_msg.type_url == _RESOURCE_WRAPPER:
+            wrapper = discovery_pb2.Resource()
+            if not any_msg.Unpack(wrapper):
+                raise ResourceValidationError("cannot parse Resource wrapper", type_url=type_url)
+            wrapped_name, any_msg = wrapper.name, wrapper.resource
+        try:
+            update = decoder(any_msg)
+        except ResourceValidationError as err:
+            if wrapped_name and not err.resource_name:
+                raise ResourceValidationError(err.detail, type_url=type_url,
+                                              resource_name=wrapped_name) from err
+            raise
+        name = getattr(update, "name", None) or getattr(update, "cluster_name", "")
+        return name, update
+
+    @staticmethod
+    def _wanted(state: _TypeState, name: str) -> bool:
+        return name in state.names or WILDCARD in state.names
+
+    def _removals(self, state: _TypeState, type_url: str,
+                  response: discovery_pb2.DiscoveryResponse, seen: set[str],
+                  unnamed: bool) -> list[Event]:
+        gone: list[str] = []
+        if type_url in FULL_STATE_TYPES and not unnamed:
+            gone.extend(n for n in state.resources if n not in seen)
+        for resource_error in response.resource_errors:
+            name = resource_error.resource_name.name
+            if (resource_error.error_detail.code == code_pb2.NOT_FOUND
+                    and self._wanted(state, name) and name not in seen and name not in gone):
+                gone.append(name)
+        gone = [n for n in gone if n not in state.absent]
+        for name in gone:
+            state.resources.pop(name, None)
+            state.absent.add(name)
+        return [ResourceRemoved(type_url, name) for name in gone]
+
+
+def _nack_detail(type_url: str, version: str, errors: list[ResourceValidationError]) -> str:
+    listed = "; ".join(str(e) for e in errors)
+    return (f"{short_name(type_url)} version {version!r} rejected: "
+            f"{len(errors)} invalid resource(s): {listed}")
