@@ -33,8 +33,20 @@ def _cmd_control_plane(args: argparse.Namespace) -> int:
         xds_address=args.xds_address,
         admin_address=args.admin_address,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(options))
+    from meshlib.errors import ConfigError
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run(options))
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        print(f"meshctl: {len(err.problems)} problem(s) in {args.config}; not started",
+              file=sys.stderr)
+        return 1
+    except (OSError, RuntimeError) as err:  # e.g. an address already in use
+        print(f"meshctl: cannot serve: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -57,7 +69,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
     host, port = args.xds_address
     text = bootstrap_json(
         BootstrapOptions(
-            xds_address=f"{host}:{port}",
+            xds_address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             node_id=args.node_id,
             namespace=args.namespace,
             cluster=args.cluster,
@@ -74,7 +86,9 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from xds_server.demo import run_demo
 
-    return run_demo(Path(args.config), seconds=args.seconds)
+    config = Path(args.config) if args.config else (
+        Path(__file__).resolve().parents[1] / "examples" / "mesh")
+    return run_demo(config, seconds=args.seconds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.set_defaults(func=_cmd_bootstrap)
 
     demo = sub.add_parser("demo", help="the whole mesh on one machine, with live traffic")
-    demo.add_argument("--config", default="examples/mesh")
+    demo.add_argument("--config", help="default: the examples/mesh shipped with meshlib")
     demo.add_argument("--seconds", type=float, default=24.0)
     demo.set_defaults(func=_cmd_demo)
     return parser

@@ -46,7 +46,8 @@ class ControlPlaneMetrics:
         )
         self.reloads = Counter(
             "meshlib_config_reloads_total",
-            "Configuration reloads by result (ok, invalid).",
+            "Configuration reloads by result (ok; invalid: rejected by validation; "
+            "error: failed to translate).",
             ["result"],
             registry=r,
         )
@@ -68,11 +69,8 @@ class ControlPlaneMetrics:
             label = short_name(type_url)
             for counter in (self.pushes, self.acks, self.nacks):
                 counter.labels(label)
-        for result in ("ok", "invalid"):
+        for result in ("ok", "invalid", "error"):
             self.reloads.labels(result)
-
-    def type_label(self, type_url: str) -> str:
-        return short_name(type_url)
 
     def render(self) -> bytes:
         """Prometheus text exposition format."""

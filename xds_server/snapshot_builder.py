@@ -63,6 +63,12 @@ class SnapshotBuilder:
         self._entries: dict[tuple[str, str, str], _Entry] = {}
         self._lock = threading.Lock()
 
+    def forget(self, group_key: str) -> None:
+        """Drop what was kept for ``group_key`` (a group that is gone)."""
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == group_key]:
+                del self._entries[key]
+
     def build(self, model: MeshModel, group: NodeGroup) -> Snapshot:
         """The snapshot of ``group`` for ``model``; equal to translating it whole."""
         with self._lock:
@@ -94,7 +100,12 @@ class SnapshotBuilder:
                                                  virtual_hosts=virtual_hosts)
             resources.append(Resource.from_message(ROUTE, ENVOY_OUTBOUND_ROUTE, table))
         resources.extend(server_listeners.values())
-        return Snapshot.from_resources(resources)
+        # Every type present even when empty, exactly as build_resources gives.
+        by_type: dict[str, dict[str, Resource]] = {t: {} for t in (CLUSTER, ENDPOINT, LISTENER,
+                                                                   ROUTE)}
+        for res in resources:
+            by_type[res.type_url][res.name] = res
+        return Snapshot(resources=by_type)
 
     def _translate(self, model: MeshModel, service: Service, group: NodeGroup,
                    inputs: tuple[object, ...]) -> _Entry:
@@ -149,13 +160,16 @@ def _inputs(model: MeshModel, service: Service) -> tuple[object, ...]:
 
 
 def _backend_refs(model: MeshModel, service: Service) -> tuple[object, ...]:
-    """Each backend ref of the attached routes with the Service it resolves to (or None)."""
-    return tuple(
-        model.service(ref.namespace, ref.name)
-        for route in model.routes_for(service)
-        for rule in route.rules
-        for ref in rule.backend_refs
-    )
+    """Each backend ref of the attached routes: the Service it resolves to (or None) and
+    that Service's TrafficPolicy (its RING_HASH header goes into the route)."""
+    out: list[object] = []
+    for route in model.routes_for(service):
+        for rule in route.rules:
+            for ref in rule.backend_refs:
+                backend = model.service(ref.namespace, ref.name)
+                out.append(backend)
+                out.append(model.traffic_policy_for(backend) if backend is not None else None)
+    return tuple(out)
 
 
 def _same(old: tuple[object, ...], new: tuple[object, ...]) -> bool:
@@ -164,12 +178,13 @@ def _same(old: tuple[object, ...], new: tuple[object, ...]) -> bool:
 
 def _sub_model(model: MeshModel, service: Service, *, with_backends: bool) -> MeshModel:
     """The part of ``model`` that ``service``'s resources are built from."""
-    policy = model.traffic_policy_for(service)
+    backends = _backends(model, service) if with_backends else ()
+    policies = (model.traffic_policy_for(s) for s in (service, *backends))
     return MeshModel(
-        services=(service, *_backends(model, service)) if with_backends else (service,),
+        services=(service, *backends),
         endpoint_slices=model.endpoint_slices_for(service),
         routes=model.routes_for(service),
-        traffic_policies=(policy,) if policy is not None else (),
+        traffic_policies=tuple(p for p in policies if p is not None),
         mesh_config=model.mesh_config,
     )
 

@@ -45,14 +45,20 @@ __all__ = [
     "METHOD_PATTERN",
     "MTLS_MODES",
     "NAMESPACE_PATTERN",
+    "RETRYABLE_STATUS_CODES",
     "SERVICE_ACCOUNT_PATTERN",
     "parse_access_policy",
     "parse_mesh_config",
     "parse_traffic_policy",
 ]
 
-#: Status code names accepted in ``retryOn`` and ``abort.grpcStatus`` (all but OK).
+#: Status code names accepted in ``abort.grpcStatus`` (all but OK).
 GRPC_STATUS_CODES = tuple(c.name for c in grpc.StatusCode if c is not grpc.StatusCode.OK)
+#: Codes accepted in ``retryOn``: the ones Envoy and gRPC can retry on (xDS
+#: ``retry_on`` "gRPC retry on" conditions, gRFC A44); others would be silently ignored.
+RETRYABLE_STATUS_CODES = (
+    "CANCELLED", "DEADLINE_EXCEEDED", "INTERNAL", "RESOURCE_EXHAUSTED", "UNAVAILABLE",
+)
 LOAD_BALANCER_TYPES = ("ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH")
 MTLS_MODES = ("STRICT", "PERMISSIVE", "DISABLE")
 _ACTIONS = ("ALLOW", "DENY")
@@ -181,7 +187,7 @@ def _retries(retries: Fields) -> RetryPolicy:
     retry_on = defaults.retry_on
     if retries.has("retryOn"):
         retry_on = retries.strings(
-            "retryOn", required=True, check=one_of(GRPC_STATUS_CODES), unique=True
+            "retryOn", required=True, check=one_of(RETRYABLE_STATUS_CODES), unique=True
         )
     base, maximum = defaults.base_interval, defaults.max_interval
     backoff = retries.child("backoff", _BACKOFF_FIELDS)

@@ -212,9 +212,30 @@ class ConfigLoader:
         self.path = Path(path)
         self._files: dict[str, tuple[bytes, _Documents, list[Problem]]] = {}
         self._memo = ParseMemo()
+        self._loaded = False
+
+    def changed(self) -> bool:
+        """Whether the YAML under ``path`` differs from what was last loaded.
+
+        Reads and hashes the files (milliseconds for megabytes); parses nothing.
+        """
+        if not self.path.exists():
+            return bool(self._files) or not self._loaded
+        files = {str(f) for f in yaml_files(self.path)}
+        if files != set(self._files):
+            return True
+        for source in files:
+            try:
+                raw = Path(source).read_bytes()
+            except OSError:
+                return True
+            if hashlib.blake2b(raw, digest_size=16).digest() != self._files[source][0]:
+                return True
+        return False
 
     def load(self) -> MeshModel:
         """The current model; raises :class:`~meshlib.errors.ConfigError` if invalid."""
+        self._loaded = True
         documents, problems = _read_all(self.path, self._files)
         model, parse_problems = parse_objects(documents, memo=self._memo)
         problems = problems + parse_problems

@@ -49,12 +49,13 @@ def route_config_name(service: Service, port: int, *,
     return f"{service.fqdn(cluster_domain)}:{port}"
 
 
-def default_service_port(service: Service) -> int:
-    """The port a port-less target means: the first grpc/http2 port, else the first port."""
+def default_service_port(service: Service) -> int | None:
+    """The port a port-less target means: the first grpc/http2 port, else the first port
+    (None for a Service without ports, such as a headless one)."""
     for p in service.ports:
         if p.protocol in _DEFAULT_PROTOCOLS:
             return p.port
-    return service.ports[0].port
+    return service.ports[0].port if service.ports else None
 
 
 def listener_names(service: Service, port: int, group_namespace: str,

@@ -112,7 +112,8 @@ def service_routes(model: MeshModel, service: Service, port: ServicePort) -> lis
     if not attached:
         own = cluster_name(service, port.port, cluster_domain=model.mesh_config.cluster_domain)
         catch_all = rc_pb2.Route(name="default", match=rc_pb2.RouteMatch(prefix=""))
-        _forward(catch_all, {own: 1}, None, policy, grpc_faults=port.protocol == "grpc")
+        _forward(catch_all, {own: 1}, None, policy, _hash_headers([policy]),
+                 grpc_faults=port.protocol == "grpc")
         return [catch_all]
     keyed: list[tuple[tuple[object, ...], rc_pb2.Route]] = []
     for route in attached:
@@ -123,7 +124,8 @@ def service_routes(model: MeshModel, service: Service, port: ServicePort) -> lis
                                       match=_match(match))
                 if backends:
                     grpc_faults = route.kind == "GRPCRoute" or port.protocol == "grpc"
-                    _forward(xroute, backends, rule, policy, grpc_faults=grpc_faults)
+                    hashes = _hash_headers([policy, *_backend_policies(model, rule)])
+                    _forward(xroute, backends, rule, policy, hashes, grpc_faults=grpc_faults)
                 else:
                     xroute.direct_response.status = _NO_BACKEND_STATUS[route.kind]
                 keyed.append((_precedence(match, route, ri, mi), xroute))
@@ -221,10 +223,39 @@ def _backends(model: MeshModel, rule: RouteRule, parent_port: int) -> dict[str, 
     return weights
 
 
+def _backend_policies(model: MeshModel, rule: RouteRule) -> list[TrafficPolicy | None]:
+    """The TrafficPolicies of the Services a rule sends traffic to."""
+    out = []
+    for ref in rule.backend_refs:
+        backend = model.service(ref.namespace, ref.name)
+        out.append(model.traffic_policy_for(backend) if backend is not None else None)
+    return out
+
+
+def _hash_headers(policies: list[TrafficPolicy | None]) -> tuple[str, ...]:
+    """Headers to hash on: the parent's RING_HASH header, then its backends'.
+
+    A backend Service with a RING_HASH policy behind a route would otherwise get a
+    random hash per call (gRFC A42) and lose its stickiness.
+    """
+    headers: dict[str, None] = {}
+    for policy in policies:
+        lb = policy.load_balancer if policy is not None else None
+        if lb is not None and lb.type == "RING_HASH" and lb.hash_header:
+            headers[lb.hash_header] = None
+    return tuple(headers)
+
+
 def _forward(xroute: rc_pb2.Route, backends: dict[str, int], rule: RouteRule | None,
-             policy: TrafficPolicy | None, *, grpc_faults: bool) -> None:
+             policy: TrafficPolicy | None, hash_headers: tuple[str, ...], *,
+             grpc_faults: bool) -> None:
     """Fill ``xroute``'s RouteAction (and fault override) from backends and the policy."""
     action = xroute.route
+    # gRFC A42: gRPC hashes on header (and filter_state) policies only.
+    action.hash_policy.extend(
+        rc_pb2.RouteAction.HashPolicy(header=rc_pb2.RouteAction.HashPolicy.Header(header_name=h))
+        for h in hash_headers
+    )
     if len(backends) == 1:
         action.cluster = next(iter(backends))
     else:
@@ -252,11 +283,6 @@ def _forward(xroute: rc_pb2.Route, backends: dict[str, int], rule: RouteRule | N
         retry = _retry_policy(policy.retries, per_try)
         if retry is not None:
             action.retry_policy.CopyFrom(retry)
-    lb = policy.load_balancer
-    if lb is not None and lb.type == "RING_HASH" and lb.hash_header:
-        # gRFC A42: gRPC hashes on header (and filter_state) policies only.
-        action.hash_policy.append(rc_pb2.RouteAction.HashPolicy(
-            header=rc_pb2.RouteAction.HashPolicy.Header(header_name=lb.hash_header)))
     if policy.fault_injection is not None:
         fault = _fault(policy.fault_injection, grpc_faults=grpc_faults)
         if fault is not None:

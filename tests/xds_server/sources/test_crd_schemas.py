@@ -13,7 +13,12 @@ from source_builders import FULL_TRAFFIC_SPEC, ROOT, lines, mesh_config, parse, 
 
 from xds_server.sources import read_documents
 from xds_server.sources.durations import DURATION_PATTERN
-from xds_server.sources.parse_policies import GRPC_STATUS_CODES, LOAD_BALANCER_TYPES, MTLS_MODES
+from xds_server.sources.parse_policies import (
+    GRPC_STATUS_CODES,
+    LOAD_BALANCER_TYPES,
+    MTLS_MODES,
+    RETRYABLE_STATUS_CODES,
+)
 
 CRD_DIR = ROOT / "deploy" / "crds"
 KINDS = {
@@ -95,7 +100,7 @@ def _walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any
 
 def test_enums_and_duration_patterns_match_the_parser() -> None:
     tp = dict(_walk(CRDS["TrafficPolicy"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]))
-    assert tp["spec.retries.retryOn[]"]["enum"] == list(GRPC_STATUS_CODES)
+    assert tp["spec.retries.retryOn[]"]["enum"] == list(RETRYABLE_STATUS_CODES)
     assert tp["spec.faultInjection.abort.grpcStatus"]["enum"] == list(GRPC_STATUS_CODES)
     assert tp["spec.loadBalancer.type"]["enum"] == list(LOAD_BALANCER_TYPES)
     for kind in ("AccessPolicy", "MeshConfig"):

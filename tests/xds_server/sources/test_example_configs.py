@@ -67,7 +67,7 @@ def test_mesh_example_content() -> None:
 INVALID_EXPECTED = """\
 examples/invalid/policies.yaml: TrafficPolicy shop/orders: spec.loadBalancer.hashHeader: is required when type is RING_HASH
 examples/invalid/policies.yaml: TrafficPolicy shop/orders: spec.timeout: must be a duration like "1s", "500ms" or "1m30s", got string "2 seconds"
-examples/invalid/policies.yaml: TrafficPolicy shop/orders: spec.retries.retryOn[1]: unknown value "UNAVAILBLE" (did you mean "UNAVAILABLE"?)
+examples/invalid/policies.yaml: TrafficPolicy shop/orders: spec.retries.retryOn[1]: must be one of CANCELLED, DEADLINE_EXCEEDED, INTERNAL, RESOURCE_EXHAUSTED, UNAVAILABLE; got "UNAVAILBLE" (did you mean "UNAVAILABLE"?)
 examples/invalid/policies.yaml: TrafficPolicy shop/orders-fast: spec.targetRef: conflicts with TrafficPolicy shop/orders (examples/invalid/policies.yaml), which also targets Service orders and takes precedence; this policy is ignored
 examples/invalid/policies.yaml: AccessPolicy shop/payments: spec.targetRef.name: target Service shop/payments not found
 examples/invalid/policies.yaml: AccessPolicy shop/payments: spec.mtls.mode: must be one of STRICT, PERMISSIVE, DISABLE; got "strict" (did you mean "STRICT"?)

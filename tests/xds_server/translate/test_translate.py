@@ -391,3 +391,13 @@ def test_deterministic_and_consistent(group):
                           for t, r in b.items()}
     assert set(a) == {LISTENER, ROUTE, CLUSTER, ENDPOINT}
     assert missing_references(a) == {}
+
+
+def test_backend_ring_hash_header_applies_behind_a_route():
+    lb = LoadBalancer(type="RING_HASH", hash_header="x-session")
+    out = build_resources(canary_model(
+        grpc_route("reviews", rule(backend("reviews-v1", port=50051))),
+        policy("reviews-v1", load_balancer=lb)), GRPC)
+    (route,) = routes_of(out)
+    assert [h.header.header_name for h in route.route.hash_policy] == ["x-session"]
+    assert out[CLUSTER][V1].lb_policy == cluster_pb2.Cluster.RING_HASH
