@@ -57,6 +57,13 @@ class AdminServer:
 def _make_handler(views: AdminViews) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            try:
+                self._get()
+            except Exception as exc:  # e.g. the event loop too busy to answer in time
+                log.warning("admin %s failed: %r", self.path, exc)
+                self._send(503, f"unavailable: {exc!r}\n".encode())
+
+        def _get(self) -> None:
             url = urlsplit(self.path)
             if url.path == "/healthz":
                 self._send(200, b"ok\n")
