@@ -106,6 +106,14 @@ class Service:
     def fqdn(self, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:
         return f"{self.name}.{self.namespace}.svc.{cluster_domain}"
 
+    @property
+    def distinct_ports(self) -> tuple[ServicePort, ...]:
+        """One port per number (the first): ``53/UDP`` and ``53/TCP`` are one xDS port."""
+        seen: dict[int, ServicePort] = {}
+        for p in self.ports:
+            seen.setdefault(p.port, p)
+        return tuple(seen.values())
+
     def port_by_number(self, port: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == port), None)
 

@@ -119,12 +119,12 @@ class SnapshotBuilder:
         domain = model.mesh_config.cluster_domain
         if group.kind == "envoy":
             hosts = tuple(virtual_host(routed, service, port, group.namespace)
-                          for port in service.ports)
+                          for port in service.distinct_ports)
         else:
             out += _versioned(LISTENER, grpc_api_listeners(alone, group).items())
             servers = _versioned(LISTENER, grpc_server_listeners(alone).items())
             own = {route_config_name(service, p.port, cluster_domain=domain)
-                   for p in service.ports}
+                   for p in service.distinct_ports}
             out += _versioned(ROUTE, ((name, rc) for name, rc in
                                       grpc_route_configs(routed, group).items() if name in own))
         return _Entry(inputs=inputs, resources=tuple(out), server_listeners=tuple(servers),

@@ -336,8 +336,10 @@ def parse_endpoint_slice(ctx: ObjectContext, obj: Fields, meta: Metadata) -> End
     address_type = obj.string("addressType", "IPv4", required=True, check=one_of(_ADDRESS_TYPES))
     ports: list[EndpointPort] = []
     port_refs: list[tuple[str, int | str]] = []
+    label = pattern(DNS_LABEL, "a DNS label")
     for entry in obj.children("ports", _ENDPOINT_PORT_FIELDS):
-        name = entry.string("name", check=pattern(DNS_LABEL, "a DNS label"))
+        # "" is what Kubernetes writes for the port of a single-port Service.
+        name = entry.string("name", check=lambda v: None if v == "" else label(v))
         number = entry.integer("port", 0, required=True, minimum=1, maximum=65535)
         ports.append(
             EndpointPort(

@@ -38,7 +38,7 @@ def clusters(model: MeshModel) -> dict[str, cluster_pb2.Cluster]:
     """Every Service port's Cluster, by name (referenced by routes or not)."""
     out: dict[str, cluster_pb2.Cluster] = {}
     for service in model.services:
-        for port in service.ports:
+        for port in service.distinct_ports:
             cluster = build_cluster(model, service, port)
             out[cluster.name] = cluster
     return out

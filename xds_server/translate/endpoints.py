@@ -27,7 +27,7 @@ def load_assignments(model: MeshModel) -> dict[str, endpoint_pb2.ClusterLoadAssi
     out: dict[str, endpoint_pb2.ClusterLoadAssignment] = {}
     for service in model.services:
         slices = model.endpoint_slices_for(service)
-        for port in service.ports:
+        for port in service.distinct_ports:
             name = cluster_name(service, port.port, cluster_domain=domain)
             out[name] = build_load_assignment(name, port, slices)
     return out
@@ -43,6 +43,8 @@ def build_load_assignment(name: str, port: ServicePort, slices: Iterable[Endpoin
     by_zone: dict[str, list[ec_pb2.LbEndpoint]] = {}
     seen: set[tuple[str, int]] = set()
     for endpoint_slice in slices:
+        if endpoint_slice.address_type == "FQDN":
+            continue  # host names are not socket addresses (Envoy and gRPC reject them)
         number = next((p.port for p in endpoint_slice.ports if p.name == port.name), None)
         if number is None:
             continue

@@ -50,7 +50,7 @@ def grpc_api_listeners(model: MeshModel, group: NodeGroup) -> dict[str, listener
     out: dict[str, listener_pb2.Listener] = {}
     for service in model.services:
         default_port = default_service_port(service)
-        for port in service.ports:
+        for port in service.distinct_ports:
             hcm = pack(_rds_hcm(route_config_name(service, port.port, cluster_domain=domain)))
             for name in listener_names(service, port.port, group.namespace, default_port,
                                        cluster_domain=domain):
@@ -68,6 +68,8 @@ def grpc_server_listeners(model: MeshModel) -> dict[str, listener_pb2.Listener]:
     addresses: set[tuple[str, int]] = set()
     for service in model.services:
         for endpoint_slice in model.endpoint_slices_for(service):
+            if endpoint_slice.address_type == "FQDN":
+                continue
             for port in endpoint_slice.ports:
                 addresses.update((any_address, port.port) for any_address in _ANY_ADDRESSES)
                 for endpoint in endpoint_slice.endpoints:

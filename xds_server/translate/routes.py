@@ -69,7 +69,7 @@ def grpc_route_configs(model: MeshModel, group: NodeGroup
     domain = model.mesh_config.cluster_domain
     out: dict[str, route_pb2.RouteConfiguration] = {}
     for service in model.services:
-        for port in service.ports:
+        for port in service.distinct_ports:
             name = route_config_name(service, port.port, cluster_domain=domain)
             out[name] = route_pb2.RouteConfiguration(
                 name=name, virtual_hosts=[virtual_host(model, service, port, group.namespace)]
@@ -84,7 +84,7 @@ def envoy_route_config(model: MeshModel, group: NodeGroup) -> route_pb2.RouteCon
         virtual_hosts=[
             virtual_host(model, service, port, group.namespace)
             for service in model.services
-            for port in service.ports
+            for port in service.distinct_ports
         ],
     )
 
@@ -121,7 +121,7 @@ def service_routes(model: MeshModel, service: Service, port: ServicePort) -> lis
             backends = _backends(model, rule, port.port)
             for mi, match in enumerate(rule.matches or (RouteMatch(),)):
                 xroute = rc_pb2.Route(name=f"{route.namespace}/{route.name}/{ri}/{mi}",
-                                      match=_match(match))
+                                      match=_match(match, grpc=route.kind == "GRPCRoute"))
                 if backends:
                     grpc_faults = route.kind == "GRPCRoute" or port.protocol == "grpc"
                     hashes = _hash_headers([policy, *_backend_policies(model, rule)])
@@ -145,6 +145,11 @@ def _attached_routes(model: MeshModel, service: Service, port: int) -> list[Rout
     ]
 
 
+def _prefix(value: str) -> str:
+    """A PathPrefix value without its trailing ``/`` (Gateway API: it is ignored)."""
+    return value[:-1] if len(value) > 1 and value.endswith("/") else value
+
+
 def _precedence(match: RouteMatch, route: Route, rule_index: int,
                 match_index: int) -> tuple[object, ...]:
     """Gateway API order: Exact, longest PathPrefix, regex, then the root prefix.
@@ -161,26 +166,27 @@ def _precedence(match: RouteMatch, route: Route, rule_index: int,
     elif path.type == "Exact":
         rank, length = 0, 0
     elif path.type == "PathPrefix":
-        rank, length = 1, -len(path.value)
+        rank, length = 1, -len(_prefix(path.value))
     else:
         rank, length = 2, 0
     return (rank, length, match.method is None, -len(match.headers), -len(match.query_params),
             route.namespace, route.name, rule_index, match_index)
 
 
-def _match(match: RouteMatch) -> rc_pb2.RouteMatch:
+def _match(match: RouteMatch, *, grpc: bool = False) -> rc_pb2.RouteMatch:
     out = rc_pb2.RouteMatch()
     path = match.path
     if path is None or (path.type == "PathPrefix" and path.value in _ROOT_PREFIXES):
         out.prefix = ""
     elif path.type == "Exact":
         out.path = path.value
-    elif path.type == "PathPrefix" and path.value.endswith("/"):
-        out.prefix = path.value
+    elif grpc and path.type == "PathPrefix" and path.value.endswith("/"):
+        out.prefix = path.value  # a GRPCRoute service match: gRPC paths are /svc/method
     elif path.type == "PathPrefix":
-        # Gateway API prefixes match whole path segments: /api matches /api and
-        # /api/x, not /apix. gRPC has no path_separated_prefix, so spell it in RE2.
-        out.safe_regex.regex = _re2_escape(path.value) + "(/.*)?"
+        # Gateway API prefixes match whole path segments, and a trailing "/" is
+        # ignored: /api and /api/ both match /api and /api/x, not /apix. gRPC has no
+        # path_separated_prefix, so spell it in RE2.
+        out.safe_regex.regex = _re2_escape(_prefix(path.value)) + "(/.*)?"
     else:
         out.safe_regex.regex = path.value
     out.headers.extend(_header_matcher(h) for h in match.headers)
@@ -267,6 +273,13 @@ def _forward(xroute: rc_pb2.Route, backends: dict[str, int], rule: RouteRule | N
     timeout = rule.timeout if rule is not None and rule.timeout is not None else None
     if timeout is None and policy is not None:
         timeout = policy.timeout
+    per_try = rule.backend_request_timeout if rule is not None else None
+    retry = None
+    if policy is not None and policy.retries is not None:
+        retry = _retry_policy(policy.retries, per_try)
+    if retry is None and per_try:
+        # A single try: the backend request is the whole call.
+        timeout = min(timeout, per_try) if timeout else per_try
     if timeout:
         # Envoy reads `timeout`; gRPC reads max_stream_duration, preferring
         # grpc_timeout_header_max, and caps the call deadline with it (gRFC A31).
@@ -276,14 +289,9 @@ def _forward(xroute: rc_pb2.Route, backends: dict[str, int], rule: RouteRule | N
     else:
         # No limit: switch off Envoy's 15 s default, which would cut long streams.
         action.timeout.CopyFrom(duration(0))
-    if policy is None:
-        return
-    if policy.retries is not None:
-        per_try = rule.backend_request_timeout if rule is not None else None
-        retry = _retry_policy(policy.retries, per_try)
-        if retry is not None:
-            action.retry_policy.CopyFrom(retry)
-    if policy.fault_injection is not None:
+    if retry is not None:
+        action.retry_policy.CopyFrom(retry)
+    if policy is not None and policy.fault_injection is not None:
         fault = _fault(policy.fault_injection, grpc_faults=grpc_faults)
         if fault is not None:
             xroute.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(fault))

@@ -390,3 +390,21 @@ def test_a_document_that_is_not_an_object() -> None:
     assert lines(problems) == [
         "mesh.yaml: must be a Kubernetes object with apiVersion and kind, got a list"
     ]
+
+
+def test_endpoint_slice_port_may_have_an_empty_name() -> None:
+    from xds_server.sources import parse_objects
+
+    objects = [
+        ("s.yaml", {"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "solo", "namespace": "default"},
+                    "spec": {"ports": [{"port": 80}]}}),
+        ("s.yaml", {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": "solo-x", "namespace": "default",
+                                 "labels": {"kubernetes.io/service-name": "solo"}},
+                    "addressType": "IPv4", "ports": [{"name": "", "port": 8080}],
+                    "endpoints": [{"addresses": ["10.0.0.1"]}]}),
+    ]
+    model, problems = parse_objects(objects)
+    assert problems == []
+    assert model.endpoint_slices[0].ports[0].name == ""

@@ -169,9 +169,11 @@ def test_gateway_api_precedence():
     ]
     routes = routes_of(build_resources(canary_model(http_route("reviews", *rules)), GRPC))
     order = [(r.match.WhichOneof("path_specifier"), len(r.match.headers)) for r in routes]
-    assert order == [("path", 0), ("prefix", 1), ("prefix", 0), ("prefix", 0),
+    assert order == [("path", 0), ("safe_regex", 1), ("safe_regex", 0), ("safe_regex", 0),
                      ("safe_regex", 0), ("prefix", 0)]
-    assert routes[2].match.prefix == "/a/b/" and routes[3].match.prefix == "/a/"
+    # Segment prefixes (a trailing "/" is ignored), longest first, then the user's regex.
+    assert [r.match.safe_regex.regex for r in routes[1:5]] == [
+        "/a/b(/.*)?", "/a/b(/.*)?", "/a(/.*)?", "/x.*"]
     assert routes[-1].match.prefix == ""
 
 
