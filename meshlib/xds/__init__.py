@@ -8,7 +8,10 @@ Layers, like grpc-go's xdsclient:
 * :func:`pick_virtual_host` and :func:`match_route`, pure per-call routing;
 * :class:`AdsClientProtocol`, the state-of-the-world ADS state machine: data in,
   events (:class:`ResourceChanged`, :class:`ResourceRemoved`, :class:`ResourceError`)
-  out, requests (ACK/NACK/subscriptions) from :meth:`AdsClientProtocol.outgoing`.
+  out, requests (ACK/NACK/subscriptions) from :meth:`AdsClientProtocol.outgoing`;
+* :class:`XdsClient`, the asyncio shell: one long-lived ADS stream with
+  :class:`Backoff` reconnects, reference-counted watches (:class:`ResourceWatcher`,
+  :class:`WatcherFuncs`) and the does-not-exist timer.
 
 Example::
 
@@ -23,6 +26,12 @@ from meshlib.xds._ads_protocol import (
     ResourceChanged,
     ResourceError,
     ResourceRemoved,
+)
+from meshlib.xds._backoff import Backoff
+from meshlib.xds._client import (
+    DEFAULT_RESOURCE_TIMEOUT,
+    XdsClient,
+    XdsClientConfig,
 )
 from meshlib.xds._cluster import ClusterUpdate, LbPolicy, OutlierDetectionConfig, decode_cluster
 from meshlib.xds._decoders import DECODERS, Decoder, Update
@@ -47,14 +56,17 @@ from meshlib.xds._route_config import (
 )
 from meshlib.xds._route_policies import FaultConfig, HashPolicy, RetryPolicy
 from meshlib.xds._routing import match_route, pick_virtual_host
+from meshlib.xds._watchers import ResourceWatcher, WatcherFuncs
 
 __all__ = [
     "CLUSTER",
     "DECODERS",
+    "DEFAULT_RESOURCE_TIMEOUT",
     "ENDPOINT",
     "LISTENER",
     "ROUTE",
     "AdsClientProtocol",
+    "Backoff",
     "ClusterUpdate",
     "ClusterWeight",
     "Decoder",
@@ -73,6 +85,7 @@ __all__ = [
     "ResourceError",
     "ResourceRemoved",
     "ResourceValidationError",
+    "ResourceWatcher",
     "RetryPolicy",
     "Route",
     "RouteAction",
@@ -81,6 +94,9 @@ __all__ = [
     "StringMatcher",
     "Update",
     "VirtualHost",
+    "WatcherFuncs",
+    "XdsClient",
+    "XdsClientConfig",
     "decode_cluster",
     "decode_endpoints",
     "decode_listener",
