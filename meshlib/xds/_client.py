@@ -1,0 +1,330 @@
+"""The asyncio shell around :class:`AdsClientProtocol`: one long-lived ADS stream, and
+grpc-go style watchers (https://github.com/grpc/grpc-go/tree/master/xds/internal/xdsclient).
+
+* One ``grpc.aio`` channel to the control plane; one ADS stream at a time. When it
+  fails, the client waits (:class:`Backoff`, reset once a stream got a response) and
+  opens a new one; :meth:`AdsClientProtocol.reset` re-requests every subscription with
+  its last accepted version, so nothing is pushed again unless it changed.
+* While disconnected the last good resources stay cached and watchers keep them.
+  Stream trouble is reported once per outage, and only when a stream ends without a
+  single response (gRFC A57: a stream that worked and then broke is just re-opened):
+  ``on_ambient_error`` to watchers of a cached name, ``on_error`` to the others
+  (gRFC A88, https://github.com/grpc/proposal/blob/master/A88-xds-data-error-handling.md).
+* Subscriptions are reference-counted: the first watch of a name subscribes, the last
+  cancel unsubscribes. A late watcher of a cached name gets ``on_changed`` at once.
+* A name subscribed on a live stream but not received within ``resource_timeout`` is
+  reported ``on_removed`` (the xDS does-not-exist timer, gRFC A57/A88); the timer only
+  runs while a stream is up.
+
+Everything runs on one event loop; :meth:`XdsClient.watch` and the cancel it returns
+must be called from it.
+
+Example::
+
+    config = XdsClientConfig(server_address="127.0.0.1:15010", node_id="reviews-7f9c")
+    async with XdsClient(config) as client:
+        cancel = client.watch(LISTENER, "reviews", WatcherFuncs(changed=print))
+        ...
+        cancel()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import struct_pb2
+
+from meshlib.errors import XdsError
+from meshlib.xds._ads_protocol import (
+    AdsClientProtocol,
+    Event,
+    ResourceChanged,
+    ResourceError,
+    ResourceRemoved,
+)
+from meshlib.xds._backoff import Backoff
+from meshlib.xds._decoders import Update
+from meshlib.xds._resources import short_name
+from meshlib.xds._watchers import ResourceWatcher
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_RESOURCE_TIMEOUT",
+    "XdsClient",
+    "XdsClientConfig",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACE = "default"
+DEFAULT_RESOURCE_TIMEOUT = 15.0  # seconds; gRPC's does-not-exist timer
+KIND_METADATA_KEY = "MESHLIB_KIND"
+NAMESPACE_METADATA_KEY = "NAMESPACE"
+
+_Key = tuple[str, str]  # (type URL, resource name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class XdsClientConfig:
+    """Where the control plane is and who this node is.
+
+    ``channel_options`` go to ``grpc.aio.insecure_channel`` (e.g. gRPC's own
+    ``grpc.initial_reconnect_backoff_ms``).
+    """
+
+    server_address: str
+    node_id: str
+    namespace: str = DEFAULT_NAMESPACE
+    resource_timeout: float = DEFAULT_RESOURCE_TIMEOUT
+    channel_options: Sequence[tuple[str, Any]] = ()
+
+    def node(self) -> base_pb2.Node:
+        """The ``Node`` sent on each stream: metadata ``MESHLIB_KIND`` and ``NAMESPACE``."""
+        metadata = struct_pb2.Struct()
+        metadata.update({KIND_METADATA_KEY: "meshlib", NAMESPACE_METADATA_KEY: self.namespace})
+        return base_pb2.Node(id=self.node_id, user_agent_name="meshlib", metadata=metadata)
+
+
+class XdsClient:
+    """Watches xDS resources over one ADS stream that it keeps open.
+
+    Example::
+
+        async with XdsClient(XdsClientConfig(server_address=addr, node_id="n1")) as client:
+            cancel = client.watch(LISTENER, "reviews", my_watcher)
+    """
+
+    def __init__(self, config: XdsClientConfig, *, backoff: Backoff | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.config = config
+        self._backoff = backoff or Backoff()
+        self._sleep = sleep
+        self._ads = AdsClientProtocol(config.node())
+        self._watchers: dict[_Key, list[ResourceWatcher]] = {}
+        self._absent: set[_Key] = set()  # reported removed, not received since
+        self._timers: dict[_Key, asyncio.TimerHandle] = {}
+        self._outbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._outage_reported = False
+        self._closed = False
+        #: Set while the current stream has had a response; cleared when it ends.
+        self.connected = asyncio.Event()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Open the channel and start the stream loop (on the running event loop)."""
+        if self._task is not None or self._closed:
+            raise RuntimeError("XdsClient already started (a client runs once)")
+        self._channel = grpc.aio.insecure_channel(self.config.server_address,
+                                                  options=list(self.config.channel_options))
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="xds-ads")
+
+    async def close(self) -> None:
+        """Stop the stream and the channel; watchers get no more callbacks."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._cancel_timers()
+        self._watchers.clear()
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    async def __aenter__(self) -> XdsClient:
+        self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------ watches
+
+    def watch(self, type_url: str, name: str, watcher: ResourceWatcher) -> Callable[[], None]:
+        """Watch ``name`` of ``type_url``; returns an idempotent cancel function.
+
+        The first watcher of a name subscribes it; a watcher of a name already known
+        gets its cached value (or ``on_removed``) before this returns.
+        """
+        key = (type_url, name)
+        watchers = self._watchers.get(key)
+        if watchers is None:
+            self._ads.subscribe(type_url, [name])  # raises ValueError for unknown types
+            watchers = self._watchers[key] = []
+            self._flush()
+        watchers.append(watcher)
+        cached = self._ads.resources(type_url).get(name)
+        if cached is not None:
+            _notify(watcher.on_changed, cached)
+        elif key in self._absent:
+            _notify(watcher.on_removed)
+
+        def cancel() -> None:
+            current = self._watchers.get(key)
+            if current is None or watcher not in current:
+                return
+            current.remove(watcher)
+            if not current:
+                del self._watchers[key]
+                self._absent.discard(key)
+                self._cancel_timer(key)
+                self._ads.unsubscribe(type_url, [name])
+                self._flush()
+
+        return cancel
+
+    def subscriptions(self, type_url: str) -> frozenset[str]:
+        """The names of ``type_url`` currently subscribed (watched at least once)."""
+        return self._ads.subscriptions(type_url)
+
+    def cached(self, type_url: str, name: str) -> Update | None:
+        """The last good value of ``name``, kept across disconnections."""
+        return self._ads.resources(type_url).get(name)
+
+    # ------------------------------------------------------------ the stream
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            error, got_response = await self._stream_once()
+            self.connected.clear()
+            if got_response:
+                attempt = 0
+            else:
+                self._report_outage(error)
+            delay = self._backoff(attempt)
+            attempt += 1
+            log.info("ADS stream to %s: %s; retrying in %.2fs",
+                     self.config.server_address, error, delay)
+            await self._sleep(delay)
+
+    async def _stream_once(self) -> tuple[XdsError, bool]:
+        assert self._channel is not None
+        self._ads.reset()
+        outbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
+
+        async def requests() -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
+            while (request := await outbox.get()) is not None:
+                yield request
+
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
+        call = stub.StreamAggregatedResources(requests())
+        self._outbox = outbox
+        got_response = False
+        try:
+            self._flush()
+            async for response in call:
+                got_response = True
+                if not self.connected.is_set():
+                    self.connected.set()
+                    self._outage_reported = False
+                self._dispatch(self._ads.receive(response))
+                self._flush()
+            error = XdsError("ADS stream closed by the control plane")
+        except grpc.aio.AioRpcError as err:
+            error = XdsError(f"ADS stream failed: {err.code().name}: {err.details()}")
+            error.__cause__ = err
+        except Exception as err:  # a bug must not end the client: log, back off, retry
+            log.exception("ADS stream to %s broke", self.config.server_address)
+            error = XdsError(f"ADS stream failed: {err!r}")
+            error.__cause__ = err
+        finally:
+            self._outbox = None
+            outbox.put_nowait(None)
+            self._cancel_timers()
+            call.cancel()
+        return error, got_response
+
+    def _flush(self) -> None:
+        """Send the requests now due, and start the does-not-exist timer of each newly
+        requested name. Without a stream, requests wait for the next ``reset()``."""
+        if self._outbox is None:
+            return
+        for request in self._ads.outgoing():
+            self._outbox.put_nowait(request)
+            for name in request.resource_names:
+                self._start_timer((request.type_url, name))
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            key = (event.type_url, event.name)
+            self._cancel_timer(key)
+            watchers = list(self._watchers.get(key, ()))
+            if isinstance(event, ResourceChanged):
+                self._absent.discard(key)
+                for watcher in watchers:
+                    _notify(watcher.on_changed, event.update)
+            elif isinstance(event, ResourceRemoved):
+                self._absent.add(key)
+                for watcher in watchers:
+                    _notify(watcher.on_removed)
+            elif isinstance(event, ResourceError):
+                for watcher in watchers:
+                    if event.has_previous:  # gRFC A88: keep using the previous value
+                        _notify(watcher.on_ambient_error, event.error)
+                    else:
+                        _notify(watcher.on_error, event.error)
+
+    def _report_outage(self, error: XdsError) -> None:
+        if self._outage_reported:
+            return
+        self._outage_reported = True
+        for key, watchers in list(self._watchers.items()):
+            has_value = self.cached(*key) is not None
+            for watcher in list(watchers):
+                if has_value:
+                    _notify(watcher.on_ambient_error, error)
+                else:
+                    _notify(watcher.on_error, error)
+
+    # ------------------------------------------------------------ does-not-exist timers
+
+    def _start_timer(self, key: _Key) -> None:
+        if (key in self._timers or key not in self._watchers or key in self._absent
+                or self.cached(*key) is not None):
+            return
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(self.config.resource_timeout,
+                                            self._does_not_exist, key)
+
+    def _does_not_exist(self, key: _Key) -> None:
+        self._timers.pop(key, None)
+        if key not in self._watchers or self.cached(*key) is not None:
+            return
+        log.info("%s resource %r not received in %.1fs: does not exist",
+                 short_name(key[0]), key[1], self.config.resource_timeout)
+        self._absent.add(key)
+        for watcher in list(self._watchers.get(key, ())):
+            _notify(watcher.on_removed)
+
+    def _cancel_timer(self, key: _Key) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _cancel_timers(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+
+def _notify(callback: Callable[..., None], *args: Any) -> None:
+    """Run one watcher callback; a failing watcher must not break the stream."""
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("xDS watcher callback %r failed", callback)
