@@ -57,7 +57,12 @@ def test_mesh_example_content() -> None:
     assert policy.timeout == 2.0
     assert policy.retries is not None
     assert (policy.retries.attempts, policy.retries.retry_on) == (3, ("UNAVAILABLE",))
-    assert policy.outlier_detection is not None
+    # Ejection is a cluster setting: it sits on the backend the route sends to.
+    v1 = model.service("default", "reviews-v1")
+    assert v1 is not None
+    v1_policy = model.traffic_policy_for(v1)
+    assert v1_policy is not None and v1_policy.outlier_detection is not None
+    assert v1_policy.outlier_detection.failure_percentage_threshold == 50
     (access,) = model.access_policies_for(reviews)
     assert access.mtls_mode == "PERMISSIVE"
     assert [r.action for r in access.rules] == ["ALLOW"]
