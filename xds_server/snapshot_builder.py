@@ -2,11 +2,11 @@
 
 :func:`xds_server.translate.build_resources` translates a whole model; at 1,000
 Services that takes hundreds of milliseconds, while a typical edit (a route's
-weights, one EndpointSlice) touches one Service. :class:`SnapshotBuilder` splits the
-model by Service — a Service's resources depend only on the Service, its
-EndpointSlices, the routes attached to it, the backends those routes name, its
-TrafficPolicy and the MeshConfig — and keeps each Service's versioned resources for
-as long as those inputs stay the same. The output equals ``build_resources``'s
+weights, one EndpointSlice) touches one Service. :class:`SnapshotBuilder` keeps each
+Service's versioned resources (:func:`~xds_server.translate.service_resources`) for as
+long as the inputs they are built from stay the same: the Service, its EndpointSlices,
+the routes attached to it, the Services and TrafficPolicies those routes name, its own
+TrafficPolicy and the MeshConfig. The output equals ``build_resources``'s
 (``tests/xds_server/test_snapshot_builder.py`` checks it).
 
 Inputs are compared by identity first, then by value: ``ConfigLoader`` hands back
@@ -17,24 +17,16 @@ handful of ``is`` checks per Service.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from envoy.config.route.v3 import route_pb2
+from google.protobuf.message import Message
 
 from xds_server.cache import Resource, Snapshot
 from xds_server.model import MeshModel, Service
 from xds_server.node import NodeGroup
 from xds_server.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from xds_server.translate import ENVOY_OUTBOUND_ROUTE, route_config_name
-from xds_server.translate.clusters import clusters
-from xds_server.translate.endpoints import load_assignments
-from xds_server.translate.listeners import (
-    envoy_outbound_listener,
-    grpc_api_listeners,
-    grpc_server_listeners,
-)
-from xds_server.translate.routes import grpc_route_configs, virtual_host
+from xds_server.translate import service_resources, shared_resources
 
 __all__ = ["SnapshotBuilder"]
 
@@ -75,9 +67,9 @@ class SnapshotBuilder:
             return self._build(model, group)
 
     def _build(self, model: MeshModel, group: NodeGroup) -> Snapshot:
-        resources: list[Resource] = []
+        by_type: dict[str, dict[str, Resource]] = {t: {} for t in (CLUSTER, ENDPOINT, LISTENER,
+                                                                   ROUTE)}
         virtual_hosts: list[object] = []
-        server_listeners: dict[str, Resource] = {}
         live: set[tuple[str, str, str]] = set()
         for service in model.services:
             key = (group.key, service.namespace, service.name)
@@ -85,106 +77,53 @@ class SnapshotBuilder:
             inputs = _inputs(model, service)
             entry = self._entries.get(key)
             if entry is None or not _same(entry.inputs, inputs):
-                entry = self._translate(model, service, group, inputs)
-                self._entries[key] = entry
-            resources.extend(entry.resources)
-            virtual_hosts.extend(entry.virtual_hosts)
+                entry = self._entries[key] = _translate(model, service, group, inputs)
+            for res in entry.resources:
+                by_type[res.type_url][res.name] = res
             # Services may share endpoints (reviews and reviews-v1): one Listener each.
-            server_listeners.update((r.name, r) for r in entry.server_listeners)
+            for res in entry.server_listeners:
+                by_type[LISTENER][res.name] = res
+            virtual_hosts.extend(entry.virtual_hosts)
         for key in [k for k in self._entries if k[0] == group.key and k not in live]:
             del self._entries[key]
-        if group.kind == "envoy":
-            listener = envoy_outbound_listener(model, group)
-            resources.append(Resource.from_message(LISTENER, listener.name, listener))
-            table = route_pb2.RouteConfiguration(name=ENVOY_OUTBOUND_ROUTE,
-                                                 virtual_hosts=virtual_hosts)
-            resources.append(Resource.from_message(ROUTE, ENVOY_OUTBOUND_ROUTE, table))
-        resources.extend(server_listeners.values())
-        # Every type present even when empty, exactly as build_resources gives.
-        by_type: dict[str, dict[str, Resource]] = {t: {} for t in (CLUSTER, ENDPOINT, LISTENER,
-                                                                   ROUTE)}
-        for res in resources:
-            by_type[res.type_url][res.name] = res
+        shared = shared_resources(model, group, virtual_hosts)  # type: ignore[arg-type]
+        for type_url, by_name in shared.items():
+            by_type[type_url].update(_versioned(type_url, by_name))
         return Snapshot(resources=by_type)
 
-    def _translate(self, model: MeshModel, service: Service, group: NodeGroup,
-                   inputs: tuple[object, ...]) -> _Entry:
-        alone = _sub_model(model, service, with_backends=False)
-        routed = _sub_model(model, service, with_backends=True)
-        out: list[Resource] = []
-        out += _versioned(CLUSTER, clusters(alone).items())
-        out += _versioned(ENDPOINT, load_assignments(alone).items())
-        hosts: tuple[object, ...] = ()
-        servers: list[Resource] = []
-        domain = model.mesh_config.cluster_domain
-        if group.kind == "envoy":
-            hosts = tuple(virtual_host(routed, service, port, group.namespace)
-                          for port in service.distinct_ports)
-        else:
-            out += _versioned(LISTENER, grpc_api_listeners(alone, group).items())
-            servers = _versioned(LISTENER, grpc_server_listeners(alone).items())
-            own = {route_config_name(service, p.port, cluster_domain=domain)
-                   for p in service.distinct_ports}
-            out += _versioned(ROUTE, ((name, rc) for name, rc in
-                                      grpc_route_configs(routed, group).items() if name in own))
-        return _Entry(inputs=inputs, resources=tuple(out), server_listeners=tuple(servers),
-                      virtual_hosts=hosts)
+
+def _translate(model: MeshModel, service: Service, group: NodeGroup,
+               inputs: tuple[object, ...]) -> _Entry:
+    part = service_resources(model, service, group)
+    own = [res for type_url, by_name in part.resources.items()
+           for res in _versioned(type_url, by_name).values()]
+    servers = _versioned(LISTENER, part.server_listeners).values()
+    return _Entry(inputs=inputs, resources=tuple(own), server_listeners=tuple(servers),
+                  virtual_hosts=part.virtual_hosts)
 
 
-def _versioned(type_url: str, items: Iterable[tuple[str, object]]) -> list[Resource]:
-    return [Resource.from_message(type_url, name, msg) for name, msg in items]  # type: ignore[arg-type]
-
-
-def _backends(model: MeshModel, service: Service) -> tuple[Service, ...]:
-    """The Services the routes attached to ``service`` send traffic to (that exist)."""
-    found: dict[tuple[str, str], Service] = {}
-    for route in model.routes_for(service):
-        for rule in route.rules:
-            for ref in rule.backend_refs:
-                backend = model.service(ref.namespace, ref.name)
-                if backend is not None and backend.key != service.key:
-                    found[backend.key] = backend
-    return tuple(found.values())
+def _versioned(type_url: str, by_name: Mapping[str, Message]) -> dict[str, Resource]:
+    return {name: Resource.from_message(type_url, name, msg) for name, msg in by_name.items()}
 
 
 def _inputs(model: MeshModel, service: Service) -> tuple[object, ...]:
     """Everything ``service``'s resources are built from."""
+    backends: list[object] = []
+    for route in model.routes_for(service):
+        for rule in route.rules:
+            for ref in rule.backend_refs:
+                backend = model.service(ref.namespace, ref.name)
+                backends.append(backend)
+                backends.append(model.traffic_policy_for(backend) if backend else None)
     return (
         service,
         model.endpoint_slices_for(service),
         model.routes_for(service),
         model.traffic_policy_for(service),
-        _backend_refs(model, service),
+        tuple(backends),
         model.mesh_config,
     )
 
 
-def _backend_refs(model: MeshModel, service: Service) -> tuple[object, ...]:
-    """Each backend ref of the attached routes: the Service it resolves to (or None) and
-    that Service's TrafficPolicy (its RING_HASH header goes into the route)."""
-    out: list[object] = []
-    for route in model.routes_for(service):
-        for rule in route.rules:
-            for ref in rule.backend_refs:
-                backend = model.service(ref.namespace, ref.name)
-                out.append(backend)
-                out.append(model.traffic_policy_for(backend) if backend is not None else None)
-    return tuple(out)
-
-
 def _same(old: tuple[object, ...], new: tuple[object, ...]) -> bool:
     return all(a is b or a == b for a, b in zip(old, new, strict=True))
-
-
-def _sub_model(model: MeshModel, service: Service, *, with_backends: bool) -> MeshModel:
-    """The part of ``model`` that ``service``'s resources are built from."""
-    backends = _backends(model, service) if with_backends else ()
-    policies = (model.traffic_policy_for(s) for s in (service, *backends))
-    return MeshModel(
-        services=(service, *backends),
-        endpoint_slices=model.endpoint_slices_for(service),
-        routes=model.routes_for(service),
-        traffic_policies=tuple(p for p in policies if p is not None),
-        mesh_config=model.mesh_config,
-    )
-

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from xds_server import snapshot_builder
 from xds_server.cache import Snapshot
 from xds_server.node import NodeGroup
 from xds_server.snapshot_builder import SnapshotBuilder
@@ -64,9 +65,9 @@ def test_unchanged_services_are_not_translated_again(tmp_path, monkeypatch):
     group = NodeGroup(kind="grpc")
     builder.build(loader.load(), group)
     calls = []
-    original = SnapshotBuilder._translate
-    monkeypatch.setattr(SnapshotBuilder, "_translate",
-                        lambda self, m, s, g, i: calls.append(s.name) or original(self, m, s, g, i))
+    original = snapshot_builder.service_resources
+    monkeypatch.setattr(snapshot_builder, "service_resources",
+                        lambda m, s, g: calls.append(s.name) or original(m, s, g))
     (config / "routes.yaml").write_text(mesh_gen.route_yaml(50))
     builder.build(loader.load(), group)
     assert calls == ["svc-0"]  # only the Service whose route changed

@@ -14,9 +14,13 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+from envoy.config.route.v3 import route_pb2
 from google.protobuf.message import Message
 
-from xds_server.model import MeshModel
+from xds_server.model import MeshModel, Service
 from xds_server.node import NodeGroup
 from xds_server.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from xds_server.translate.clusters import clusters
@@ -36,19 +40,72 @@ from xds_server.translate.names import (
     route_config_name,
     server_listener_name,
 )
-from xds_server.translate.routes import envoy_route_config, grpc_route_configs
+from xds_server.translate.routes import grpc_route_configs, virtual_host
 
 __all__ = [
     "ENVOY_OUTBOUND_LISTENER",
     "ENVOY_OUTBOUND_ROUTE",
     "SERVER_LISTENER_TEMPLATE",
+    "ServiceResources",
     "build_resources",
     "cluster_name",
     "default_service_port",
     "listener_names",
     "route_config_name",
     "server_listener_name",
+    "service_resources",
+    "shared_resources",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceResources:
+    """What one Service contributes to a group's resources.
+
+    ``resources`` are its own (type URL → name → message); ``server_listeners`` are the
+    xDS-server Listeners of its endpoints (Services sharing endpoints share them);
+    ``virtual_hosts`` are its entries in Envoy's shared ``outbound`` route table.
+    """
+
+    resources: dict[str, dict[str, Message]]
+    server_listeners: dict[str, Message]
+    virtual_hosts: tuple[rc_pb2.VirtualHost, ...]
+
+
+def service_resources(model: MeshModel, service: Service, group: NodeGroup
+                      ) -> ServiceResources:
+    """The part of :func:`build_resources` that comes from ``service``.
+
+    It depends on the Service, its EndpointSlices, the routes attached to it, the
+    Services and TrafficPolicies those routes name, its own TrafficPolicy and the
+    MeshConfig — which is what lets ``SnapshotBuilder`` translate only what changed.
+    """
+    only = (service,)
+    resources: dict[str, dict[str, Message]] = {
+        CLUSTER: dict(clusters(model, only)),
+        ENDPOINT: dict(load_assignments(model, only)),
+        LISTENER: {},
+        ROUTE: {},
+    }
+    if group.kind == "envoy":
+        hosts = tuple(virtual_host(model, service, port, group.namespace)
+                      for port in service.distinct_ports)
+        return ServiceResources(resources, {}, hosts)
+    resources[LISTENER] = dict(grpc_api_listeners(model, group, only))
+    resources[ROUTE] = dict(grpc_route_configs(model, group, only))
+    return ServiceResources(resources, dict(grpc_server_listeners(model, only)), ())
+
+
+def shared_resources(model: MeshModel, group: NodeGroup,
+                     virtual_hosts: list[rc_pb2.VirtualHost]) -> dict[str, dict[str, Message]]:
+    """What belongs to no one Service: Envoy's ``outbound`` Listener and route table."""
+    if group.kind != "envoy":
+        return {}
+    table = route_pb2.RouteConfiguration(name=ENVOY_OUTBOUND_ROUTE, virtual_hosts=virtual_hosts)
+    return {
+        LISTENER: {ENVOY_OUTBOUND_LISTENER: envoy_outbound_listener(model, group)},
+        ROUTE: {ENVOY_OUTBOUND_ROUTE: table},
+    }
 
 
 def build_resources(model: MeshModel, group: NodeGroup) -> dict[str, dict[str, Message]]:
@@ -59,17 +116,14 @@ def build_resources(model: MeshModel, group: NodeGroup) -> dict[str, dict[str, M
     ``outbound`` socket Listener and one RouteConfiguration. Clusters and endpoints are
     the same for every kind. All four type URLs are always present.
     """
-    listeners: dict[str, Message]
-    routes: dict[str, Message]
-    if group.kind == "envoy":
-        listeners = {ENVOY_OUTBOUND_LISTENER: envoy_outbound_listener(model, group)}
-        routes = {ENVOY_OUTBOUND_ROUTE: envoy_route_config(model, group)}
-    else:
-        listeners = {**grpc_api_listeners(model, group), **grpc_server_listeners(model)}
-        routes = dict(grpc_route_configs(model, group))
-    return {
-        CLUSTER: dict(clusters(model)),
-        ENDPOINT: dict(load_assignments(model)),
-        LISTENER: listeners,
-        ROUTE: routes,
-    }
+    out: dict[str, dict[str, Message]] = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}}
+    hosts: list[rc_pb2.VirtualHost] = []
+    for service in model.services:
+        part = service_resources(model, service, group)
+        for type_url, by_name in part.resources.items():
+            out[type_url].update(by_name)
+        out[LISTENER].update(part.server_listeners)
+        hosts.extend(part.virtual_hosts)
+    for type_url, by_name in shared_resources(model, group, hosts).items():
+        out[type_url].update(by_name)
+    return out

@@ -7,6 +7,8 @@ speak HTTP/2 upstream).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import base_pb2, protocol_pb2
 from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
@@ -34,10 +36,11 @@ _HTTP2_PROTOCOLS = ("grpc", "http2")
 _Cluster = cluster_pb2.Cluster
 
 
-def clusters(model: MeshModel) -> dict[str, cluster_pb2.Cluster]:
-    """Every Service port's Cluster, by name (referenced by routes or not)."""
+def clusters(model: MeshModel, services: Iterable[Service] | None = None
+             ) -> dict[str, cluster_pb2.Cluster]:
+    """Every Service port's Cluster (of ``services`` only, when given), by name."""
     out: dict[str, cluster_pb2.Cluster] = {}
-    for service in model.services:
+    for service in model.services if services is None else services:
         for port in service.distinct_ports:
             cluster = build_cluster(model, service, port)
             out[cluster.name] = cluster

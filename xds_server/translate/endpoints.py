@@ -13,7 +13,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import wrappers_pb2
 
-from xds_server.model import Endpoint, EndpointSlice, MeshModel, ServicePort
+from xds_server.model import Endpoint, EndpointSlice, MeshModel, Service, ServicePort
 from xds_server.translate.names import cluster_name
 
 __all__ = ["build_load_assignment", "health_status", "load_assignments"]
@@ -21,11 +21,13 @@ __all__ = ["build_load_assignment", "health_status", "load_assignments"]
 _Health = health_check_pb2.HealthStatus
 
 
-def load_assignments(model: MeshModel) -> dict[str, endpoint_pb2.ClusterLoadAssignment]:
-    """Every Service port's ClusterLoadAssignment, keyed by cluster (= EDS) name."""
+def load_assignments(model: MeshModel, services: Iterable[Service] | None = None
+                     ) -> dict[str, endpoint_pb2.ClusterLoadAssignment]:
+    """Every Service port's ClusterLoadAssignment (of ``services`` only, when given),
+    keyed by cluster (= EDS) name."""
     domain = model.mesh_config.cluster_domain
     out: dict[str, endpoint_pb2.ClusterLoadAssignment] = {}
-    for service in model.services:
+    for service in model.services if services is None else services:
         slices = model.endpoint_slices_for(service)
         for port in service.distinct_ports:
             name = cluster_name(service, port.port, cluster_domain=domain)

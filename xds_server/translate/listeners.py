@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
@@ -20,7 +22,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import any_pb2
 
-from xds_server.model import MeshModel
+from xds_server.model import MeshModel, Service
 from xds_server.node import NodeGroup
 from xds_server.translate._protos import ads_config_source, fault_filter, pack, router_filter
 from xds_server.translate.names import (
@@ -44,11 +46,14 @@ _ANY_ADDRESSES = ("0.0.0.0", "::")
 _HCM = hcm_pb2.HttpConnectionManager
 
 
-def grpc_api_listeners(model: MeshModel, group: NodeGroup) -> dict[str, listener_pb2.Listener]:
-    """One ``api_listener`` per target form of every Service port (see ``listener_names``)."""
+def grpc_api_listeners(model: MeshModel, group: NodeGroup,
+                       services: Iterable[Service] | None = None
+                       ) -> dict[str, listener_pb2.Listener]:
+    """One ``api_listener`` per target form of every Service port (see ``listener_names``);
+    of ``services`` only, when given."""
     domain = model.mesh_config.cluster_domain
     out: dict[str, listener_pb2.Listener] = {}
-    for service in model.services:
+    for service in model.services if services is None else services:
         default_port = default_service_port(service)
         for port in service.distinct_ports:
             hcm = pack(_rds_hcm(route_config_name(service, port.port, cluster_domain=domain)))
@@ -59,14 +64,16 @@ def grpc_api_listeners(model: MeshModel, group: NodeGroup) -> dict[str, listener
     return out
 
 
-def grpc_server_listeners(model: MeshModel) -> dict[str, listener_pb2.Listener]:
+def grpc_server_listeners(model: MeshModel, services: Iterable[Service] | None = None
+                          ) -> dict[str, listener_pb2.Listener]:
     """Listeners for gRPC xDS servers on every endpoint address and any-address.
 
-    Every ``ip:port`` of every Service's EndpointSlices, plus ``0.0.0.0:port`` and
-    ``[::]:port`` for each distinct endpoint port, since a server may bind either.
+    Every ``ip:port`` of every Service's (or of ``services'``) EndpointSlices, plus
+    ``0.0.0.0:port`` and ``[::]:port`` for each distinct endpoint port, since a server
+    may bind either.
     """
     addresses: set[tuple[str, int]] = set()
-    for service in model.services:
+    for service in model.services if services is None else services:
         for endpoint_slice in model.endpoint_slices_for(service):
             if endpoint_slice.address_type == "FQDN":
                 continue

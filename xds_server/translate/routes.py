@@ -11,6 +11,8 @@ attached to a port, its one route sends everything to the Service's own cluster.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import grpc
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
@@ -33,7 +35,6 @@ from xds_server.model import (
 from xds_server.node import NodeGroup
 from xds_server.translate._protos import duration, pack, percent
 from xds_server.translate.names import (
-    ENVOY_OUTBOUND_ROUTE,
     FAULT_FILTER,
     cluster_name,
     default_service_port,
@@ -43,7 +44,6 @@ from xds_server.translate.names import (
 
 __all__ = [
     "MIN_RETRY_BACKOFF",
-    "envoy_route_config",
     "grpc_route_configs",
     "service_routes",
     "virtual_host",
@@ -63,30 +63,20 @@ _ROOT_PREFIXES = ("", "/")
 _RE2_SPECIAL = frozenset("\\.+*?()|[]{}^$#&~-")
 
 
-def grpc_route_configs(model: MeshModel, group: NodeGroup
+def grpc_route_configs(model: MeshModel, group: NodeGroup,
+                       services: Iterable[Service] | None = None
                        ) -> dict[str, route_pb2.RouteConfiguration]:
-    """One RouteConfiguration per Service port, each with a single VirtualHost."""
+    """One RouteConfiguration per Service port (of ``services`` only, when given), each
+    with a single VirtualHost."""
     domain = model.mesh_config.cluster_domain
     out: dict[str, route_pb2.RouteConfiguration] = {}
-    for service in model.services:
+    for service in model.services if services is None else services:
         for port in service.distinct_ports:
             name = route_config_name(service, port.port, cluster_domain=domain)
             out[name] = route_pb2.RouteConfiguration(
                 name=name, virtual_hosts=[virtual_host(model, service, port, group.namespace)]
             )
     return out
-
-
-def envoy_route_config(model: MeshModel, group: NodeGroup) -> route_pb2.RouteConfiguration:
-    """Envoy's ``outbound`` RouteConfiguration: one VirtualHost per Service port."""
-    return route_pb2.RouteConfiguration(
-        name=ENVOY_OUTBOUND_ROUTE,
-        virtual_hosts=[
-            virtual_host(model, service, port, group.namespace)
-            for service in model.services
-            for port in service.distinct_ports
-        ],
-    )
 
 
 def virtual_host(model: MeshModel, service: Service, port: ServicePort,
