@@ -85,7 +85,9 @@ _Documents = list[tuple[str, dict[str, Any]]]
 
 
 def _read_file(
-    file: Path, cache: dict[str, tuple[bytes, _Documents, list[Problem]]] | None = None
+    file: Path,
+    cache: dict[str, tuple[bytes, _Documents, list[Problem]]] | None = None,
+    fresh: dict[str, bytes] | None = None,
 ) -> tuple[_Documents, list[Problem]]:
     """The documents of ``file``; with a ``cache``, parsed again only if its bytes changed.
 
@@ -94,7 +96,7 @@ def _read_file(
     """
     source = str(file)
     try:
-        raw = file.read_bytes()
+        raw = fresh.pop(source) if fresh and source in fresh else file.read_bytes()
         digest = hashlib.blake2b(raw, digest_size=16).digest()
         if cache is not None and source in cache and cache[source][0] == digest:
             return cache[source][1], cache[source][2]
@@ -175,7 +177,9 @@ def read_documents(path: str | Path) -> tuple[list[tuple[str, dict[str, Any]]], 
 
 
 def _read_all(
-    path: Path, cache: dict[str, tuple[bytes, _Documents, list[Problem]]] | None
+    path: Path,
+    cache: dict[str, tuple[bytes, _Documents, list[Problem]]] | None,
+    fresh: dict[str, bytes] | None = None,
 ) -> tuple[_Documents, list[Problem]]:
     if not path.exists():
         return [], [Problem(source=str(path), message="no such file or directory")]
@@ -183,7 +187,7 @@ def _read_all(
     problems: list[Problem] = []
     files = yaml_files(path)
     for file in files:
-        docs, file_problems = _read_file(file, cache)
+        docs, file_problems = _read_file(file, cache, fresh)
         documents += docs
         problems += file_problems
     if cache is not None:  # forget files that are gone
@@ -213,30 +217,35 @@ class ConfigLoader:
         self._files: dict[str, tuple[bytes, _Documents, list[Problem]]] = {}
         self._memo = ParseMemo()
         self._loaded = False
+        self._fresh: dict[str, bytes] = {}  # bytes changed() read, for load() to reuse
 
     def changed(self) -> bool:
         """Whether the YAML under ``path`` differs from what was last loaded.
 
-        Reads and hashes the files (milliseconds for megabytes); parses nothing.
+        Reads and hashes the files (milliseconds for megabytes); parses nothing. The
+        bytes read are kept for the :meth:`load` that usually follows.
         """
+        self._fresh = {}
         if not self.path.exists():
             return bool(self._files) or not self._loaded
         files = {str(f) for f in yaml_files(self.path)}
-        if files != set(self._files):
-            return True
+        changed = files != set(self._files)
         for source in files:
             try:
                 raw = Path(source).read_bytes()
             except OSError:
                 return True
-            if hashlib.blake2b(raw, digest_size=16).digest() != self._files[source][0]:
-                return True
-        return False
+            self._fresh[source] = raw
+            known = self._files.get(source)
+            if known is None or hashlib.blake2b(raw, digest_size=16).digest() != known[0]:
+                changed = True
+        return changed
 
     def load(self) -> MeshModel:
         """The current model; raises :class:`~meshlib.errors.ConfigError` if invalid."""
         self._loaded = True
-        documents, problems = _read_all(self.path, self._files)
+        documents, problems = _read_all(self.path, self._files, self._fresh)
+        self._fresh = {}
         model, parse_problems = parse_objects(documents, memo=self._memo)
         problems = problems + parse_problems
         if problems:
