@@ -19,6 +19,7 @@ __all__ = [
     "FULL_STATE_TYPES",
     "LISTENER",
     "ROUTE",
+    "SECRET",
     "ResourceValidationError",
     "fraction_percent",
     "seconds",
@@ -31,12 +32,13 @@ LISTENER = _PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
 CLUSTER = _PREFIX + "envoy.config.cluster.v3.Cluster"
 ENDPOINT = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+SECRET = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
 
 # State-of-the-world LDS/CDS responses carry every subscribed resource, so a name that
 # is missing from one has been deleted; RDS/EDS responses may carry a subset.
 FULL_STATE_TYPES = frozenset({LISTENER, CLUSTER})
 
-_SHORT = {LISTENER: "LDS", ROUTE: "RDS", CLUSTER: "CDS", ENDPOINT: "EDS"}
+_SHORT = {LISTENER: "LDS", ROUTE: "RDS", CLUSTER: "CDS", ENDPOINT: "EDS", SECRET: "SDS"}
 _DENOMINATORS = {
     percent_pb2.FractionalPercent.HUNDRED: 100,
     percent_pb2.FractionalPercent.TEN_THOUSAND: 10_000,
@@ -47,7 +49,7 @@ M = TypeVar("M", bound=message.Message)
 
 
 def short_name(type_url: str) -> str:
-    """``LDS``/``RDS``/``CDS``/``EDS`` for messages and logs."""
+    """``LDS``/``RDS``/``CDS``/``EDS``/``SDS`` for messages, logs and metric labels."""
     return _SHORT.get(type_url, type_url.rsplit(".", 1)[-1])
 
 

@@ -17,7 +17,7 @@ from typing import Protocol
 from envoy.config.core.v3 import base_pb2
 
 from xds_server.cache.snapshot import Resource, Snapshot
-from xds_server.resources import CLUSTER, LISTENER
+from xds_server.resources import FULL_STATE_TYPES  # missing in SotW = does not exist
 
 __all__ = [
     "ABSENT",
@@ -31,11 +31,6 @@ __all__ = [
 ]
 
 WILDCARD = "*"
-
-# Types whose state-of-the-world responses carry every subscribed resource, so that a
-# missing one means "does not exist" (xDS protocol, "Resource Types" / "Knowing When a
-# Requested Resource Does Not Exist"). Only these accept a legacy (empty) wildcard.
-FULL_STATE_TYPES = frozenset({LISTENER, CLUSTER})
 
 # A version in ``WatchRequest.known`` meaning "the client was told this does not exist".
 ABSENT = ""
