@@ -85,28 +85,27 @@ class Snapshot:
 
     resources: Mapping[str, Mapping[str, Resource]]
     created_at: float = field(default_factory=time.monotonic, compare=False)
-    # Versions are computed on first use: hashing 20,000 names costs milliseconds a
-    # snapshot, and nodes that subscribe by name (gRPC) never need the whole-type one.
-    _versions: dict[str, Any] = field(default_factory=dict, init=False, compare=False,
-                                      repr=False)
+    # Computed on first use (versions, the reference check): hashing 20,000 names costs
+    # milliseconds, and nodes that subscribe by name (gRPC) never need whole-type versions.
+    _lazy: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def type_versions(self) -> Mapping[str, str]:
         """Type URL → the version of all its resources."""
-        if "types" not in self._versions:
-            self._versions["types"] = MappingProxyType(
+        if "types" not in self._lazy:
+            self._lazy["types"] = MappingProxyType(
                 {t: _subset_version(by_name, by_name) for t, by_name in self.resources.items()}
             )
-        return self._versions["types"]
+        return self._lazy["types"]
 
     @property
     def version(self) -> str:
         """A hash over every resource version: equal content, equal version."""
-        if "all" not in self._versions:
-            self._versions["all"] = _digest(
+        if "all" not in self._lazy:
+            self._lazy["all"] = _digest(
                 f"{t}\x00{v}\n".encode() for t, v in self.type_versions.items()
             )
-        return self._versions["all"]
+        return self._lazy["all"]
 
     def __post_init__(self) -> None:
         frozen = {
@@ -170,7 +169,11 @@ class Snapshot:
         HttpConnectionManagers with ``rds``), EDS names of EDS Clusters, and the
         Clusters named by routes, TCP proxies and aggregate clusters.
         """
-        missing = missing_references(self.resources)
+        # An immutable value: check once (the control plane checks before it swaps in a
+        # set of snapshots; the cache checks again on set_snapshot).
+        if "missing" not in self._lazy:
+            self._lazy["missing"] = missing_references(self.resources)
+        missing = self._lazy["missing"]
         if missing:
             raise InconsistentSnapshotError(missing)
 
