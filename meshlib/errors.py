@@ -3,24 +3,42 @@
 ::
 
     MeshError
-    ├── ConfigError              invalid mesh configuration (carries every problem)
-    └── XdsError                 xDS protocol or resource trouble (type URL, name)
-        └── InconsistentSnapshotError   RDS/EDS references that do not resolve
+    ├── ConfigError                 invalid mesh configuration (carries every problem)
+    ├── XdsError                    xDS protocol or resource trouble (type URL, name)
+    │   └── InconsistentSnapshotError   RDS/EDS references that do not resolve
+    └── CallError                   a call meshlib failed; also a grpc.RpcError
+        ├── NoHealthyEndpointError      UNAVAILABLE: no endpoint may take the call
+        ├── ServiceNotFoundError        UNAVAILABLE: the target is not in the mesh
+        ├── CircuitOpenError            UNAVAILABLE: a circuit breaker or limit refused
+        ├── RetryExhaustedError         the last attempt's code: every attempt failed
+        ├── DeadlineExceededError       DEADLINE_EXCEEDED: a meshlib timeout fired
+        └── RateLimitedError            RESOURCE_EXHAUSTED: over a local rate limit
 
-Later layers add ``CircuitOpenError``, ``RetryExhaustedError`` and
-``NoHealthyEndpointError`` under ``MeshError``.
+A :class:`CallError` is a ``grpc.RpcError`` and a ``grpc.Call``-like object with
+``code()``, ``details()``, ``initial_metadata()`` and ``trailing_metadata()``, so
+existing ``except grpc.RpcError`` code keeps working unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import grpc
 
 __all__ = [
+    "CallError",
+    "CircuitOpenError",
     "ConfigError",
+    "DeadlineExceededError",
     "InconsistentSnapshotError",
     "MeshError",
+    "NoHealthyEndpointError",
     "Problem",
+    "RateLimitedError",
+    "RetryExhaustedError",
+    "ServiceNotFoundError",
     "XdsError",
 ]
 
@@ -76,3 +94,101 @@ class InconsistentSnapshotError(XdsError):
         self.missing = missing
         detail = "; ".join(f"{t.rsplit('.', 1)[-1]}: {', '.join(n)}" for t, n in missing.items())
         super().__init__(f"snapshot references missing resources: {detail}")
+
+
+class CallError(MeshError, grpc.RpcError):
+    """A call meshlib failed; a ``grpc.RpcError`` carrying a status code.
+
+    ``service`` names the destination (or the decorated function) when known.
+    """
+
+    code_: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str, *, service: str = "",
+                 code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.service = service
+        if code is not None:
+            self.code_ = code
+
+    def code(self) -> grpc.StatusCode:
+        """The gRPC status code callers see."""
+        return self.code_
+
+    def details(self) -> str:
+        """The message, as ``grpc.RpcError.details()``."""
+        return str(self)
+
+    def initial_metadata(self) -> tuple[Any, ...]:
+        return ()
+
+    def trailing_metadata(self) -> tuple[Any, ...]:
+        return ()
+
+    def debug_error_string(self) -> str:
+        return f"{type(self).__name__}: {self}"
+
+
+class NoHealthyEndpointError(CallError):
+    """Every endpoint of ``service`` is unhealthy, ejected, or the service has none."""
+
+    code_ = grpc.StatusCode.UNAVAILABLE
+
+
+class ServiceNotFoundError(CallError):
+    """The control plane does not know the target (no such Service in the mesh)."""
+
+    code_ = grpc.StatusCode.UNAVAILABLE
+
+
+class CircuitOpenError(CallError):
+    """A circuit breaker is open (or a max-concurrent-requests limit is reached)."""
+
+    code_ = grpc.StatusCode.UNAVAILABLE
+
+
+class RetryExhaustedError(CallError):
+    """Every attempt failed; ``attempts`` were made and ``last_error`` is the last failure.
+
+    ``code()``, ``details()`` and the metadata are the last attempt's when it was a
+    ``grpc.RpcError``, so handlers written for the plain gRPC error keep working.
+    """
+
+    def __init__(self, message: str, *, attempts: int, last_error: BaseException,
+                 service: str = "") -> None:
+        code = last_error.code() if isinstance(last_error, grpc.RpcError) and hasattr(
+            last_error, "code") else grpc.StatusCode.UNKNOWN
+        super().__init__(message, service=service, code=code)
+        self.attempts = attempts
+        self.last_error = last_error
+
+    def details(self) -> str:
+        last = self.last_error
+        if isinstance(last, grpc.RpcError) and hasattr(last, "details"):
+            return last.details() or str(self)
+        return str(self)
+
+    def initial_metadata(self) -> tuple[Any, ...]:
+        last = self.last_error
+        return tuple(last.initial_metadata() or ()) if hasattr(last, "initial_metadata") else ()
+
+    def trailing_metadata(self) -> tuple[Any, ...]:
+        last = self.last_error
+        return tuple(last.trailing_metadata() or ()) if hasattr(
+            last, "trailing_metadata") else ()
+
+
+class DeadlineExceededError(CallError, TimeoutError):
+    """A meshlib timeout or propagated deadline expired before the work finished."""
+
+    code_ = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class RateLimitedError(CallError):
+    """Over a local rate limit; ``retry_after`` seconds until a token is due."""
+
+    code_ = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, retry_after: float, service: str = "") -> None:
+        super().__init__(message, service=service)
+        self.retry_after = retry_after
