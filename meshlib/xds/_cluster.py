@@ -7,6 +7,9 @@
   1 <= min <= max <= 8M, gRFC A42).
 * ``max_requests`` is the DEFAULT-priority circuit-breaker threshold (gRFC A32).
 * Outlier detection fields and defaults as in gRFC A50; percentages must be <= 100.
+* ``metadata.filter_metadata["meshlib.dev"]`` carries what xDS has no field for: the
+  per-endpoint circuit breaker (``circuitBreaker``) and the retry budget
+  (``retryBudget``) meshlib enforces.
 """
 
 from __future__ import annotations
@@ -27,14 +30,18 @@ from meshlib.xds._resources import CLUSTER, ResourceValidationError, seconds, un
 __all__ = [
     "DEFAULT_MAX_REQUESTS",
     "MAX_RING_SIZE",
+    "MESHLIB_METADATA",
+    "CircuitBreakerConfig",
     "ClusterUpdate",
     "LbPolicy",
     "OutlierDetectionConfig",
+    "RetryBudgetConfig",
     "decode_cluster",
 ]
 
 DEFAULT_MAX_REQUESTS = 1024
 MAX_RING_SIZE = 8 * 1024 * 1024
+MESHLIB_METADATA = "meshlib.dev"
 _Cluster = cluster_pb2.Cluster
 _RING_HASH = ring_hash_pb2.RingHash
 _TYPE = "type.googleapis.com/"
@@ -74,6 +81,24 @@ class OutlierDetectionConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitBreakerConfig:
+    """Per-endpoint breaker: open after ``consecutive_failures``, for ``open_duration`` s,
+    then let ``half_open_probes`` calls test the endpoint."""
+
+    consecutive_failures: int = 5
+    open_duration: float = 30.0
+    half_open_probes: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryBudgetConfig:
+    """Retries allowed: ``percent`` % of requests plus ``min_retries_per_second``."""
+
+    percent: float = 20.0
+    min_retries_per_second: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterUpdate:
     """A decoded Cluster; ``eds_service_name`` is the EDS resource to subscribe to."""
 
@@ -82,6 +107,8 @@ class ClusterUpdate:
     lb_policy: LbPolicy = LbPolicy()
     max_requests: int = DEFAULT_MAX_REQUESTS
     outlier_detection: OutlierDetectionConfig | None = None
+    circuit_breaker: CircuitBreakerConfig | None = None
+    retry_budget: RetryBudgetConfig | None = None
 
 
 def decode_cluster(any_msg: any_pb2.Any) -> ClusterUpdate:
@@ -109,9 +136,44 @@ def decode_cluster(any_msg: any_pb2.Any) -> ClusterUpdate:
     outlier = None
     if cluster.HasField("outlier_detection"):
         outlier = _outlier(cluster.outlier_detection, name, invalid)
+    breaker, budget = _meshlib_settings(cluster, invalid)
     return ClusterUpdate(name=name, eds_service_name=eds.service_name or name,
                          lb_policy=_lb_policy(cluster, invalid), max_requests=max_requests,
-                         outlier_detection=outlier)
+                         outlier_detection=outlier, circuit_breaker=breaker,
+                         retry_budget=budget)
+
+
+def _meshlib_settings(cluster: cluster_pb2.Cluster, invalid: _Invalid
+                      ) -> tuple[CircuitBreakerConfig | None, RetryBudgetConfig | None]:
+    if MESHLIB_METADATA not in cluster.metadata.filter_metadata:
+        return None, None
+    fields = cluster.metadata.filter_metadata[MESHLIB_METADATA].fields
+    breaker = budget = None
+
+    def number(section: str, key: str, default: float, low: float) -> float:
+        struct = fields[section].struct_value.fields
+        if key not in struct:
+            return default
+        value = struct[key].number_value
+        if value < low:
+            raise invalid(f"metadata {MESHLIB_METADATA}.{section}.{key}: {value} < {low}")
+        return value
+
+    if "circuitBreaker" in fields:
+        d = CircuitBreakerConfig()
+        breaker = CircuitBreakerConfig(
+            consecutive_failures=int(number("circuitBreaker", "consecutiveFailures",
+                                            d.consecutive_failures, 1)),
+            open_duration=number("circuitBreaker", "openDuration", d.open_duration, 0.0),
+            half_open_probes=int(number("circuitBreaker", "halfOpenProbes",
+                                        d.half_open_probes, 1)))
+    if "retryBudget" in fields:
+        d2 = RetryBudgetConfig()
+        budget = RetryBudgetConfig(
+            percent=number("retryBudget", "percent", d2.percent, 0.0),
+            min_retries_per_second=number("retryBudget", "minRetriesPerSecond",
+                                          d2.min_retries_per_second, 0.0))
+    return breaker, budget
 
 
 def _lb_policy(cluster: cluster_pb2.Cluster, invalid: _Invalid) -> LbPolicy:

@@ -94,8 +94,9 @@ class ControlPlaneProc:
         return path
 
 
-def start_control_plane(config: Path, log: Path) -> ControlPlaneProc:
-    xds_port, admin_port = free_port(), free_port()
+def start_control_plane(config: Path, log: Path, xds_port: int | None = None
+                        ) -> ControlPlaneProc:
+    xds_port, admin_port = xds_port or free_port(), free_port()
     out = log.open("w")
     proc = subprocess.Popen(
         [*MESHCTL, "control-plane", "--config", str(config),
@@ -121,8 +122,9 @@ def start_control_plane(config: Path, log: Path) -> ControlPlaneProc:
 def control_plane_factory(tmp_path: Path) -> Iterator:
     started: list[ControlPlaneProc] = []
 
-    def start(config: Path) -> ControlPlaneProc:
-        cp = start_control_plane(config, tmp_path / f"control-plane-{len(started)}.log")
+    def start(config: Path, xds_port: int | None = None) -> ControlPlaneProc:
+        cp = start_control_plane(config, tmp_path / f"control-plane-{len(started)}.log",
+                                 xds_port)
         started.append(cp)
         return cp
 
@@ -204,3 +206,6 @@ def envoy_binary() -> str | None:
     except PackageNotFoundError:
         return shutil.which("envoy")
     return str(path) if path.exists() else shutil.which("envoy")
+
+
+from meshlib_env import mesh_env  # noqa: E402,F401  (meshlib client tests)

@@ -79,3 +79,15 @@ def write_mesh(directory: Path, backends: Mapping[str, Sequence[int]],
     tmp = directory / ".routes.yaml.tmp"
     tmp.write_text(route + extra)
     tmp.rename(directory / "routes.yaml")
+
+
+def policy_yaml(service: str, spec: str) -> str:
+    """A TrafficPolicy on ``service`` whose ``spec`` (besides targetRef) is ``spec``,
+    given as indented YAML lines (two spaces)."""
+    return f"""---
+apiVersion: meshlib.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: {service}, namespace: default}}
+spec:
+  targetRef: {{kind: Service, name: {service}}}
+{spec}"""

@@ -16,6 +16,7 @@ from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 from google.protobuf import message, wrappers_pb2
 
+from meshlib.xds._cluster import MESHLIB_METADATA  # breaker + budget; gRPC, Envoy ignore it
 from xds_server.model import (
     CircuitBreaker,
     LoadBalancer,
@@ -23,11 +24,18 @@ from xds_server.model import (
     OutlierDetection,
     Service,
     ServicePort,
+    TrafficPolicy,
 )
 from xds_server.translate._protos import ads_config_source, duration, pack
 from xds_server.translate.names import cluster_name
 
-__all__ = ["CONNECT_TIMEOUT", "HTTP_PROTOCOL_OPTIONS", "build_cluster", "clusters"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "HTTP_PROTOCOL_OPTIONS",
+    "MESHLIB_METADATA",
+    "build_cluster",
+    "clusters",
+]
 
 CONNECT_TIMEOUT = 5.0
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -71,7 +79,25 @@ def build_cluster(model: MeshModel, service: Service, port: ServicePort) -> clus
         cluster.circuit_breakers.CopyFrom(_circuit_breakers(policy.circuit_breaker))
     if policy.outlier_detection is not None:
         cluster.outlier_detection.CopyFrom(_outlier_detection(policy.outlier_detection))
+    extra = _meshlib_metadata(policy)
+    if extra:
+        cluster.metadata.filter_metadata[MESHLIB_METADATA].update(extra)
     return cluster
+
+
+def _meshlib_metadata(policy: TrafficPolicy) -> dict[str, dict[str, float]]:
+    """The breaker and retry-budget settings meshlib reads (see ``MESHLIB_METADATA``)."""
+    out: dict[str, dict[str, float]] = {}
+    cb = policy.circuit_breaker
+    if cb is not None:
+        out["circuitBreaker"] = {"consecutiveFailures": cb.consecutive_failures,
+                                 "openDuration": cb.open_duration,
+                                 "halfOpenProbes": cb.half_open_probes}
+    if policy.retries is not None:
+        budget = policy.retries.budget
+        out["retryBudget"] = {"percent": budget.percent,
+                              "minRetriesPerSecond": budget.min_retries_per_second}
+    return out
 
 
 def _set_lb_policy(cluster: cluster_pb2.Cluster, lb: LoadBalancer) -> None:

@@ -1,0 +1,507 @@
+"""``MeshChannel``: a ``grpc.Channel`` that routes, balances and retries in-process.
+
+Generated stubs take it unchanged. Per call: route (method, headers) → weighted
+cluster → endpoint (picker, breaker, limits) → the endpoint's shared channel; failures
+feed outlier detection and the breaker, and retryable ones are retried (tenacity)
+within the retry budget. Configuration is read from one immutable
+:class:`~meshlib._route_table.RouteTable` per call; updates swap it.
+
+Streaming: a server-streaming call is retried only until its first response message
+arrives. Calls that stream requests are not retried (their requests cannot be
+replayed), nor are ``future()`` calls: they make one attempt, still balanced,
+limited and counted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import tenacity
+
+from meshlib._attempts import (
+    attempt_timeout,
+    call_timeout,
+    exhausted,
+    fault_abort,
+    fault_delay,
+    retry_kwargs,
+    rpc_code,
+)
+from meshlib._call_context import RETRIES_OWNED
+from meshlib._cluster_state import ClusterState, EndpointState
+from meshlib._pool import ChannelPool
+from meshlib._resolver import Target
+from meshlib._route_table import Metadata, RouteEntry, RouteTable
+from meshlib.errors import CallError, NoHealthyEndpointError, ServiceNotFoundError
+
+__all__ = ["MeshChannel", "resolve_failure"]
+
+_monotonic = time.monotonic
+_CANCELLED = grpc.StatusCode.CANCELLED
+_MAX_CACHED = 1024
+
+
+def resolve_failure(target: Target, waited: float, xds_address: str) -> CallError:
+    """The error for a call whose target has no table after waiting ``waited`` s."""
+    if target.status == "not_found":
+        return ServiceNotFoundError(
+            f"{target.name}: no such service in the mesh ({target.error}); check the "
+            "name, the namespace, and the Service object", service=target.name)
+    why = target.error or f"no configuration from the control plane at {xds_address} " \
+                          f"within {waited:.1f}s"
+    return NoHealthyEndpointError(f"{target.name}: {why}", service=target.name)
+
+
+def _done_releaser(cluster: ClusterState, endpoint: EndpointState
+                   ) -> Callable[[grpc.Future], None]:
+    def done(call: Any) -> None:
+        code = call.code()
+        cluster.release(endpoint, None if code is grpc.StatusCode.OK else code)
+    return done
+
+
+class _Base:
+    __slots__ = ("_cache", "_channel", "_deser", "_method", "_ser", "_target")
+
+    def __init__(self, channel: MeshChannel, method: str, ser: Any, deser: Any) -> None:
+        self._channel = channel
+        self._target = channel._target
+        self._method = method
+        self._ser = ser
+        self._deser = deser
+        self._cache: dict[EndpointState, Any] = {}
+
+    def _table(self, timeout: float | None) -> RouteTable:
+        table = self._target.table
+        if table is not None:
+            return table
+        wait = self._channel._resolve_timeout
+        if timeout is not None and timeout < wait:
+            wait = timeout
+        self._target.ready.wait(wait)
+        table = self._target.table
+        if table is None:
+            raise resolve_failure(self._target, wait, self._channel._xds_address)
+        return table
+
+    def _callable(self, endpoint: EndpointState) -> Any:
+        if len(self._cache) > _MAX_CACHED:
+            self._cache.clear()
+        channel = self._channel._pool.get(endpoint.address)
+        made = self._make(channel)
+        self._cache[endpoint] = made
+        return made
+
+    def _make(self, channel: grpc.Channel) -> Any:
+        raise NotImplementedError
+
+    def _start(self, timeout: float | None, metadata: Metadata
+               ) -> tuple[RouteEntry, ClusterState, float | None]:
+        """Route, apply faults, pick the cluster: everything before the first pick."""
+        entry = self._table(timeout).route(self._method, metadata)
+        timeout = call_timeout(timeout, entry.timeout, self._target.name)
+        fault = entry.fault
+        if fault is not None:
+            delay = fault_delay(fault)
+            if delay:
+                time.sleep(delay)
+            error = fault_abort(fault, self._target.name)
+            if error is not None:
+                raise error
+        cluster = entry.pick_cluster()
+        cluster.budget.record_request()
+        return entry, cluster, timeout
+
+
+class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
+    __slots__ = ()
+
+    def _make(self, channel: grpc.Channel) -> Any:
+        return channel.unary_unary(self._method, request_serializer=self._ser,
+                                   response_deserializer=self._deser,
+                                   _registered_method=True)
+
+    def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
+                 credentials: grpc.CallCredentials | None = None,
+                 wait_for_ready: bool | None = None, compression: grpc.Compression | None = None
+                 ) -> Any:
+        return self._invoke(request, timeout, metadata, credentials, wait_for_ready,
+                            compression, False)
+
+    def with_call(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
+                  credentials: grpc.CallCredentials | None = None,
+                  wait_for_ready: bool | None = None,
+                  compression: grpc.Compression | None = None) -> tuple[Any, grpc.Call]:
+        return self._invoke(request, timeout, metadata, credentials, wait_for_ready,
+                            compression, True)
+
+    def future(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
+               credentials: grpc.CallCredentials | None = None,
+               wait_for_ready: bool | None = None,
+               compression: grpc.Compression | None = None) -> grpc.Future:
+        entry, cluster, timeout = self._start(timeout, metadata)
+        endpoint = cluster.pick(entry.hash_key(metadata) if entry.hash_headers else None)
+        call = self._cache.get(endpoint) or self._callable(endpoint)
+        try:
+            future = call.future(request, timeout=timeout, metadata=metadata,
+                                 credentials=credentials, wait_for_ready=wait_for_ready,
+                                 compression=compression)
+        except BaseException:
+            cluster.release(endpoint, _CANCELLED)
+            raise
+        future.add_done_callback(_done_releaser(cluster, endpoint))
+        return future
+
+    def _invoke(self, request: Any, timeout: float | None, metadata: Metadata,
+                credentials: Any, wait_for_ready: bool | None, compression: Any,
+                with_call: bool) -> Any:
+        entry, cluster, timeout = self._start(timeout, metadata)
+        retry = entry.retry
+        deadline = None
+        if retry is not None:
+            if RETRIES_OWNED.get():
+                retry = None
+            else:
+                start = _monotonic()
+                deadline = None if timeout is None else start + timeout
+                if retry.per_try_timeout is not None:
+                    timeout = attempt_timeout(retry.per_try_timeout, deadline)
+        hash_key = entry.hash_key(metadata) if entry.hash_headers else None
+        endpoint = cluster.pick(hash_key)
+        call = self._cache.get(endpoint) or self._callable(endpoint)
+        try:
+            if with_call:
+                result = call.with_call(request, timeout=timeout, metadata=metadata,
+                                        credentials=credentials,
+                                        wait_for_ready=wait_for_ready, compression=compression)
+            else:
+                result = call(request, timeout=timeout, metadata=metadata,
+                              credentials=credentials, wait_for_ready=wait_for_ready,
+                              compression=compression)
+        except grpc.RpcError as err:
+            code = rpc_code(err)
+            cluster.release(endpoint, code, err)
+            if retry is None or code not in retry.retry_on:
+                raise
+            first: BaseException = err
+        except BaseException:
+            cluster.release(endpoint, _CANCELLED)
+            raise
+        else:
+            cluster.release(endpoint, None)
+            return result
+        return self._retry(first, request, entry, cluster, deadline, hash_key,
+                           (metadata, credentials, wait_for_ready, compression), with_call)
+
+    def _retry(self, first: BaseException, request: Any, entry: RouteEntry,
+               cluster: ClusterState, deadline: float | None, hash_key: str | None,
+               options: tuple[Any, ...], with_call: bool) -> Any:
+        retry = entry.retry
+        assert retry is not None
+        metadata, credentials, wait_for_ready, compression = options
+        attempts = 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            if attempts == 1:
+                raise first  # replay the first failure through tenacity's rules
+            endpoint = cluster.pick(hash_key)
+            call = self._cache.get(endpoint) or self._callable(endpoint)
+            timeout = attempt_timeout(retry.per_try_timeout, deadline)
+            try:
+                method = call.with_call if with_call else call
+                result = method(request, timeout=timeout, metadata=metadata,
+                                credentials=credentials, wait_for_ready=wait_for_ready,
+                                compression=compression)
+            except grpc.RpcError as err:
+                cluster.release(endpoint, rpc_code(err), err)
+                raise
+            except BaseException:
+                cluster.release(endpoint, _CANCELLED)
+                raise
+            cluster.release(endpoint, None)
+            return result
+
+        try:
+            return tenacity.Retrying(**retry_kwargs(retry, cluster, deadline,
+                                                    self._channel._sleep))(attempt)
+        except grpc.RpcError as err:
+            raise exhausted(err, attempts, cluster.service) from err
+
+
+class _UnaryStream(_Base, grpc.UnaryStreamMultiCallable):
+    __slots__ = ()
+
+    def _make(self, channel: grpc.Channel) -> Any:
+        return channel.unary_stream(self._method, request_serializer=self._ser,
+                                    response_deserializer=self._deser,
+                                    _registered_method=True)
+
+    def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
+                 credentials: grpc.CallCredentials | None = None,
+                 wait_for_ready: bool | None = None,
+                 compression: grpc.Compression | None = None) -> _RetryingStream:
+        entry, cluster, timeout = self._start(timeout, metadata)
+        retry = None if RETRIES_OWNED.get() else entry.retry
+        deadline = None if timeout is None else _monotonic() + timeout
+
+        def start() -> Any:
+            endpoint = cluster.pick(entry.hash_key(metadata) if entry.hash_headers else None)
+            call = self._cache.get(endpoint) or self._callable(endpoint)
+            per_try = retry.per_try_timeout if retry is not None else None
+            try:
+                stream = call(request, timeout=attempt_timeout(per_try, deadline) if per_try
+                              else (None if deadline is None else deadline - _monotonic()),
+                              metadata=metadata, credentials=credentials,
+                              wait_for_ready=wait_for_ready, compression=compression)
+            except BaseException:
+                cluster.release(endpoint, _CANCELLED)
+                raise
+            stream.add_done_callback(_done_releaser(cluster, endpoint))
+            return stream
+
+        return _RetryingStream(start, retry, cluster, deadline, self._channel._sleep)
+
+
+class _RetryingStream(grpc.Call, grpc.Future, Iterator[Any]):
+    """A server-streaming call that starts over on a retryable failure until its
+    first response message arrives; after that, errors reach the caller."""
+
+    def __init__(self, start: Callable[[], Any], retry: Any, cluster: ClusterState,
+                 deadline: float | None, sleep: Callable[[float], Any] | None) -> None:
+        self._start = start
+        self._retry = retry
+        self._cluster = cluster
+        self._deadline = deadline
+        self._sleep = sleep
+        self._call = start()
+        self._received = False
+
+    def __iter__(self) -> _RetryingStream:
+        return self
+
+    def __next__(self) -> Any:
+        if self._received:
+            return next(self._call)
+        try:
+            message = next(self._call)
+        except grpc.RpcError as err:
+            code = rpc_code(err)
+            if self._retry is None or code not in self._retry.retry_on:
+                raise
+            message = self._first_by_retrying(err)
+        self._received = True
+        return message
+
+    def _first_by_retrying(self, first: BaseException) -> Any:
+        attempts = 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            if attempts == 1:
+                raise first
+            self._call = self._start()
+            return next(self._call)
+
+        try:
+            return tenacity.Retrying(**retry_kwargs(self._retry, self._cluster,
+                                                    self._deadline, self._sleep))(attempt)
+        except grpc.RpcError as err:
+            raise exhausted(err, attempts, self._cluster.service) from err
+
+    # grpc.Call / grpc.Future: the current attempt's
+    def initial_metadata(self) -> Any:
+        return self._call.initial_metadata()
+
+    def trailing_metadata(self) -> Any:
+        return self._call.trailing_metadata()
+
+    def code(self) -> Any:
+        return self._call.code()
+
+    def details(self) -> Any:
+        return self._call.details()
+
+    def is_active(self) -> bool:
+        return self._call.is_active()
+
+    def time_remaining(self) -> float | None:
+        return self._call.time_remaining()
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return self._call.add_callback(callback)
+
+    def cancel(self) -> bool:
+        return self._call.cancel()
+
+    def cancelled(self) -> bool:
+        return self._call.cancelled()
+
+    def running(self) -> bool:
+        return self._call.running()
+
+    def done(self) -> bool:
+        return self._call.done()
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._call.result(timeout)
+
+    def exception(self, timeout: float | None = None) -> Any:
+        return self._call.exception(timeout)
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self._call.traceback(timeout)
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        self._call.add_done_callback(lambda _: fn(self))
+
+
+class _StreamUnary(_Base, grpc.StreamUnaryMultiCallable):
+    __slots__ = ()
+
+    def _make(self, channel: grpc.Channel) -> Any:
+        return channel.stream_unary(self._method, request_serializer=self._ser,
+                                    response_deserializer=self._deser,
+                                    _registered_method=True)
+
+    def _once(self, how: str, request_iterator: Iterator[Any], timeout: float | None,
+              metadata: Metadata, kwargs: dict[str, Any]) -> Any:
+        entry, cluster, timeout = self._start(timeout, metadata)
+        endpoint = cluster.pick(entry.hash_key(metadata) if entry.hash_headers else None)
+        call = self._cache.get(endpoint) or self._callable(endpoint)
+        try:
+            result = getattr(call, how)(request_iterator, timeout=timeout, metadata=metadata,
+                                        **kwargs)
+        except grpc.RpcError as err:
+            cluster.release(endpoint, rpc_code(err), err)
+            raise
+        except BaseException:
+            cluster.release(endpoint, _CANCELLED)
+            raise
+        if how == "future":
+            result.add_done_callback(_done_releaser(cluster, endpoint))
+        else:
+            cluster.release(endpoint, None)
+        return result
+
+    def __call__(self, request_iterator: Iterator[Any], timeout: float | None = None,
+                 metadata: Metadata = None, **kwargs: Any) -> Any:
+        return self._once("__call__", request_iterator, timeout, metadata, kwargs)
+
+    def with_call(self, request_iterator: Iterator[Any], timeout: float | None = None,
+                  metadata: Metadata = None, **kwargs: Any) -> Any:
+        return self._once("with_call", request_iterator, timeout, metadata, kwargs)
+
+    def future(self, request_iterator: Iterator[Any], timeout: float | None = None,
+               metadata: Metadata = None, **kwargs: Any) -> Any:
+        return self._once("future", request_iterator, timeout, metadata, kwargs)
+
+
+class _StreamStream(_Base, grpc.StreamStreamMultiCallable):
+    __slots__ = ()
+
+    def _make(self, channel: grpc.Channel) -> Any:
+        return channel.stream_stream(self._method, request_serializer=self._ser,
+                                     response_deserializer=self._deser,
+                                     _registered_method=True)
+
+    def __call__(self, request_iterator: Iterator[Any], timeout: float | None = None,
+                 metadata: Metadata = None, **kwargs: Any) -> Any:
+        entry, cluster, timeout = self._start(timeout, metadata)
+        endpoint = cluster.pick(entry.hash_key(metadata) if entry.hash_headers else None)
+        call = self._cache.get(endpoint) or self._callable(endpoint)
+        try:
+            stream = call(request_iterator, timeout=timeout, metadata=metadata, **kwargs)
+        except BaseException:
+            cluster.release(endpoint, _CANCELLED)
+            raise
+        stream.add_done_callback(_done_releaser(cluster, endpoint))
+        return stream
+
+
+class MeshChannel(grpc.Channel):
+    """A ``grpc.Channel`` to one mesh target; get it from :meth:`meshlib.Mesh.channel`.
+
+    Example::
+
+        channel = mesh.channel("reviews")
+        stub = reviews_pb2_grpc.ReviewsStub(channel)
+        stub.Get(request, timeout=2.0)
+    """
+
+    def __init__(self, target: Target, pool: ChannelPool, *, xds_address: str,
+                 resolve_timeout: float, sleep: Callable[[float], Any] | None = None) -> None:
+        self._target = target
+        self._pool = pool
+        self._xds_address = xds_address
+        self._resolve_timeout = resolve_timeout
+        self._sleep = sleep
+        self._subscribers: list[Callable[[grpc.ChannelConnectivity], None]] = []
+
+    @property
+    def target(self) -> str:
+        """The target this channel calls, as given."""
+        return self._target.name
+
+    def unary_unary(self, method: str, request_serializer: Any = None,
+                    response_deserializer: Any = None, _registered_method: bool = False
+                    ) -> grpc.UnaryUnaryMultiCallable:
+        return _UnaryUnary(self, method, request_serializer, response_deserializer)
+
+    def unary_stream(self, method: str, request_serializer: Any = None,
+                     response_deserializer: Any = None, _registered_method: bool = False
+                     ) -> grpc.UnaryStreamMultiCallable:
+        return _UnaryStream(self, method, request_serializer, response_deserializer)
+
+    def stream_unary(self, method: str, request_serializer: Any = None,
+                     response_deserializer: Any = None, _registered_method: bool = False
+                     ) -> grpc.StreamUnaryMultiCallable:
+        return _StreamUnary(self, method, request_serializer, response_deserializer)
+
+    def stream_stream(self, method: str, request_serializer: Any = None,
+                      response_deserializer: Any = None, _registered_method: bool = False
+                      ) -> grpc.StreamStreamMultiCallable:
+        return _StreamStream(self, method, request_serializer, response_deserializer)
+
+    def subscribe(self, callback: Callable[[grpc.ChannelConnectivity], None],
+                  try_to_connect: bool = False) -> None:
+        """Connectivity as a mesh sees it: READY once the target's configuration is
+        known (``grpc.channel_ready_future`` works), TRANSIENT_FAILURE if it is not in
+        the mesh, else CONNECTING."""
+        self._subscribers.append(callback)
+        callback(self._connectivity())
+        if not self._target.ready.is_set():
+            import threading
+
+            def notify() -> None:
+                self._target.ready.wait()
+                if callback in self._subscribers:
+                    callback(self._connectivity())
+
+            threading.Thread(target=notify, daemon=True, name="meshlib-subscribe").start()
+
+    def _connectivity(self) -> grpc.ChannelConnectivity:
+        if self._target.table is not None:
+            return grpc.ChannelConnectivity.READY
+        if self._target.ready.is_set():
+            return grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        return grpc.ChannelConnectivity.CONNECTING
+
+    def unsubscribe(self, callback: Callable[[grpc.ChannelConnectivity], None]) -> None:
+        if callback in self._subscribers:
+            self._subscribers.remove(callback)
+
+    def close(self) -> None:
+        """Nothing to free per channel: endpoint channels belong to the Mesh."""
+
+    def __enter__(self) -> MeshChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> bool:
+        self.close()
+        return False
