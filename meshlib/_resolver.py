@@ -106,6 +106,11 @@ def _noop() -> None:
     pass
 
 
+def _keep_last_good(error: XdsError) -> None:
+    """An invalid update (NACKed) or stream trouble while a good value is in use."""
+    log.warning("xDS: %s (keeping the last good configuration)", error)
+
+
 class ClusterRegistry:
     """Cluster states shared by every target of a Mesh, watched while used."""
 
@@ -123,6 +128,7 @@ class ClusterRegistry:
                 changed=lambda u, e=entry: self._on_cluster(e, u),
                 removed=lambda e=entry: self._on_missing(e, "cluster does not exist"),
                 error=lambda err, e=entry: self._on_missing(e, str(err)),
+                ambient_error=_keep_last_good,
             ))
         entry.users.add(user)
         return entry
@@ -147,6 +153,8 @@ class ClusterRegistry:
             entry.cancel_eds = self._client.watch(ENDPOINT, entry.eds_name, WatcherFuncs(
                 changed=lambda u, e=entry: self._on_endpoints(e, u),
                 removed=lambda e=entry: self._on_endpoints(e, None),
+                error=lambda err, e=entry: self._on_missing(e, str(err)),
+                ambient_error=_keep_last_good,
             ))
         elif entry.status == "missing" and entry.state.has_endpoints:
             entry.status = "ready"
@@ -214,18 +222,19 @@ class TargetResolver:
             self._cancel_rds()
             self._route_name = update.route_config_name or ""
             self._cancel_rds = self._client.watch(ROUTE, self._route_name, WatcherFuncs(
-                changed=self._on_routes, error=self._on_error,
+                changed=self._on_routes, error=self._on_error, ambient_error=_keep_last_good,
                 removed=lambda: self._fail("error", f"route {self._route_name} removed")))
 
     def _on_listener_removed(self) -> None:
         self._fail("not_found", f"the control plane has no service {self.target.name!r}")
 
     def _on_error(self, error: XdsError) -> None:
+        log.warning("%s: %s", self.target.name, error)
         if self.target.table is None:
             self._fail("error", str(error))
 
     def _on_ambient_error(self, error: XdsError) -> None:
-        log.warning("%s: %s (keeping the last good configuration)", self.target.name, error)
+        _keep_last_good(error)
 
     def _fail(self, status: Literal["not_found", "error"], why: str) -> None:
         if status == "not_found":
