@@ -175,9 +175,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=24,
                         help="rounds; rows alternate within each, so drift hits all")
     parser.add_argument("--services", type=int, default=50)
+    parser.add_argument("--rss-child", metavar="XDS_ADDRESS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     import meshlib
+
+    if args.rss_child:
+        rss_child(meshlib, args.rss_child, args.services)
+        return
 
     with tempfile.TemporaryDirectory() as tmpdir:
         procs, backend_port, xds_address = start_processes(Path(tmpdir), args.services)
@@ -189,10 +194,25 @@ def main() -> None:
                 proc.wait(timeout=10)
 
 
+def rss_child(meshlib, xds_address: str, services: int) -> None:
+    """Print the RSS a Mesh adds with ``services`` services subscribed and called."""
+    plain = grpc.insecure_channel(xds_address)  # gRPC core up, as in any gRPC service
+    grpc.channel_ready_future(plain).result(timeout=10)
+    before = rss_mib()
+    mesh = meshlib.Mesh(xds_address=xds_address, node_id="bench-rss")
+    empty = rss_mib()
+    for i in range(services):
+        mesh.channel(f"svc-{i}").unary_unary(METHOD)(b"", timeout=10)
+    after = rss_mib()
+    print(f"RSS: +{empty - before:.1f} MiB for an idle Mesh (xDS thread and stream), "
+          f"+{after - before:.1f} MiB with {services} services subscribed and called "
+          f"({(after - empty) / services * 1024:.0f} KiB per service)")
+    mesh.close()
+
+
 def run(meshlib, args, backend_port: int, xds_address: str) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    rss_before = rss_mib()
     mesh = meshlib.Mesh(xds_address=xds_address, node_id="bench", service="bench")
     bare = grpc.insecure_channel(f"127.0.0.1:{backend_port}")
     native = grpc.insecure_channel("xds:///reviews")
@@ -261,13 +281,12 @@ def run(meshlib, args, backend_port: int, xds_address: str) -> None:
     print(f"32 in flight (aio): bare {bare_rate:,.0f} calls/s, meshlib {mesh_rate:,.0f} "
           f"calls/s  ×{mesh_rate / bare_rate:.3f}")
 
-    # Memory: the library's added RSS with N services subscribed (one call each).
-    for i in range(args.services):
-        mesh.channel(f"svc-{i}").unary_unary(METHOD)(b"", timeout=10)
-    rss_after = rss_mib()
-    print(f"RSS: {rss_before:.1f} MiB before the Mesh; {rss_after:.1f} MiB with "
-          f"{args.services + 1} services subscribed and called (+{rss_after - rss_before:.1f}"
-          f" MiB, incl. the bare/native/aio channels of this run)")
+    # Memory, in a fresh process: grpc and meshlib imported and a plain channel used
+    # first, so the number is what a Mesh with N services subscribed adds.
+    out = subprocess.run([sys.executable, __file__, "--rss-child", xds_address,
+                          "--services", str(args.services)], capture_output=True, text=True,
+                         check=True, timeout=120)
+    print(out.stdout.strip())
     mesh.close()
     loop.close()
 

@@ -1,8 +1,9 @@
 """``meshctl demo``: the whole mesh on one machine, no cluster.
 
 Starts the control plane on a copy of the example config, the example backends, and
-gRPC's native xDS client driving traffic and printing the live split; halfway through
-it edits the route on disk, and the split follows without restarting anything.
+two clients driving traffic side by side — meshlib in-process (``mesh.channel``) and
+gRPC's native xDS client — each printing the live split once a second; halfway through
+it edits the route on disk, and both splits follow without restarting anything.
 """
 
 from __future__ import annotations
@@ -86,10 +87,14 @@ def run_demo(config: Path, *, seconds: float = 24.0) -> int:
         subprocess.run([py, "-m", "xds_server.cli", "bootstrap", "--xds-address",
                         f"127.0.0.1:{xds_port}", "--node-id", "demo-client",
                         "--output", str(bootstrap)], check=True)
-        _say("native gRPC client (xds:///reviews.default.svc.cluster.local:50051), "
-             "printing the split every second")
-        client = start(str(examples / "native_client.py"), "--seconds", str(seconds),
-                       env={"GRPC_XDS_BOOTSTRAP": str(bootstrap)})
+        _say("two clients, one line each per second: meshlib (in-process, "
+             "mesh.channel('reviews')) and gRPC's native xDS client "
+             "(xds:///reviews.default.svc.cluster.local:50051)")
+        client = start(str(examples / "meshlib_client.py"), "--xds-address",
+                       f"127.0.0.1:{xds_port}", "--seconds", str(seconds), "--rate", "100",
+                       "--one-line")
+        start(str(examples / "native_client.py"), "--seconds", str(seconds), "--rate", "100",
+              "--one-line", env={"GRPC_XDS_BOOTSTRAP": str(bootstrap)})
         time.sleep(seconds / 2)
         routes = sorted(mesh_dir.glob("*rout*.yaml"))
         if routes:

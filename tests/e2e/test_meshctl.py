@@ -64,3 +64,14 @@ def test_admin_endpoints(tmp_path, backends, control_plane_factory, native_clien
     assert cp.metric("meshlib_xds_pushes_total") >= 4
     _, text = cp.admin("/metrics")
     assert "meshlib_xds_push_latency_seconds_bucket" in text
+
+
+def test_demo_runs_both_clients_and_the_split_follows_the_edit():
+    out = subprocess.run([*MESHCTL, "demo", "--seconds", "6"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=90)
+    assert out.returncode == 0, out.stdout + out.stderr
+    meshlib_lines = [line for line in out.stdout.splitlines() if "meshlib |" in line]
+    native_lines = [line for line in out.stdout.splitlines() if "native |" in line]
+    assert len(meshlib_lines) >= 3 and len(native_lines) >= 3, out.stdout
+    assert "0 errors so far" in meshlib_lines[-1], out.stdout
+    assert "reviews-v2" in meshlib_lines[-1], out.stdout  # 50/50 after the edit
