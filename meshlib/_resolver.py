@@ -218,7 +218,9 @@ class TargetResolver:
             self._cancel_rds()
             self._cancel_rds, self._route_name = _noop, ""
             self._on_routes(update.route_config)
-        elif update.route_config_name != self._route_name:
+        elif update.route_config_name == self._route_name:
+            self.clusters_changed()  # e.g. the listener came back: publish again
+        else:
             self._cancel_rds()
             self._route_name = update.route_config_name or ""
             self._cancel_rds = self._client.watch(ROUTE, self._route_name, WatcherFuncs(

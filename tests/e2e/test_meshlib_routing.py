@@ -194,3 +194,21 @@ def test_max_concurrent_requests_limits_a_cluster(mesh_env):
     assert [f.result() for f in futures] == [b"reviews-v1-0"] * 2
     backend.delay = 0
     assert get(b"", timeout=5) == b"reviews-v1-0"
+
+
+def test_a_service_added_later_becomes_callable(mesh_env):
+    env = mesh_env({"reviews-v1": 1})
+    get = env.mesh.channel("ratings").unary_unary(GET)
+    with pytest.raises(meshlib.ServiceNotFoundError):
+        get(b"", timeout=5)
+    port = env.backends["reviews-v1"][0].port
+    env.write(extra=service_yaml("ratings", [port]))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            assert get(b"", timeout=5) == b"reviews-v1-0"
+            break
+        except meshlib.ServiceNotFoundError:
+            time.sleep(0.05)
+    else:
+        pytest.fail("ratings never became callable")
