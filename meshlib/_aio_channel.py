@@ -16,19 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-import tenacity
 
 from meshlib._attempts import (
+    aretry_after,
     attempt_timeout,
     call_timeout,
-    exhausted,
     fault_abort,
     fault_delay,
-    retry_kwargs,
     rpc_code,
 )
 from meshlib._call_context import RETRIES_OWNED
@@ -143,7 +141,6 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
 
     async def _attempts(self, call: _AioUnaryCall) -> Any:
         timeout, metadata = call._timeout, call._metadata
-        credentials, wait_for_ready, compression = call._options
         table = self._target.table
         if table is None:
             table = await self._table(timeout)
@@ -162,64 +159,38 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
                 if retry.per_try_timeout is not None:
                     timeout = attempt_timeout(retry.per_try_timeout, deadline)
         hash_key = entry.hash_key(metadata) if entry.hash_headers else None
+        try:
+            return await self._once(call, cluster, hash_key, timeout)
+        except grpc.RpcError as err:
+            if retry is None or rpc_code(err) not in retry.retry_on:
+                raise
+            first = err
+
+        def again() -> Awaitable[Any]:
+            timeout = attempt_timeout(retry.per_try_timeout, deadline)
+            return self._once(call, cluster, hash_key, timeout)
+
+        return await aretry_after(first, again, retry, cluster, deadline)
+
+    async def _once(self, call: _AioUnaryCall, cluster: ClusterState, hash_key: str | None,
+                    timeout: float | None) -> Any:
+        """One attempt: pick an endpoint, call it, report the outcome."""
+        credentials, wait_for_ready, compression = call._options
         endpoint = cluster.pick(hash_key)
         try:
             multi = self._cache.get(endpoint) or self._callable(endpoint)
-            rpc = multi(call._request, timeout=timeout, metadata=metadata,
-                        credentials=credentials, wait_for_ready=wait_for_ready,
-                        compression=compression)
-            call._rpc = rpc
+            rpc = call._rpc = multi(call._request, timeout=timeout, metadata=call._metadata,
+                                    credentials=credentials, wait_for_ready=wait_for_ready,
+                                    compression=compression)
             response = await rpc
         except grpc.RpcError as err:
-            code = rpc_code(err)
-            cluster.release(endpoint, code, err)
-            if retry is None or code not in retry.retry_on:
-                raise
-            first: BaseException = err
+            cluster.release(endpoint, rpc_code(err), err)
+            raise
         except BaseException:
             cluster.release(endpoint, _CANCELLED)
             raise
-        else:
-            cluster.release(endpoint, None)
-            return response
-        return await self._retry(call, first, entry, cluster, deadline, hash_key)
-
-    async def _retry(self, call: _AioUnaryCall, first: BaseException, entry: RouteEntry,
-                     cluster: ClusterState, deadline: float | None,
-                     hash_key: str | None) -> Any:
-        retry = entry.retry
-        assert retry is not None
-        credentials, wait_for_ready, compression = call._options
-        attempts = 0
-
-        async def attempt() -> Any:
-            nonlocal attempts
-            attempts += 1
-            if attempts == 1:
-                raise first
-            endpoint = cluster.pick(hash_key)
-            try:
-                multi = self._cache.get(endpoint) or self._callable(endpoint)
-                rpc = multi(call._request,
-                            timeout=attempt_timeout(retry.per_try_timeout, deadline),
-                            metadata=call._metadata, credentials=credentials,
-                            wait_for_ready=wait_for_ready, compression=compression)
-                call._rpc = rpc
-                response = await rpc
-            except grpc.RpcError as err:
-                cluster.release(endpoint, rpc_code(err), err)
-                raise
-            except BaseException:
-                cluster.release(endpoint, _CANCELLED)
-                raise
-            cluster.release(endpoint, None)
-            return response
-
-        try:
-            return await tenacity.AsyncRetrying(
-                **retry_kwargs(retry, cluster, deadline, None))(attempt)
-        except grpc.RpcError as err:
-            raise exhausted(err, attempts, cluster.service) from err
+        cluster.release(endpoint, None)
+        return response
 
 
 class _AioUnaryCall(grpc.aio.UnaryUnaryCall):
@@ -377,25 +348,14 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
         except grpc.RpcError as err:
             assert self._setup is not None
             _, cluster, deadline, retry = self._setup
-            code = rpc_code(err)
-            if retry is None or code not in retry.retry_on:
+            if retry is None or rpc_code(err) not in retry.retry_on:
                 raise
-            first: BaseException = err
-        attempts = 0
+            first = err
 
-        async def attempt() -> Any:
-            nonlocal attempts
-            attempts += 1
-            if attempts == 1:
-                raise first
-            rpc = await self._attempt()
-            return await rpc.read()
+        async def again() -> Any:
+            return await (await self._attempt()).read()
 
-        try:
-            return await tenacity.AsyncRetrying(
-                **retry_kwargs(retry, cluster, deadline, None))(attempt)
-        except grpc.RpcError as err:
-            raise exhausted(err, attempts, cluster.service) from err
+        return await aretry_after(first, again, retry, cluster, deadline)
 
     async def _messages(self) -> AsyncIterator[Any]:
         message = await self._first()

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 import tenacity
@@ -35,15 +35,18 @@ from meshlib.resilience import RetryBudget
 from meshlib.xds import FaultConfig, RetryPolicy
 
 __all__ = [
+    "aretry_after",
     "attempt_timeout",
     "call_timeout",
     "exhausted",
     "fault_abort",
     "fault_delay",
+    "retry_after",
     "retry_kwargs",
     "rpc_code",
 ]
 
+_T = TypeVar("_T")
 _monotonic = time.monotonic
 _HTTP_TO_GRPC = {400: grpc.StatusCode.INTERNAL, 401: grpc.StatusCode.UNAUTHENTICATED,
                  403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.UNIMPLEMENTED,
@@ -158,3 +161,43 @@ def exhausted(error: BaseException, attempts: int, service: str) -> BaseExceptio
         f"{service}: {attempts} attempts failed, last with "
         f"{code.name if code else type(error).__name__}", attempts=attempts,
         last_error=error, service=service)
+
+
+def retry_after(first: BaseException, again: Callable[[], _T], policy: RetryPolicy,
+                cluster: ClusterState, deadline: float | None,
+                sleep: Callable[[float], Any] | None) -> _T:
+    """Retry a call whose first attempt failed with ``first``: tenacity runs ``again``
+    for each further attempt under ``policy``; raises what :func:`exhausted` says."""
+    attempts = 0
+
+    def attempt() -> _T:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise first  # replay the first failure through tenacity's rules
+        return again()
+
+    try:
+        return tenacity.Retrying(**retry_kwargs(policy, cluster, deadline, sleep))(attempt)
+    except grpc.RpcError as err:
+        raise exhausted(err, attempts, cluster.service) from err
+
+
+async def aretry_after(first: BaseException, again: Callable[[], Awaitable[_T]],
+                       policy: RetryPolicy, cluster: ClusterState,
+                       deadline: float | None) -> _T:
+    """:func:`retry_after` for coroutines, under tenacity's ``AsyncRetrying``."""
+    attempts = 0
+
+    async def attempt() -> _T:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise first
+        return await again()
+
+    try:
+        return await tenacity.AsyncRetrying(
+            **retry_kwargs(policy, cluster, deadline, None))(attempt)
+    except grpc.RpcError as err:
+        raise exhausted(err, attempts, cluster.service) from err

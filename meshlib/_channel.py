@@ -19,15 +19,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
-import tenacity
 
 from meshlib._attempts import (
     attempt_timeout,
     call_timeout,
-    exhausted,
     fault_abort,
     fault_delay,
-    retry_kwargs,
+    retry_after,
     rpc_code,
 )
 from meshlib._call_context import RETRIES_OWNED
@@ -165,72 +163,42 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
             if RETRIES_OWNED.get():
                 retry = None
             else:
-                start = _monotonic()
-                deadline = None if timeout is None else start + timeout
+                deadline = None if timeout is None else _monotonic() + timeout
                 if retry.per_try_timeout is not None:
                     timeout = attempt_timeout(retry.per_try_timeout, deadline)
         hash_key = entry.hash_key(metadata) if entry.hash_headers else None
+        options = (metadata, credentials, wait_for_ready, compression, with_call)
+        try:
+            return self._once(cluster, hash_key, request, timeout, options)
+        except grpc.RpcError as err:
+            if retry is None or rpc_code(err) not in retry.retry_on:
+                raise
+            first = err
+
+        def again() -> Any:
+            timeout = attempt_timeout(retry.per_try_timeout, deadline)
+            return self._once(cluster, hash_key, request, timeout, options)
+
+        return retry_after(first, again, retry, cluster, deadline, self._channel._sleep)
+
+    def _once(self, cluster: ClusterState, hash_key: str | None, request: Any,
+              timeout: float | None, options: tuple[Any, ...]) -> Any:
+        """One attempt: pick an endpoint, call it, report the outcome."""
+        metadata, credentials, wait_for_ready, compression, with_call = options
         endpoint = cluster.pick(hash_key)
         call = self._cache.get(endpoint) or self._callable(endpoint)
         try:
-            if with_call:
-                result = call.with_call(request, timeout=timeout, metadata=metadata,
-                                        credentials=credentials,
-                                        wait_for_ready=wait_for_ready, compression=compression)
-            else:
-                result = call(request, timeout=timeout, metadata=metadata,
-                              credentials=credentials, wait_for_ready=wait_for_ready,
-                              compression=compression)
+            result = (call.with_call if with_call else call)(
+                request, timeout=timeout, metadata=metadata, credentials=credentials,
+                wait_for_ready=wait_for_ready, compression=compression)
         except grpc.RpcError as err:
-            code = rpc_code(err)
-            cluster.release(endpoint, code, err)
-            if retry is None or code not in retry.retry_on:
-                raise
-            first: BaseException = err
+            cluster.release(endpoint, rpc_code(err), err)
+            raise
         except BaseException:
             cluster.release(endpoint, _CANCELLED)
             raise
-        else:
-            cluster.release(endpoint, None)
-            return result
-        return self._retry(first, request, entry, cluster, deadline, hash_key,
-                           (metadata, credentials, wait_for_ready, compression), with_call)
-
-    def _retry(self, first: BaseException, request: Any, entry: RouteEntry,
-               cluster: ClusterState, deadline: float | None, hash_key: str | None,
-               options: tuple[Any, ...], with_call: bool) -> Any:
-        retry = entry.retry
-        assert retry is not None
-        metadata, credentials, wait_for_ready, compression = options
-        attempts = 0
-
-        def attempt() -> Any:
-            nonlocal attempts
-            attempts += 1
-            if attempts == 1:
-                raise first  # replay the first failure through tenacity's rules
-            endpoint = cluster.pick(hash_key)
-            call = self._cache.get(endpoint) or self._callable(endpoint)
-            timeout = attempt_timeout(retry.per_try_timeout, deadline)
-            try:
-                method = call.with_call if with_call else call
-                result = method(request, timeout=timeout, metadata=metadata,
-                                credentials=credentials, wait_for_ready=wait_for_ready,
-                                compression=compression)
-            except grpc.RpcError as err:
-                cluster.release(endpoint, rpc_code(err), err)
-                raise
-            except BaseException:
-                cluster.release(endpoint, _CANCELLED)
-                raise
-            cluster.release(endpoint, None)
-            return result
-
-        try:
-            return tenacity.Retrying(**retry_kwargs(retry, cluster, deadline,
-                                                    self._channel._sleep))(attempt)
-        except grpc.RpcError as err:
-            raise exhausted(err, attempts, cluster.service) from err
+        cluster.release(endpoint, None)
+        return result
 
 
 class _UnaryStream(_Base, grpc.UnaryStreamMultiCallable):
@@ -298,21 +266,12 @@ class _RetryingStream(grpc.Call, grpc.Future, Iterator[Any]):
         return message
 
     def _first_by_retrying(self, first: BaseException) -> Any:
-        attempts = 0
-
-        def attempt() -> Any:
-            nonlocal attempts
-            attempts += 1
-            if attempts == 1:
-                raise first
+        def again() -> Any:
             self._call = self._start()
             return next(self._call)
 
-        try:
-            return tenacity.Retrying(**retry_kwargs(self._retry, self._cluster,
-                                                    self._deadline, self._sleep))(attempt)
-        except grpc.RpcError as err:
-            raise exhausted(err, attempts, self._cluster.service) from err
+        return retry_after(first, again, self._retry, self._cluster, self._deadline,
+                           self._sleep)
 
     # grpc.Call / grpc.Future: the current attempt's
     def initial_metadata(self) -> Any:
