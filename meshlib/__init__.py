@@ -1,10 +1,77 @@
 """meshlib: a proxyless service mesh for Python.
 
-The client library (``Mesh``, channels, decorators) arrives with its issue; for now
-the package holds the error hierarchy shared with the control plane.
+Import it, point it at the control plane, and call services by name::
+
+    import meshlib
+
+    mesh = meshlib.Mesh(xds_address="127.0.0.1:15010", service="frontend")
+    stub = ReviewsStub(mesh.channel("reviews"))          # a grpc.Channel
+    astub = ReviewsStub(mesh.aio_channel("reviews"))     # a grpc.aio.Channel
+
+    @meshlib.retry(attempts=3, on=[grpc.StatusCode.UNAVAILABLE])
+    @meshlib.circuit_breaker(failures=5, reset_timeout=30)
+    @meshlib.timeout(2.0)
+    def get_reviews(...): ...
+
+Routing, load balancing, retries with a budget, circuit breaking, outlier ejection,
+deadline propagation and fault injection come from the control plane over xDS.
 """
 
-from meshlib.errors import ConfigError, InconsistentSnapshotError, MeshError, Problem, XdsError
+from meshlib._aio_channel import AioMeshChannel
+from meshlib._channel import MeshChannel
+from meshlib._deadline import current_deadline, deadline_scope
+from meshlib._mesh import DEFAULT_RESOLVE_TIMEOUT, Mesh
+from meshlib.errors import (
+    CallError,
+    CircuitOpenError,
+    ConfigError,
+    DeadlineExceededError,
+    InconsistentSnapshotError,
+    MeshError,
+    NoHealthyEndpointError,
+    Problem,
+    RateLimitedError,
+    RetryExhaustedError,
+    ServiceNotFoundError,
+    XdsError,
+)
+from meshlib.resilience import (
+    CircuitBreaker,
+    RateLimit,
+    Retry,
+    RetryBudget,
+    circuit_breaker,
+    rate_limit,
+    retry,
+    timeout,
+)
 
-__all__ = ["ConfigError", "InconsistentSnapshotError", "MeshError", "Problem", "XdsError"]
+__all__ = [
+    "DEFAULT_RESOLVE_TIMEOUT",
+    "AioMeshChannel",
+    "CallError",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "ConfigError",
+    "DeadlineExceededError",
+    "InconsistentSnapshotError",
+    "Mesh",
+    "MeshChannel",
+    "MeshError",
+    "NoHealthyEndpointError",
+    "Problem",
+    "RateLimit",
+    "RateLimitedError",
+    "Retry",
+    "RetryBudget",
+    "RetryExhaustedError",
+    "ServiceNotFoundError",
+    "XdsError",
+    "circuit_breaker",
+    "current_deadline",
+    "deadline_scope",
+    "rate_limit",
+    "retry",
+    "timeout",
+]
 __version__ = "0.1.0"

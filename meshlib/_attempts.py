@@ -31,7 +31,7 @@ import tenacity
 from meshlib._cluster_state import ClusterState
 from meshlib._deadline import _DEADLINE
 from meshlib.errors import CallError, DeadlineExceededError, RetryExhaustedError
-from meshlib.resilience import RetryBudget
+from meshlib.resilience._retry import BudgetStop
 from meshlib.xds import FaultConfig, RetryPolicy
 
 __all__ = [
@@ -107,17 +107,6 @@ def fault_abort(fault: FaultConfig, target: str) -> CallError | None:
                      code=code)
 
 
-class _BudgetStop(tenacity.stop.stop_base):
-    """Stop when the retry budget refuses (checked last, so it spends only on a retry
-    that will really happen)."""
-
-    def __init__(self, budget: RetryBudget) -> None:
-        self.budget = budget
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        return not self.budget.try_spend()
-
-
 class _DeadlineStop(tenacity.stop.stop_base):
     """Stop when the next wait would end past the call's deadline."""
 
@@ -140,7 +129,7 @@ def retry_kwargs(policy: RetryPolicy, cluster: ClusterState, deadline: float | N
     retry_on = policy.retry_on
     kwargs: dict[str, Any] = {
         "stop": tenacity.stop_any(tenacity.stop_after_attempt(1 + policy.num_retries),
-                                  _DeadlineStop(deadline), _BudgetStop(cluster.budget)),
+                                  _DeadlineStop(deadline), BudgetStop(cluster.budget)),
         "wait": tenacity.wait_random_exponential(multiplier=policy.base_interval,
                                                  max=policy.max_interval),
         "retry": tenacity.retry_if_exception(lambda e: rpc_code(e) in retry_on),
@@ -180,7 +169,10 @@ def retry_after(first: BaseException, again: Callable[[], _T], policy: RetryPoli
     try:
         return tenacity.Retrying(**retry_kwargs(policy, cluster, deadline, sleep))(attempt)
     except grpc.RpcError as err:
-        raise exhausted(err, attempts, cluster.service) from err
+        final = exhausted(err, attempts, cluster.service)
+        if final is err:
+            raise
+        raise final from err
 
 
 async def aretry_after(first: BaseException, again: Callable[[], Awaitable[_T]],
@@ -200,4 +192,7 @@ async def aretry_after(first: BaseException, again: Callable[[], Awaitable[_T]],
         return await tenacity.AsyncRetrying(
             **retry_kwargs(policy, cluster, deadline, None))(attempt)
     except grpc.RpcError as err:
-        raise exhausted(err, attempts, cluster.service) from err
+        final = exhausted(err, attempts, cluster.service)
+        if final is err:
+            raise
+        raise final from err

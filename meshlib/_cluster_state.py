@@ -25,20 +25,12 @@ import grpc
 
 from meshlib._balancer import Picker, make_picker
 from meshlib.errors import CircuitOpenError, NoHealthyEndpointError
-from meshlib.resilience import CircuitBreaker, RetryBudget
+from meshlib.resilience import FAILURE_CODES, CircuitBreaker, RetryBudget
 from meshlib.xds import ClusterUpdate, Endpoint
 
 __all__ = ["FAILURE_CODES", "ClusterState", "EndpointState", "service_of"]
 
 log = logging.getLogger("meshlib")
-
-# Codes that count against an endpoint (breaker, outlier detection): it failed, not
-# the request. Envoy counts 5xx and gateway timeouts the same way.
-FAILURE_CODES = frozenset({
-    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.DATA_LOSS, grpc.StatusCode.DEADLINE_EXCEEDED,
-})
-
 
 def service_of(cluster_name: str) -> str:
     """``outbound|50051||reviews.default.svc.cluster.local`` → ``reviews.default:50051``."""

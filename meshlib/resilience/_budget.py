@@ -1,0 +1,89 @@
+"""``RetryBudget``: retries may add at most ``percent`` % to the requests of the last
+``window`` seconds, plus ``min_retries_per_second`` (Linkerd's and Finagle's budget),
+so a struggling service sees at most ~1.2× its normal load, never 3× or 5×.
+
+The count of requests sits on every call, so :meth:`RetryBudget.record_request` only
+bumps an integer (no lock, no clock; a rare lost increment under thread races only
+makes the budget a little stricter). The sliding window is brought up to date every 64
+requests and on every :meth:`RetryBudget.try_spend`.
+
+Example::
+
+    budget = RetryBudget(percent=20, min_retries_per_second=10)
+    budget.record_request()          # each original request
+    if budget.try_spend(): retry()   # each retry
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["DEFAULT_MIN_RETRIES_PER_SECOND", "DEFAULT_RETRY_BUDGET_PERCENT",
+           "DEFAULT_RETRY_BUDGET_WINDOW", "RetryBudget"]
+
+DEFAULT_RETRY_BUDGET_PERCENT = 20.0
+DEFAULT_MIN_RETRIES_PER_SECOND = 10.0
+DEFAULT_RETRY_BUDGET_WINDOW = 10.0
+_SLOTS = 10
+
+
+class RetryBudget:
+    """Retries allowed: ``percent`` % of recent requests + ``min_retries_per_second``."""
+
+    def __init__(self, percent: float = DEFAULT_RETRY_BUDGET_PERCENT,
+                 min_retries_per_second: float = DEFAULT_MIN_RETRIES_PER_SECOND, *,
+                 window: float = DEFAULT_RETRY_BUDGET_WINDOW,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not 0 <= percent <= 1000:
+            raise ValueError(f"percent must be in [0, 1000], got {percent}")
+        if min_retries_per_second < 0 or window <= 0:
+            raise ValueError("min_retries_per_second must be >= 0 and window > 0")
+        self.percent = percent
+        self.min_retries_per_second = min_retries_per_second
+        self.window = window
+        self._clock = clock
+        self._slot_length = window / _SLOTS
+        self._requests = [0] * _SLOTS
+        self._retries = [0] * _SLOTS
+        self._slot = int(clock() / self._slot_length)
+        self._count = 0  # requests recorded, ever
+        self._counted = 0  # of those, already put in a slot
+        self._lock = threading.Lock()
+
+    def record_request(self) -> None:
+        """One original request (not a retry)."""
+        self._count += 1
+        if not self._count & 63:
+            self._advance()
+
+    def try_spend(self) -> bool:
+        """Whether one more retry may go now; if so it is counted."""
+        with self._lock:
+            self._advance_locked()
+            allowed = (sum(self._requests) * self.percent / 100
+                       + self.min_retries_per_second * self.window)
+            if sum(self._retries) + 1 > allowed:
+                return False
+            self._retries[self._slot % _SLOTS] += 1
+            return True
+
+    def _advance(self) -> None:
+        with self._lock:
+            self._advance_locked()
+
+    def _advance_locked(self) -> None:
+        slot = int(self._clock() / self._slot_length)
+        if slot != self._slot:
+            for stale in range(self._slot + 1, min(slot, self._slot + _SLOTS) + 1):
+                self._requests[stale % _SLOTS] = 0
+                self._retries[stale % _SLOTS] = 0
+            self._slot = slot
+        count = self._count
+        self._requests[slot % _SLOTS] += count - self._counted
+        self._counted = count
+
+    def __repr__(self) -> str:
+        return (f"RetryBudget({self.percent:g}% + {self.min_retries_per_second:g}/s over "
+                f"{self.window:g}s)")
