@@ -101,7 +101,7 @@ def test_endpoint_updates_keep_the_state_of_those_that_stay():
 
 def test_no_endpoint_names_the_service():
     state = ClusterState(NAME)
-    with pytest.raises(NoHealthyEndpointError, match="reviews.default:50051.*no endpoints"):
+    with pytest.raises(NoHealthyEndpointError, match=r"reviews.default:50051.*no endpoints"):
         state.pick()
     state.set_endpoints([])
     with pytest.raises(NoHealthyEndpointError) as info:
