@@ -84,10 +84,10 @@ def test_sync_server_deadline_reaches_a_downstream_call(downstream):
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         assert channel.unary_unary("/test.Relay/Get")(b"x", timeout=0.8) == b"down:x"
-        assert 0 < ds.remaining[-1] <= 0.8
+        assert 0 < ds.remaining[-1] <= 0.81  # not the 60 s asked for
         assert list(channel.unary_stream("/test.Relay/Stream")(b"y", timeout=0.7)) == [
             b"down:y"]
-        assert 0 < ds.remaining[-1] <= 0.7
+        assert 0 < ds.remaining[-1] <= 0.71
         assert meshlib.current_deadline() is None  # nothing leaks out of handlers
     finally:
         server.stop(0).wait()
@@ -156,7 +156,7 @@ async def test_aio_interceptors(downstream):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             ds.fail_next = 1
             assert await channel.unary_unary("/test.Relay/Get")(b"a", timeout=0.9) == b"down:a"
-            assert 0 < ds.remaining[-1] <= 0.9
+            assert 0 < ds.remaining[-1] <= 0.91
         breaker = meshlib.CircuitBreaker(failures=1, reset_timeout=60)
         async with grpc.aio.insecure_channel(
                 address, interceptors=[AioCircuitBreakerClientInterceptor(breaker)]) as guarded:
