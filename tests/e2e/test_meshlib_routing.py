@@ -212,3 +212,23 @@ def test_a_service_added_later_becomes_callable(mesh_env):
             time.sleep(0.05)
     else:
         pytest.fail("ratings never became callable")
+
+
+def test_endpoint_channels_are_shared_and_closed_when_the_endpoint_leaves(mesh_env):
+    env = mesh_env({"reviews-v1": 2})
+    first, second = env.backends["reviews-v1"]
+    get = env.mesh.channel("reviews").unary_unary(GET)
+    other = env.mesh.channel("reviews-v1").unary_unary(GET)
+    for _ in range(4):
+        get(b"", timeout=5)
+        other(b"", timeout=5)
+    pool = env.mesh._pool
+    assert pool.addresses() == {first.address, second.address}  # one channel each
+    env.backends["reviews-v1"] = [first]
+    env.write()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and pool.addresses() != {first.address}:
+        get(b"", timeout=5)
+        time.sleep(0.05)
+    assert pool.addresses() == {first.address}
+    assert {get(b"", timeout=5) for _ in range(10)} == {b"reviews-v1-0"}
