@@ -25,6 +25,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/translate_bench.py
 	$(BIN)/python benchmarks/push_latency_bench.py
+	$(BIN)/python benchmarks/client_bench.py
 
 check: $(STAMP)
 	$(BIN)/meshctl check examples/mesh
