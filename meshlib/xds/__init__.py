@@ -6,12 +6,15 @@ Layers, like grpc-go's xdsclient:
   :class:`ResourceValidationError` (``decode_listener``, ``decode_route_config``,
   ``decode_cluster``, ``decode_endpoints``; :data:`DECODERS` by type URL);
 * :func:`pick_virtual_host` and :func:`match_route`, pure per-call routing;
-* :class:`AdsClientProtocol`, the state-of-the-world ADS state machine: data in,
-  events (:class:`ResourceChanged`, :class:`ResourceRemoved`, :class:`ResourceError`)
-  out, requests (ACK/NACK/subscriptions) from :meth:`AdsClientProtocol.outgoing`;
-* :class:`XdsClient`, the asyncio shell: one long-lived ADS stream with
-  :class:`Backoff` reconnects, reference-counted watches (:class:`ResourceWatcher`,
-  :class:`WatcherFuncs`) and the does-not-exist timer.
+* :class:`AdsClientProtocol` (state of the world) and :class:`DeltaAdsClientProtocol`
+  (incremental), the sans-IO ADS state machines: data in, events
+  (:class:`ResourceChanged`, :class:`ResourceRemoved`, :class:`ResourceError`) out,
+  requests (ACK/NACK/subscriptions) from ``outgoing()``; :class:`CachedResource` is an
+  accepted resource with its version, as ``seed()`` restores it;
+* :class:`XdsClient`, the asyncio shell: one long-lived ADS stream (delta, falling back
+  to state of the world: :data:`XdsProtocol`) with :class:`Backoff` reconnects,
+  reference-counted watches (:class:`ResourceWatcher`, :class:`WatcherFuncs`), the
+  does-not-exist timer, and the last good config kept in ``XdsClientConfig.cache_path``.
 
 Example::
 
@@ -22,6 +25,7 @@ Example::
 
 from meshlib.xds._ads_protocol import (
     AdsClientProtocol,
+    CachedResource,
     Event,
     ResourceChanged,
     ResourceError,
@@ -29,12 +33,16 @@ from meshlib.xds._ads_protocol import (
 )
 from meshlib.xds._backoff import Backoff
 from meshlib.xds._client import (
+    DEFAULT_CACHE_WRITE_INTERVAL,
+    DEFAULT_PROTOCOL,
     DEFAULT_RESOURCE_TIMEOUT,
     XdsClient,
     XdsClientConfig,
+    XdsProtocol,
 )
 from meshlib.xds._cluster import ClusterUpdate, LbPolicy, OutlierDetectionConfig, decode_cluster
 from meshlib.xds._decoders import DECODERS, Decoder, Update
+from meshlib.xds._delta_protocol import DeltaAdsClientProtocol
 from meshlib.xds._endpoints import Endpoint, EndpointsUpdate, Locality, decode_endpoints
 from meshlib.xds._listener import ListenerUpdate, decode_listener
 from meshlib.xds._matchers import HeaderMatcher, QueryParameterMatcher, StringMatcher
@@ -61,15 +69,19 @@ from meshlib.xds._watchers import ResourceWatcher, WatcherFuncs
 __all__ = [
     "CLUSTER",
     "DECODERS",
+    "DEFAULT_CACHE_WRITE_INTERVAL",
+    "DEFAULT_PROTOCOL",
     "DEFAULT_RESOURCE_TIMEOUT",
     "ENDPOINT",
     "LISTENER",
     "ROUTE",
     "AdsClientProtocol",
     "Backoff",
+    "CachedResource",
     "ClusterUpdate",
     "ClusterWeight",
     "Decoder",
+    "DeltaAdsClientProtocol",
     "Endpoint",
     "EndpointsUpdate",
     "Event",
@@ -97,6 +109,7 @@ __all__ = [
     "WatcherFuncs",
     "XdsClient",
     "XdsClientConfig",
+    "XdsProtocol",
     "decode_cluster",
     "decode_endpoints",
     "decode_listener",

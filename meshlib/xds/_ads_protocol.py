@@ -25,6 +25,14 @@ Rules (https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol):
 * :meth:`AdsClientProtocol.reset` starts a new stream: every non-empty subscription
   is requested again with the last accepted version and no nonce; cached resources
   are kept, so the application keeps serving on them.
+* :meth:`AdsClientProtocol.seed` restores resources accepted by an earlier process (a
+  cache file): a subscribed name without a value takes the seeded one, and the type's
+  seeded ``version_info`` is what the next request says it has, until a response of
+  the type arrives.
+
+:class:`TypeCache` and :func:`apply_resources` are what this state machine shares with
+the delta one (:mod:`meshlib.xds._delta_protocol`): the cached values, and decoding,
+validating and turning one response's resources into events.
 
 Example::
 
@@ -51,11 +59,19 @@ from meshlib.xds._decoders import DECODERS, Decoder, Update
 from meshlib.xds._resources import FULL_STATE_TYPES, ResourceValidationError, short_name
 
 __all__ = [
+    "WILDCARD",
     "AdsClientProtocol",
+    "Applied",
+    "CachedResource",
     "Event",
     "ResourceChanged",
     "ResourceError",
     "ResourceRemoved",
+    "TypeCache",
+    "apply_resources",
+    "decode_resource",
+    "nack_detail",
+    "not_found_names",
 ]
 
 _RESOURCE_WRAPPER = "type.googleapis.com/" + discovery_pb2.Resource.DESCRIPTOR.full_name
@@ -94,15 +110,142 @@ class ResourceError:
 Event = ResourceChanged | ResourceRemoved | ResourceError
 
 
+@dataclass(frozen=True, slots=True)
+class CachedResource:
+    """An accepted resource: its decoded ``update``, the ``version`` it was accepted at
+    (delta: the resource's own version; SotW: the response's ``version_info``) and the
+    ``resource`` itself, unwrapped (what a cache file stores)."""
+
+    name: str
+    update: Update
+    version: str
+    resource: any_pb2.Any
+
+
 @dataclass(slots=True)
-class _TypeState:
+class TypeCache:
+    """Per type URL: the subscribed names and the last good value of each (shared by the
+    state-of-the-world and the delta state machines)."""
+
     names: set[str] = field(default_factory=set)
     resources: dict[str, Update] = field(default_factory=dict)
+    entries: dict[str, CachedResource] = field(default_factory=dict)
+    absent: set[str] = field(default_factory=set)  # reported removed, not back since
+    received: bool = False  # a response of this type arrived (on any stream)
+
+    def wanted(self, name: str) -> bool:
+        """Whether ``name`` is subscribed (by name or by wildcard)."""
+        return name in self.names or WILDCARD in self.names
+
+    def put(self, entry: CachedResource) -> bool:
+        """Keep ``entry``; True if its value differs from the previous one."""
+        changed = self.resources.get(entry.name) != entry.update
+        self.resources[entry.name] = entry.update
+        self.entries[entry.name] = entry
+        self.absent.discard(entry.name)
+        return changed
+
+    def remove(self, name: str) -> None:
+        """``name`` does not exist: forget its value, remember it was reported."""
+        self.forget(name)
+        self.absent.add(name)
+
+    def forget(self, name: str) -> None:
+        """Drop the value of ``name`` (deleted, or no longer subscribed)."""
+        self.resources.pop(name, None)
+        self.entries.pop(name, None)
+
+    def seed(self, entries: Iterable[CachedResource]) -> None:
+        """Take each entry whose name is subscribed and has no value yet."""
+        for entry in entries:
+            if self.wanted(entry.name) and entry.name not in self.resources:
+                self.put(entry)
+
+
+@dataclass(slots=True)
+class Applied:
+    """What :func:`apply_resources` made of one response's resources: the change and
+    error events (in resource order), the validation errors (for the NACK), every name
+    seen (valid or not), and whether some resource could not even be named."""
+
+    events: list[Event] = field(default_factory=list)
+    errors: list[ResourceValidationError] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    unnamed: bool = False
+
+
+def apply_resources(cache: TypeCache, type_url: str, decoder: Decoder,
+                    items: Iterable[tuple[any_pb2.Any, str, str]]) -> Applied:
+    """Decode and validate each ``(resource, name, version)`` of one response and apply
+    it to ``cache`` (gRFC A46): a valid resource of a wanted name replaces the previous
+    value (:class:`ResourceChanged` if it differs); an invalid one keeps it and is
+    reported (:class:`ResourceError`, if subscribed). ``name`` is the name the resource
+    was delivered under (delta), or ``""``; a duplicate name is invalid."""
+    out = Applied()
+    for any_msg, given_name, version in items:
+        try:
+            name, update, resource = _decode(decoder, type_url, any_msg, given_name)
+            if name in out.seen:
+                raise ResourceValidationError("duplicate resource in one response",
+                                              type_url=type_url, resource_name=name)
+        except ResourceValidationError as err:
+            out.errors.append(err)
+            out.unnamed |= not err.resource_name
+            out.seen.add(err.resource_name)
+            if err.resource_name in cache.names:
+                out.events.append(ResourceError(type_url, err.resource_name, err,
+                                                err.resource_name in cache.resources))
+            continue
+        out.seen.add(name)
+        if cache.wanted(name) and cache.put(CachedResource(name, update, version, resource)):
+            out.events.append(ResourceChanged(type_url, name, update, version))
+    return out
+
+
+def decode_resource(decoder: Decoder, type_url: str, any_msg: any_pb2.Any,
+                    given_name: str = "") -> tuple[str, Update]:
+    """``(name, update)`` of one resource, unwrapping a ``Resource`` wrapper; raises
+    :class:`ResourceValidationError`. ``given_name`` (the name a delta response or a
+    cache file delivers it under) names errors and must match the resource's name."""
+    name, update, _ = _decode(decoder, type_url, any_msg, given_name)
+    return name, update
+
+
+def _decode(decoder: Decoder, type_url: str, any_msg: any_pb2.Any,
+            given_name: str) -> tuple[str, Update, any_pb2.Any]:
+    wrapped_name = given_name
+    if any_msg.type_url == _RESOURCE_WRAPPER:
+        wrapper = discovery_pb2.Resource()
+        if not any_msg.Unpack(wrapper):
+            raise ResourceValidationError("cannot parse Resource wrapper", type_url=type_url,
+                                          resource_name=given_name)
+        wrapped_name, any_msg = wrapper.name or given_name, wrapper.resource
+    try:
+        update = decoder(any_msg)
+    except ResourceValidationError as err:
+        if wrapped_name and not err.resource_name:
+            raise ResourceValidationError(err.detail, type_url=type_url,
+                                          resource_name=wrapped_name) from err
+        raise
+    name = getattr(update, "name", None) or getattr(update, "cluster_name", "")
+    if given_name and name != given_name:
+        raise ResourceValidationError(f"delivered as {given_name!r} but named {name!r}",
+                                      type_url=type_url, resource_name=given_name)
+    return name, update, any_msg
+
+
+def not_found_names(resource_errors: Iterable[discovery_pb2.ResourceError]) -> list[str]:
+    """The names a response's ``resource_errors`` say do not exist (gRFC A88)."""
+    return [e.resource_name.name for e in resource_errors
+            if e.error_detail.code == code_pb2.NOT_FOUND]
+
+
+@dataclass(slots=True)
+class _TypeState(TypeCache):
     version: str = ""  # last accepted
     nonce: str = ""  # last received on this stream
     sent: bool = False  # a request went out on this stream
     error: str | None = None  # pending NACK detail
-    absent: set[str] = field(default_factory=set)  # reported removed, not back since
 
 
 class AdsClientProtocol:
@@ -138,7 +281,7 @@ class AdsClientProtocol:
             return
         state.names -= gone
         for name in gone:
-            state.resources.pop(name, None)
+            state.forget(name)
             state.absent.discard(name)
         if state.names or state.sent:
             self._pending[type_url] = None  # an empty list after names = unsubscribe all
@@ -159,6 +302,24 @@ class AdsClientProtocol:
         """The last accepted version of ``type_url`` (``""`` before any)."""
         state = self._types.get(type_url)
         return state.version if state else ""
+
+    def cached_resources(self, type_url: str) -> Mapping[str, CachedResource]:
+        """Like :meth:`resources`, with each value's version and serialized resource."""
+        state = self._types.get(type_url)
+        return MappingProxyType(state.entries if state else {})
+
+    def seed(self, type_url: str, entries: Iterable[CachedResource],
+             version: str = "") -> None:
+        """Restore resources accepted earlier (e.g. by a previous process): each entry
+        whose name is subscribed and has no value yet takes it, without an event.
+        ``version`` becomes the type's ``version_info`` if no response of the type has
+        arrived yet, so the control plane need not resend what the client has."""
+        state = self._types.get(type_url)
+        if state is None:
+            return
+        state.seed(entries)
+        if version and not state.received:
+            state.version = version
 
     # ------------------------------------------------------------ the stream
 
@@ -186,42 +347,22 @@ class AdsClientProtocol:
         """Apply one response; an ACK or NACK for it is then due in :meth:`outgoing`."""
         type_url = response.type_url
         state = self._types.setdefault(type_url, _TypeState())
-        state.nonce = response.nonce
+        state.nonce, state.error = response.nonce, None  # only the latest is answered
         self._pending[type_url] = None
         decoder = self._decoders.get(type_url)
         if decoder is None:
             state.error = f"unsupported type {type_url}"
             return []
-        events: list[Event] = []
-        errors: list[ResourceValidationError] = []
-        seen: set[str] = set()
-        unnamed = False
-        for any_msg in response.resources:
-            try:
-                name, update = self._decode(decoder, type_url, any_msg)
-                if name in seen:
-                    raise ResourceValidationError("duplicate resource in one response",
-                                                  type_url=type_url, resource_name=name)
-            except ResourceValidationError as err:
-                errors.append(err)
-                unnamed |= not err.resource_name
-                seen.add(err.resource_name)
-                if err.resource_name in state.names:
-                    events.append(ResourceError(type_url, err.resource_name, err,
-                                                err.resource_name in state.resources))
-                continue
-            seen.add(name)
-            if not self._wanted(state, name):
-                continue
-            if state.resources.get(name) != update:
-                state.resources[name] = update
-                state.absent.discard(name)
-                events.append(ResourceChanged(type_url, name, update, response.version_info))
-        events.extend(self._removals(state, type_url, response, seen, unnamed))
-        if errors:
-            state.error = _nack_detail(type_url, response.version_info, errors)
+        state.received = True
+        version = response.version_info
+        applied = apply_resources(state, type_url, decoder,
+                                  ((any_msg, "", version) for any_msg in response.resources))
+        events = applied.events
+        events.extend(self._removals(state, type_url, response, applied.seen, applied.unnamed))
+        if applied.errors:
+            state.error = nack_detail(type_url, version, applied.errors)
         else:
-            state.version = response.version_info
+            state.version = version
         return events
 
     def reset(self) -> None:
@@ -235,47 +376,23 @@ class AdsClientProtocol:
 
     # ------------------------------------------------------------ helpers
 
-    @staticmethod
-    def _decode(decoder: Decoder, type_url: str, any_msg: any_pb2.Any) -> tuple[str, Update]:
-        wrapped_name = ""
-        if any_msg.type_url == _RESOURCE_WRAPPER:
-            wrapper = discovery_pb2.Resource()
-            if not any_msg.Unpack(wrapper):
-                raise ResourceValidationError("cannot parse Resource wrapper", type_url=type_url)
-            wrapped_name, any_msg = wrapper.name, wrapper.resource
-        try:
-            update = decoder(any_msg)
-        except ResourceValidationError as err:
-            if wrapped_name and not err.resource_name:
-                raise ResourceValidationError(err.detail, type_url=type_url,
-                                              resource_name=wrapped_name) from err
-            raise
-        name = getattr(update, "name", None) or getattr(update, "cluster_name", "")
-        return name, update
-
-    @staticmethod
-    def _wanted(state: _TypeState, name: str) -> bool:
-        return name in state.names or WILDCARD in state.names
-
     def _removals(self, state: _TypeState, type_url: str,
                   response: discovery_pb2.DiscoveryResponse, seen: set[str],
                   unnamed: bool) -> list[Event]:
         gone: list[str] = []
         if type_url in FULL_STATE_TYPES and not unnamed:
             gone.extend(n for n in state.resources if n not in seen)
-        for resource_error in response.resource_errors:
-            name = resource_error.resource_name.name
-            if (resource_error.error_detail.code == code_pb2.NOT_FOUND
-                    and self._wanted(state, name) and name not in seen and name not in gone):
+        for name in not_found_names(response.resource_errors):
+            if state.wanted(name) and name not in seen and name not in gone:
                 gone.append(name)
         gone = [n for n in gone if n not in state.absent]
         for name in gone:
-            state.resources.pop(name, None)
-            state.absent.add(name)
+            state.remove(name)
         return [ResourceRemoved(type_url, name) for name in gone]
 
 
-def _nack_detail(type_url: str, version: str, errors: list[ResourceValidationError]) -> str:
+def nack_detail(type_url: str, version: str, errors: list[ResourceValidationError]) -> str:
+    """The ``error_detail`` message of a NACK: the version and every invalid resource."""
     listed = "; ".join(str(e) for e in errors)
     return (f"{short_name(type_url)} version {version!r} rejected: "
             f"{len(errors)} invalid resource(s): {listed}")

@@ -1,10 +1,21 @@
-"""The asyncio shell around :class:`AdsClientProtocol`: one long-lived ADS stream, and
-grpc-go style watchers (https://github.com/grpc/grpc-go/tree/master/xds/internal/xdsclient).
+"""The asyncio shell around the sans-IO ADS state machines (:class:`AdsClientProtocol`,
+:class:`DeltaAdsClientProtocol`): one long-lived ADS stream, and grpc-go style
+watchers (https://github.com/grpc/grpc-go/tree/master/xds/internal/xdsclient).
 
 * One ``grpc.aio`` channel to the control plane; one ADS stream at a time. When it
   fails, the client waits (:class:`Backoff`, reset once a stream got a response) and
-  opens a new one; :meth:`AdsClientProtocol.reset` re-requests every subscription with
-  its last accepted version, so nothing is pushed again unless it changed.
+  opens a new one; ``reset()`` re-requests every subscription with the versions it
+  has, so nothing is pushed again unless it changed.
+* Delta or state of the world (``XdsClientConfig.protocol``): ``"auto"`` opens
+  ``DeltaAggregatedResources`` first and, if the server answers UNIMPLEMENTED, uses
+  ``StreamAggregatedResources`` for the rest of the client's life (subscriptions and
+  cached values carry over). Watchers see the same callbacks over both.
+* With ``cache_path``, every accepted change is written to a file (debounced, atomic,
+  :mod:`meshlib.xds._persist`) and :meth:`XdsClient.start` restores it: a watched name
+  found in the file gets ``on_changed`` at once, even with the control plane down, and
+  its version goes on the first request so the control plane sends only what changed.
+  Restored values not watched before the first response are dropped; the does-not-exist
+  timer never runs for a name that has a value.
 * While disconnected the last good resources stay cached and watchers keep them.
   Stream trouble is reported once per outage, and only when a stream ends without a
   single response (gRFC A57: a stream that worked and then broke is just re-opened):
@@ -34,9 +45,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, get_args
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -53,32 +64,48 @@ from meshlib.xds._ads_protocol import (
 )
 from meshlib.xds._backoff import Backoff
 from meshlib.xds._decoders import Update
+from meshlib.xds._delta_protocol import DeltaAdsClientProtocol
+from meshlib.xds._persist import LastGoodConfig
 from meshlib.xds._resources import short_name
 from meshlib.xds._watchers import ResourceWatcher
 
 __all__ = [
+    "DEFAULT_CACHE_WRITE_INTERVAL",
     "DEFAULT_NAMESPACE",
+    "DEFAULT_PROTOCOL",
     "DEFAULT_RESOURCE_TIMEOUT",
     "XdsClient",
     "XdsClientConfig",
+    "XdsProtocol",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_RESOURCE_TIMEOUT = 15.0  # seconds; gRPC's does-not-exist timer
+DEFAULT_CACHE_WRITE_INTERVAL = 0.5  # seconds between two writes of the cache file
+
+#: Which ADS flavour to speak: ``"auto"`` is delta, falling back to state of the world.
+XdsProtocol = Literal["auto", "delta", "sotw"]
+DEFAULT_PROTOCOL: XdsProtocol = "auto"
 KIND_METADATA_KEY = "MESHLIB_KIND"
 NAMESPACE_METADATA_KEY = "NAMESPACE"
 
 _Key = tuple[str, str]  # (type URL, resource name)
+_Ads = AdsClientProtocol | DeltaAdsClientProtocol
+_Request = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class XdsClientConfig:
-    """Where the control plane is and who this node is.
+    """Where the control plane is, who this node is, and how to talk to it.
 
     ``channel_options`` go to ``grpc.aio.insecure_channel`` (e.g. gRPC's own
-    ``grpc.initial_reconnect_backoff_ms``).
+    ``grpc.initial_reconnect_backoff_ms``). ``protocol`` picks delta or
+    state-of-the-world ADS (``"auto"``: delta, or SotW if the server does not implement
+    delta). ``cache_path``, if set, is where the last good config is kept (written at
+    most every ``cache_write_interval`` seconds and on close) and restored from on
+    start.
     """
 
     server_address: str
@@ -86,6 +113,16 @@ class XdsClientConfig:
     namespace: str = DEFAULT_NAMESPACE
     resource_timeout: float = DEFAULT_RESOURCE_TIMEOUT
     channel_options: Sequence[tuple[str, Any]] = ()
+    protocol: XdsProtocol = DEFAULT_PROTOCOL
+    cache_path: str | None = None
+    cache_write_interval: float = DEFAULT_CACHE_WRITE_INTERVAL
+
+    def __post_init__(self) -> None:
+        if self.protocol not in get_args(XdsProtocol):
+            raise ValueError(f"protocol must be one of {get_args(XdsProtocol)}, "
+                             f"got {self.protocol!r}")
+        if self.cache_write_interval < 0:
+            raise ValueError("cache_write_interval must be >= 0")
 
     def node(self) -> base_pb2.Node:
         """The ``Node`` sent on each stream: metadata ``MESHLIB_KIND`` and ``NAMESPACE``."""
@@ -95,7 +132,8 @@ class XdsClientConfig:
 
 
 class XdsClient:
-    """Watches xDS resources over one ADS stream that it keeps open.
+    """Watches xDS resources over one ADS stream (delta or state of the world) that it
+    keeps open.
 
     Example::
 
@@ -108,30 +146,53 @@ class XdsClient:
         self.config = config
         self._backoff = backoff or Backoff()
         self._sleep = sleep
-        self._ads = AdsClientProtocol(config.node())
+        protocol = AdsClientProtocol if config.protocol == "sotw" else DeltaAdsClientProtocol
+        self._ads: _Ads = protocol(config.node())
         self._watchers: dict[_Key, list[ResourceWatcher]] = {}
         self._absent: set[_Key] = set()  # reported removed, not received since
         self._timers: dict[_Key, asyncio.TimerHandle] = {}
-        self._outbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] | None = None
+        self._outbox: asyncio.Queue[_Request | None] | None = None
         self._channel: grpc.aio.Channel | None = None
         self._task: asyncio.Task[None] | None = None
         self._outage_reported = False
         self._closed = False
-        #: Set while the current stream has had a response; cleared when it ends.
+        self._cache: LastGoodConfig | None = None
+        if config.cache_path is not None:
+            self._cache = LastGoodConfig(
+                config.cache_path, lambda: self._ads, namespace=config.namespace,
+                node_id=config.node_id, server_address=config.server_address,
+                interval=config.cache_write_interval)
+        #: Set while the current stream has had a response; cleared when it ends. xDS
+        #: sends only what changed, so a client whose (restored) versions are all current
+        #: gets no response, and this stays clear, until something changes.
         self.connected = asyncio.Event()
+
+    @property
+    def protocol(self) -> Literal["delta", "sotw"]:
+        """The ADS flavour in use now (``"auto"`` starts with delta)."""
+        return "delta" if isinstance(self._ads, DeltaAdsClientProtocol) else "sotw"
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Open the channel and start the stream loop (on the running event loop)."""
+        """Restore the cache file (if configured), open the channel and start the stream
+        loop (on the running event loop)."""
         if self._task is not None or self._closed:
             raise RuntimeError("XdsClient already started (a client runs once)")
+        if self._cache is not None:
+            self._cache.restore()
+            for (type_url, name), watchers in list(self._watchers.items()):  # watched before
+                if self._cache.claim((type_url, name)):
+                    update = self._ads.resources(type_url)[name]
+                    for watcher in list(watchers):
+                        _notify(watcher.on_changed, update)
         self._channel = grpc.aio.insecure_channel(self.config.server_address,
                                                   options=list(self.config.channel_options))
         self._task = asyncio.get_running_loop().create_task(self._run(), name="xds-ads")
 
     async def close(self) -> None:
-        """Stop the stream and the channel; watchers get no more callbacks."""
+        """Stop the stream and the channel, write the cache file a last time if it
+        changed; watchers get no more callbacks."""
         self._closed = True
         task, self._task = self._task, None
         if task is not None:
@@ -139,6 +200,8 @@ class XdsClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._cancel_timers()
+        if self._cache is not None:
+            self._cache.close()
         self._watchers.clear()
         if self._channel is not None:
             await self._channel.close()
@@ -158,13 +221,16 @@ class XdsClient:
         """Watch ``name`` of ``type_url``; returns an idempotent cancel function.
 
         The first watcher of a name subscribes it; a watcher of a name already known
-        gets its cached value (or ``on_removed``) before this returns.
+        (received, or restored from the cache file) gets its value (or ``on_removed``)
+        before this returns.
         """
         key = (type_url, name)
         watchers = self._watchers.get(key)
         if watchers is None:
             self._ads.subscribe(type_url, [name])  # raises ValueError for unknown types
             watchers = self._watchers[key] = []
+            if self._cache is not None:
+                self._cache.claim(key)
             self._flush()
         watchers.append(watcher)
         cached = self._ads.resources(type_url).get(name)
@@ -182,6 +248,8 @@ class XdsClient:
                 del self._watchers[key]
                 self._absent.discard(key)
                 self._cancel_timer(key)
+                if self._cache is not None:
+                    self._cache.release(key)
                 self._ads.unsubscribe(type_url, [name])
                 self._flush()
 
@@ -200,8 +268,11 @@ class XdsClient:
     async def _run(self) -> None:
         attempt = 0
         while True:
-            error, got_response = await self._stream_once()
+            outcome = await self._stream_once()
             self.connected.clear()
+            if outcome is None:  # switched to state of the world: try it at once
+                continue
+            error, got_response = outcome
             if got_response:
                 attempt = 0
             else:
@@ -212,17 +283,22 @@ class XdsClient:
                      self.config.server_address, error, delay)
             await self._sleep(delay)
 
-    async def _stream_once(self) -> tuple[XdsError, bool]:
+    async def _stream_once(self) -> tuple[XdsError, bool] | None:
+        """One stream, until it ends: its error and whether it got a response, or None
+        if the server does not implement delta and the client just switched to SotW."""
         assert self._channel is not None
-        self._ads.reset()
-        outbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
+        ads = self._ads
+        delta = isinstance(ads, DeltaAdsClientProtocol)
+        ads.reset()
+        outbox: asyncio.Queue[_Request | None] = asyncio.Queue()
 
-        async def requests() -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
+        async def requests() -> AsyncIterator[_Request]:
             while (request := await outbox.get()) is not None:
                 yield request
 
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
-        call = stub.StreamAggregatedResources(requests())
+        open_stream = stub.DeltaAggregatedResources if delta else stub.StreamAggregatedResources
+        call = open_stream(requests())
         self._outbox = outbox
         got_response = False
         try:
@@ -230,12 +306,17 @@ class XdsClient:
             async for response in call:
                 got_response = True
                 if not self.connected.is_set():
-                    self.connected.set()
-                    self._outage_reported = False
-                self._dispatch(self._ads.receive(response))
+                    self._first_response()
+                self._dispatch(ads.receive(response))
                 self._flush()
+                if self._cache is not None:
+                    self._cache.changed()
             error = XdsError("ADS stream closed by the control plane")
         except grpc.aio.AioRpcError as err:
+            if (delta and err.code() == grpc.StatusCode.UNIMPLEMENTED
+                    and self.config.protocol == "auto"):
+                self._fall_back_to_sotw(err)
+                return None
             error = XdsError(f"ADS stream failed: {err.code().name}: {err.details()}")
             error.__cause__ = err
         except Exception as err:  # a bug must not end the client: log, back off, retry
@@ -249,6 +330,25 @@ class XdsClient:
             call.cancel()
         return error, got_response
 
+    def _first_response(self) -> None:
+        self.connected.set()
+        self._outage_reported = False
+        if self._cache is not None:
+            self._cache.connected()
+
+    def _fall_back_to_sotw(self, err: grpc.aio.AioRpcError) -> None:
+        """The server has no delta ADS: carry subscriptions and cached values over to a
+        state-of-the-world state machine, for the rest of the client's life."""
+        log.warning("xDS server %s does not implement delta ADS (%s); using "
+                    "state-of-the-world ADS from now on", self.config.server_address,
+                    err.details() or "UNIMPLEMENTED")
+        old, new = self._ads, AdsClientProtocol(self.config.node())
+        for type_url in dict.fromkeys(t for t, _ in self._watchers):
+            new.subscribe(type_url, old.subscriptions(type_url))
+            entries = [replace(e, version="") for e in old.cached_resources(type_url).values()]
+            new.seed(type_url, entries, self._cache.sotw_version(type_url) if self._cache else "")
+        self._ads = new
+
     def _flush(self) -> None:
         """Send the requests now due, and start the does-not-exist timer of each newly
         requested name. Without a stream, requests wait for the next ``reset()``."""
@@ -256,7 +356,10 @@ class XdsClient:
             return
         for request in self._ads.outgoing():
             self._outbox.put_nowait(request)
-            for name in request.resource_names:
+            names = (request.resource_names_subscribe
+                     if isinstance(request, discovery_pb2.DeltaDiscoveryRequest)
+                     else request.resource_names)
+            for name in names:
                 self._start_timer((request.type_url, name))
 
     def _dispatch(self, events: list[Event]) -> None:
@@ -269,6 +372,8 @@ class XdsClient:
                 for watcher in watchers:
                     _notify(watcher.on_changed, event.update)
             elif isinstance(event, ResourceRemoved):
+                if key in self._absent:  # already told (by the timer, say)
+                    continue
                 self._absent.add(key)
                 for watcher in watchers:
                     _notify(watcher.on_removed)

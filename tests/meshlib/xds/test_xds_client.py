@@ -103,16 +103,17 @@ def test_node_carries_meshlib_kind_and_namespace():
 
 def test_public_api_is_pinned():
     assert meshlib.xds.__all__ == [
-        "CLUSTER", "DECODERS", "DEFAULT_RESOURCE_TIMEOUT", "ENDPOINT", "LISTENER", "ROUTE",
-        "AdsClientProtocol", "Backoff", "ClusterUpdate", "ClusterWeight", "Decoder",
-        "Endpoint", "EndpointsUpdate", "Event", "FaultConfig", "HashPolicy",
-        "HeaderMatcher", "LbPolicy", "ListenerUpdate", "Locality",
-        "OutlierDetectionConfig", "QueryParameterMatcher", "ResourceChanged",
+        "CLUSTER", "DECODERS", "DEFAULT_CACHE_WRITE_INTERVAL", "DEFAULT_PROTOCOL",
+        "DEFAULT_RESOURCE_TIMEOUT", "ENDPOINT", "LISTENER", "ROUTE",
+        "AdsClientProtocol", "Backoff", "CachedResource", "ClusterUpdate", "ClusterWeight",
+        "Decoder", "DeltaAdsClientProtocol", "Endpoint", "EndpointsUpdate", "Event",
+        "FaultConfig", "HashPolicy", "HeaderMatcher", "LbPolicy", "ListenerUpdate",
+        "Locality", "OutlierDetectionConfig", "QueryParameterMatcher", "ResourceChanged",
         "ResourceError", "ResourceRemoved", "ResourceValidationError", "ResourceWatcher",
         "RetryPolicy", "Route", "RouteAction", "RouteConfigUpdate", "RouteMatch",
         "StringMatcher", "Update", "VirtualHost", "WatcherFuncs", "XdsClient",
-        "XdsClientConfig", "decode_cluster", "decode_endpoints", "decode_listener",
-        "decode_route_config", "match_route", "pick_virtual_host",
+        "XdsClientConfig", "XdsProtocol", "decode_cluster", "decode_endpoints",
+        "decode_listener", "decode_route_config", "match_route", "pick_virtual_host",
     ]
     for name in meshlib.xds.__all__:
         assert hasattr(meshlib.xds, name)
