@@ -33,7 +33,7 @@ from meshlib._cluster_state import ClusterState
 from meshlib._pool import DEFAULT_CLOSE_GRACE, AioChannelPool, ChannelPool
 from meshlib._resolver import ClusterRegistry, Target, TargetResolver
 from meshlib.errors import MeshError
-from meshlib.xds import XdsClient, XdsClientConfig
+from meshlib.xds import XdsClient, XdsClientConfig, XdsProtocol
 
 __all__ = ["DEFAULT_RESOLVE_TIMEOUT", "Mesh"]
 
@@ -50,12 +50,15 @@ class Mesh:
     ``<service>-<hostname>-<pid>``. ``namespace`` is where short targets
     (``reviews``) resolve, as in Kubernetes DNS. ``cache_path`` keeps the last good
     configuration on disk so a restart works while the control plane is down.
+    ``xds_protocol`` is ``auto`` (delta ADS, falling back to state-of-the-world when
+    the control plane lacks it), ``delta`` or ``sotw``.
     A first call waits at most ``resolve_timeout`` seconds (or its own timeout) for
     its target's configuration.
     """
 
     def __init__(self, xds_address: str, *, node_id: str | None = None, service: str = "",
                  namespace: str = "default", cache_path: str | None = None,
+                 xds_protocol: XdsProtocol = "auto",
                  resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT,
                  channel_options: Sequence[tuple[str, Any]] = (),
                  close_grace: float = DEFAULT_CLOSE_GRACE,
@@ -74,6 +77,7 @@ class Mesh:
                                        "namespace": namespace}
         if cache_path is not None:
             config_args["cache_path"] = cache_path
+        config_args["protocol"] = xds_protocol
         self._xds_config = XdsClientConfig(**config_args)
         self._targets: dict[str, Target] = {}
         self._resolvers: dict[str, TargetResolver] = {}
@@ -99,7 +103,8 @@ class Mesh:
         ``MESHLIB_XDS_ADDRESS`` (else the first server of the gRPC bootstrap named by
         ``GRPC_XDS_BOOTSTRAP``), ``MESHLIB_NODE_ID``, ``MESHLIB_SERVICE``,
         ``MESHLIB_NAMESPACE`` (else ``POD_NAMESPACE``, else ``default``),
-        ``MESHLIB_XDS_CACHE`` (path of the persisted configuration) and
+        ``MESHLIB_XDS_CACHE`` (path of the persisted configuration),
+        ``MESHLIB_XDS_PROTOCOL`` (``auto``, ``delta`` or ``sotw``) and
         ``MESHLIB_RESOLVE_TIMEOUT`` (seconds). Keyword arguments override them.
         """
         env = os.environ if environ is None else environ
@@ -119,6 +124,12 @@ class Mesh:
             or "default"
         if env.get("MESHLIB_XDS_CACHE"):
             kwargs["cache_path"] = env["MESHLIB_XDS_CACHE"]
+        if env.get("MESHLIB_XDS_PROTOCOL"):
+            protocol = env["MESHLIB_XDS_PROTOCOL"]
+            if protocol not in ("auto", "delta", "sotw"):
+                raise MeshError(f"MESHLIB_XDS_PROTOCOL must be auto, delta or sotw, got "
+                                f"{protocol!r}")
+            kwargs["xds_protocol"] = protocol
         if env.get("MESHLIB_RESOLVE_TIMEOUT"):
             try:
                 kwargs["resolve_timeout"] = float(env["MESHLIB_RESOLVE_TIMEOUT"])
@@ -236,8 +247,10 @@ class Mesh:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-        with contextlib.suppress(Exception):
+        try:
             self._on_loop(shutdown).result(timeout=5)
+        except Exception:  # still stop the thread and the channels
+            log.warning("meshlib: the xDS client did not shut down cleanly", exc_info=True)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         with contextlib.suppress(RuntimeError):

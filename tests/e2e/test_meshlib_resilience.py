@@ -180,3 +180,32 @@ def test_a_decorator_owns_retries_inside_it(mesh_env):
     with pytest.raises(meshlib.RetryExhaustedError):
         call()
     assert backend.calls == 2  # 2 decorator attempts × 1 mesh attempt, not 2 × 3
+
+
+def test_a_new_process_starts_from_the_cached_config_while_the_control_plane_is_down(
+        mesh_env, tmp_path):
+    env = mesh_env({"reviews-v1": 1})
+    cache = str(tmp_path / "xds-cache.json")
+    first = env.new_mesh(node_id="cached-1", cache_path=cache)
+    assert first.channel("reviews").unary_unary(GET)(b"", timeout=5) == b"reviews-v1-0"
+    first.close()
+    env.cp.proc.kill()
+    env.cp.proc.wait(timeout=5)
+    second = env.new_mesh(node_id="cached-2", cache_path=cache)
+    start = time.monotonic()
+    get = second.channel("reviews").unary_unary(GET)
+    assert [get(b"", timeout=5) for _ in range(20)] == [b"reviews-v1-0"] * 20
+    assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("protocol", ["sotw", "delta"])
+def test_both_ads_protocols_route_the_same(mesh_env, protocol):
+    env = mesh_env({"reviews-v1": 1, "reviews-v2": 1}, {"reviews-v1": 0, "reviews-v2": 100})
+    mesh = env.new_mesh(node_id=f"proto-{protocol}", xds_protocol=protocol)
+    get = mesh.channel("reviews").unary_unary(GET)
+    assert [get(b"", timeout=5) for _ in range(10)] == [b"reviews-v2-0"] * 10
+    env.write({"reviews-v1": 100, "reviews-v2": 0})
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and get(b"", timeout=5) != b"reviews-v1-0":
+        time.sleep(0.05)
+    assert [get(b"", timeout=5) for _ in range(10)] == [b"reviews-v1-0"] * 10

@@ -1,0 +1,60 @@
+"""Mesh.from_env and Mesh's own argument checks (no control plane needed)."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+import meshlib
+
+
+def test_from_env_reads_the_documented_variables(tmp_path):
+    mesh = meshlib.Mesh.from_env({
+        "MESHLIB_XDS_ADDRESS": "127.0.0.1:1", "MESHLIB_NODE_ID": "n-1",
+        "MESHLIB_SERVICE": "frontend", "POD_NAMESPACE": "shop",
+        "MESHLIB_XDS_PROTOCOL": "sotw", "MESHLIB_RESOLVE_TIMEOUT": "0.2",
+        "MESHLIB_XDS_CACHE": str(tmp_path / "cache.json"),
+    })
+    try:
+        assert (mesh.xds_address, mesh.node_id, mesh.service, mesh.namespace) == (
+            "127.0.0.1:1", "n-1", "frontend", "shop")
+        assert mesh.resolve_timeout == 0.2
+        assert mesh._xds_config.protocol == "sotw"
+        # Nothing answers at that address: a call waits resolve_timeout, then fails
+        # with an error naming the target and the control plane.
+        with pytest.raises(meshlib.NoHealthyEndpointError, match="127.0.0.1:1") as info:
+            mesh.channel("reviews").unary_unary("/demo.Reviews/Get")(b"")
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        mesh.close()
+
+
+def test_from_env_falls_back_to_the_grpc_bootstrap(tmp_path):
+    bootstrap = tmp_path / "bootstrap.json"
+    bootstrap.write_text(json.dumps({"xds_servers": [{"server_uri": "10.0.0.9:15010"}],
+                                     "node": {"id": "boot-node"}}))
+    mesh = meshlib.Mesh.from_env({"GRPC_XDS_BOOTSTRAP": str(bootstrap)})
+    try:
+        assert (mesh.xds_address, mesh.node_id, mesh.namespace) == (
+            "10.0.0.9:15010", "boot-node", "default")
+    finally:
+        mesh.close()
+
+
+def test_from_env_errors_are_clear():
+    with pytest.raises(meshlib.MeshError, match="MESHLIB_XDS_ADDRESS"):
+        meshlib.Mesh.from_env({})
+    with pytest.raises(meshlib.MeshError, match="MESHLIB_XDS_PROTOCOL"):
+        meshlib.Mesh.from_env({"MESHLIB_XDS_ADDRESS": "x:1", "MESHLIB_XDS_PROTOCOL": "v2"})
+    with pytest.raises(meshlib.MeshError, match="xds_address"):
+        meshlib.Mesh(xds_address="")
+
+
+def test_closed_mesh_refuses_new_channels():
+    mesh = meshlib.Mesh(xds_address="127.0.0.1:1")
+    with mesh:
+        pass
+    with pytest.raises(meshlib.MeshError, match="closed"):
+        mesh.channel("reviews")
