@@ -10,16 +10,32 @@ built in, without interceptors):
 
 * :class:`DeadlineClientInterceptor` / :class:`AioDeadlineClientInterceptor` — cap each
   call by the deadline in force;
-* :class:`RetryClientInterceptor` / :class:`AioRetryClientInterceptor` — retries under a
-  :class:`meshlib.Retry` policy;
+* :class:`RetryClientInterceptor` / :class:`AioRetryClientInterceptor` — retries of
+  unary calls under a :class:`meshlib.Retry` policy;
 * :class:`CircuitBreakerClientInterceptor` / :class:`AioCircuitBreakerClientInterceptor`
   — a :class:`meshlib.CircuitBreaker`.
+
+:class:`CallDetails` is the frozen dataclass they hand on (``dataclasses.replace``).
+grpc.aio applies an interceptor object to the first call kind it implements only
+(grpc/grpc#31442): pass aio interceptors through :func:`aio_interceptors`.
 
 Example::
 
     server = grpc.server(pool, interceptors=[DeadlineServerInterceptor()])
+    payments = grpc.intercept_channel(
+        grpc.insecure_channel("payments.example.com:443"),
+        DeadlineClientInterceptor(),
+        RetryClientInterceptor(meshlib.Retry(attempts=3)),
+        CircuitBreakerClientInterceptor(meshlib.CircuitBreaker(name="payments")))
+    achannel = grpc.aio.insecure_channel(address, interceptors=aio_interceptors(
+        AioDeadlineClientInterceptor(), AioRetryClientInterceptor(meshlib.Retry())))
 """
 
+from interceptors._aio import aio_interceptors
+from interceptors._breaker import (
+    AioCircuitBreakerClientInterceptor,
+    CircuitBreakerClientInterceptor,
+)
 from interceptors._deadline import (
     AioDeadlineClientInterceptor,
     AioDeadlineServerInterceptor,
@@ -27,12 +43,7 @@ from interceptors._deadline import (
     DeadlineServerInterceptor,
 )
 from interceptors._details import CallDetails
-from interceptors._resilience import (
-    AioCircuitBreakerClientInterceptor,
-    AioRetryClientInterceptor,
-    CircuitBreakerClientInterceptor,
-    RetryClientInterceptor,
-)
+from interceptors._retry import AioRetryClientInterceptor, RetryClientInterceptor
 
 __all__ = [
     "AioCircuitBreakerClientInterceptor",
@@ -44,4 +55,5 @@ __all__ = [
     "DeadlineClientInterceptor",
     "DeadlineServerInterceptor",
     "RetryClientInterceptor",
+    "aio_interceptors",
 ]

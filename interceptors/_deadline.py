@@ -1,12 +1,15 @@
 """Deadline propagation as interceptors.
 
 * Server side (:class:`DeadlineServerInterceptor`, :class:`AioDeadlineServerInterceptor`):
-  while a handler runs, the meshlib deadline (:mod:`meshlib._deadline`) is the incoming
-  call's deadline, so every mesh call the handler makes inherits what is left of it.
+  while a handler runs — in its own thread or task — the meshlib deadline
+  (:mod:`meshlib._deadline`) is the incoming call's deadline, so every mesh call the
+  handler makes inherits what is left of it. All four handler kinds are covered; a
+  streaming handler has the deadline in force while it produces each message, and
+  nothing leaks into the next call a worker thread serves.
 * Client side, for plain (non-mesh) channels (:class:`DeadlineClientInterceptor`,
   :class:`AioDeadlineClientInterceptor`): cap each call's timeout by the deadline in
-  force, and fail fast with ``DeadlineExceededError`` once it has passed. Mesh channels
-  do this themselves.
+  force, and fail fast with ``DeadlineExceededError`` once it has passed. Mesh
+  channels do this themselves.
 
 Example::
 
@@ -19,12 +22,13 @@ import dataclasses
 import functools
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 
 import grpc
 
-from interceptors._details import CallDetails, details_of
+from interceptors._details import CallDetails, details_of, method_name
+from interceptors._outcome import settled
 from meshlib._deadline import remaining, reset_deadline, set_deadline
 from meshlib.errors import DeadlineExceededError
 
@@ -35,31 +39,44 @@ __all__ = [
     "DeadlineServerInterceptor",
 ]
 
-_BEHAVIOURS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+# A sync server reports ~9.2e18 s left for a call without a deadline.
+_NO_DEADLINE = 1e9
+
+_HANDLER_FACTORIES: dict[str, Callable[..., grpc.RpcMethodHandler]] = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
 
 
 def _deadline_of(context: grpc.ServicerContext) -> float | None:
+    """The incoming call's deadline as a ``time.monotonic()`` instant, or None."""
     left = context.time_remaining()
-    return None if left is None else time.monotonic() + left
+    if left is None or left > _NO_DEADLINE:
+        return None
+    return time.monotonic() + left
 
 
 def _wrap_handler(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
-    """The same handler, each behaviour run with the call's deadline in force."""
+    """The same handler, its behaviour run with the call's deadline in force."""
     if handler is None:
         return None
-    for kind in _BEHAVIOURS:
+    for kind, factory in _HANDLER_FACTORIES.items():
         behaviour = getattr(handler, kind)
         if behaviour is None:
             continue
+        streams_out = kind.endswith("_stream")
         if inspect.isasyncgenfunction(behaviour):
             wrapped = _async_gen(behaviour)
         elif inspect.iscoroutinefunction(behaviour):
-            wrapped = _coroutine(behaviour)
-        elif inspect.isgeneratorfunction(behaviour):
+            wrapped = _coroutine(behaviour)  # also grpc.aio's context.write() style
+        elif streams_out:
             wrapped = _generator(behaviour)
         else:
             wrapped = _plain(behaviour)
-        return handler._replace(**{kind: wrapped})
+        return factory(wrapped, request_deserializer=handler.request_deserializer,
+                       response_serializer=handler.response_serializer)
     return handler
 
 
@@ -75,13 +92,29 @@ def _plain(behaviour: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _generator(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    # The deadline is set around each step, never across a yield: a stream the client
+    # abandons must not leave it set in the worker thread for the next call.
     @functools.wraps(behaviour)
-    def run(request: Any, context: grpc.ServicerContext) -> Any:
-        token = set_deadline(_deadline_of(context))
+    def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        deadline = _deadline_of(context)
+        token = set_deadline(deadline)
         try:
-            yield from behaviour(request, context)
+            responses = iter(behaviour(request, context))
         finally:
             reset_deadline(token)
+        try:
+            while True:
+                token = set_deadline(deadline)
+                try:
+                    response = next(responses)
+                except StopIteration:
+                    return
+                finally:
+                    reset_deadline(token)
+                yield response
+        finally:
+            if isinstance(responses, Generator):
+                responses.close()
     return run
 
 
@@ -98,18 +131,33 @@ def _coroutine(behaviour: Callable[..., Any]) -> Callable[..., Any]:
 
 def _async_gen(behaviour: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(behaviour)
-    async def run(request: Any, context: grpc.ServicerContext) -> Any:
-        token = set_deadline(_deadline_of(context))
+    async def run(request: Any, context: grpc.ServicerContext) -> AsyncIterator[Any]:
+        deadline = _deadline_of(context)
+        responses = behaviour(request, context)
         try:
-            async for item in behaviour(request, context):
-                yield item
+            while True:
+                token = set_deadline(deadline)
+                try:
+                    response = await anext(responses)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    reset_deadline(token)
+                yield response
         finally:
-            reset_deadline(token)
+            if isinstance(responses, AsyncGenerator):
+                await responses.aclose()
     return run
 
 
 class DeadlineServerInterceptor(grpc.ServerInterceptor):
-    """Sync servers: handlers run with the incoming call's deadline in force."""
+    """Sync servers: handlers run with the incoming call's deadline in force, so the
+    mesh calls they make inherit it.
+
+    Example::
+
+        server = grpc.server(pool, interceptors=[DeadlineServerInterceptor()])
+    """
 
     def intercept_service(self, continuation: Callable[..., Any],
                           handler_call_details: grpc.HandlerCallDetails) -> Any:
@@ -117,7 +165,12 @@ class DeadlineServerInterceptor(grpc.ServerInterceptor):
 
 
 class AioDeadlineServerInterceptor(grpc.aio.ServerInterceptor):
-    """``grpc.aio`` servers: handlers run with the incoming call's deadline in force."""
+    """``grpc.aio`` servers: handlers run with the incoming call's deadline in force.
+
+    Example::
+
+        server = grpc.aio.server(interceptors=[AioDeadlineServerInterceptor()])
+    """
 
     async def intercept_service(self, continuation: Callable[..., Any],
                                 handler_call_details: grpc.HandlerCallDetails) -> Any:
@@ -125,13 +178,15 @@ class AioDeadlineServerInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _capped(details: grpc.ClientCallDetails) -> CallDetails:
+    """``details`` with the timeout capped by the deadline in force."""
     call = details_of(details)
     left = remaining()
     if left is None:
         return call
     if left <= 0:
         raise DeadlineExceededError(
-            f"{call.method}: the propagated deadline passed {-left:.3f}s ago")
+            f"{method_name(call)}: the propagated deadline passed {-left:.3f}s ago",
+            service=method_name(call))
     if call.timeout is None or left < call.timeout:
         return dataclasses.replace(call, timeout=left)
     return call
@@ -141,45 +196,61 @@ class DeadlineClientInterceptor(grpc.UnaryUnaryClientInterceptor,
                                 grpc.UnaryStreamClientInterceptor,
                                 grpc.StreamUnaryClientInterceptor,
                                 grpc.StreamStreamClientInterceptor):
-    """Plain sync channels: cap every call's timeout by the deadline in force."""
+    """Plain sync channels: cap every call's timeout by the deadline in force; fail
+    fast with ``DeadlineExceededError`` once it has passed.
 
-    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(_capped(details), request)
+    Example::
 
-    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(_capped(details), request)
+        channel = grpc.intercept_channel(grpc.insecure_channel(address),
+                                         DeadlineClientInterceptor())
+    """
 
-    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return continuation(_capped(details), requests)
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any,
+                              request: Any) -> Any:
+        return settled(continuation(_capped(client_call_details), request))
 
-    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return continuation(_capped(details), requests)
+    def intercept_unary_stream(self, continuation: Any, client_call_details: Any,
+                               request: Any) -> Any:
+        return continuation(_capped(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation: Any, client_call_details: Any,
+                               request_iterator: Any) -> Any:
+        return continuation(_capped(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation: Any, client_call_details: Any,
+                                request_iterator: Any) -> Any:
+        return continuation(_capped(client_call_details), request_iterator)
 
 
 class AioDeadlineClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor,
-                                   grpc.aio.UnaryStreamClientInterceptor):
-    """Plain ``grpc.aio`` channels: cap unary and server-streaming calls' timeouts.
+                                   grpc.aio.UnaryStreamClientInterceptor,
+                                   grpc.aio.StreamUnaryClientInterceptor,
+                                   grpc.aio.StreamStreamClientInterceptor):
+    """Plain ``grpc.aio`` channels: cap every call's timeout by the deadline in force.
 
-    (Each grpc.aio client interceptor costs ~55 µs a call; mesh channels do not use
-    them.)
+    It covers all four call kinds; hand it to grpc through
+    :func:`~interceptors.aio_interceptors` (grpc.aio would otherwise apply it to
+    unary-unary calls only). Any grpc.aio client interceptor costs ~55 µs a call; mesh
+    channels use none.
+
+    Example::
+
+        channel = grpc.aio.insecure_channel(
+            address, interceptors=aio_interceptors(AioDeadlineClientInterceptor()))
     """
 
-    async def intercept_unary_unary(self, continuation: Any, details: Any,
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any,
                                     request: Any) -> Any:
-        return await continuation(_aio_capped(details), request)
+        return await continuation(_capped(client_call_details), request)
 
-    async def intercept_unary_stream(self, continuation: Any, details: Any,
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any,
                                      request: Any) -> Any:
-        return await continuation(_aio_capped(details), request)
+        return await continuation(_capped(client_call_details), request)
 
+    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any,
+                                     request_iterator: Any) -> Any:
+        return await continuation(_capped(client_call_details), request_iterator)
 
-def _aio_capped(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-    left = remaining()
-    if left is None:
-        return details
-    if left <= 0:
-        raise DeadlineExceededError(
-            f"{details.method}: the propagated deadline passed {-left:.3f}s ago")
-    if details.timeout is None or left < details.timeout:
-        return details._replace(timeout=left)
-    return details
+    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any,
+                                      request_iterator: Any) -> Any:
+        return await continuation(_capped(client_call_details), request_iterator)

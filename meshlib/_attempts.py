@@ -140,10 +140,13 @@ def retry_kwargs(policy: RetryPolicy, cluster: ClusterState, deadline: float | N
     return kwargs
 
 
-def exhausted(error: BaseException, attempts: int, service: str) -> BaseException:
-    """What a failed call raises: the error itself after one attempt, else a
-    :class:`RetryExhaustedError` carrying it (still a ``grpc.RpcError`` with its code)."""
-    if attempts <= 1:
+def exhausted(error: BaseException, attempts: int, allowed: int,
+              service: str) -> BaseException:
+    """What a failed call raises: a :class:`RetryExhaustedError` carrying the last error
+    (still a ``grpc.RpcError`` with its code) when every allowed attempt was made and
+    failed; otherwise — not retryable, or stopped early by the budget or the deadline —
+    the last error itself, as the decorators do."""
+    if attempts < allowed or attempts <= 1:
         return error
     code = rpc_code(error)
     return RetryExhaustedError(
@@ -169,7 +172,7 @@ def retry_after(first: BaseException, again: Callable[[], _T], policy: RetryPoli
     try:
         return tenacity.Retrying(**retry_kwargs(policy, cluster, deadline, sleep))(attempt)
     except grpc.RpcError as err:
-        final = exhausted(err, attempts, cluster.service)
+        final = exhausted(err, attempts, 1 + policy.num_retries, cluster.service)
         if final is err:
             raise
         raise final from err
@@ -192,7 +195,7 @@ async def aretry_after(first: BaseException, again: Callable[[], Awaitable[_T]],
         return await tenacity.AsyncRetrying(
             **retry_kwargs(policy, cluster, deadline, None))(attempt)
     except grpc.RpcError as err:
-        final = exhausted(err, attempts, cluster.service)
+        final = exhausted(err, attempts, 1 + policy.num_retries, cluster.service)
         if final is err:
             raise
         raise final from err

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import grpc
 
 from meshlib._balancer import Picker, make_picker
-from meshlib.errors import CircuitOpenError, NoHealthyEndpointError
+from meshlib.errors import CallError, CircuitOpenError, NoHealthyEndpointError
 from meshlib.resilience import FAILURE_CODES, CircuitBreaker, RetryBudget
 from meshlib.xds import ClusterUpdate, Endpoint
 
@@ -186,6 +186,8 @@ class ClusterState:
             endpoint = self._admit(picker, endpoint, hash_key)
         with self._lock:
             if self.in_flight >= self.max_requests:
+                if endpoint.breaker is not None:  # type: ignore[attr-defined]
+                    endpoint.breaker.release()  # type: ignore[attr-defined]
                 raise CircuitOpenError(
                     f"{self.service}: {self.in_flight} calls in flight, the limit "
                     f"(maxConcurrentRequests) is {self.max_requests}", service=self.service)
@@ -219,9 +221,13 @@ class ClusterState:
         failed = code is not None and code in FAILURE_CODES
         breaker = endpoint.breaker
         if breaker is not None:
-            if failed or code is None:
-                breaker.record(error if failed else None)
-            else:  # the endpoint answered; the request was wrong: not a breaker failure
+            if code is grpc.StatusCode.CANCELLED:
+                breaker.release()  # no outcome: frees a half-open probe, counts nothing
+            elif failed:
+                breaker.record(error if error is not None else CallError(
+                    f"{self.service}: {endpoint.address} failed", code=code,
+                    service=self.service))
+            else:  # OK, or the endpoint answered and the request was at fault
                 breaker.record(None)
         if not failed:
             if endpoint.consecutive_failures:

@@ -96,10 +96,13 @@ class InconsistentSnapshotError(XdsError):
         super().__init__(f"snapshot references missing resources: {detail}")
 
 
-class CallError(MeshError, grpc.RpcError):
+class CallError(MeshError, grpc.RpcError, grpc.Call, grpc.Future):
     """A call meshlib failed; a ``grpc.RpcError`` carrying a status code.
 
-    ``service`` names the destination (or the decorated function) when known.
+    Like grpc's own errors it is also a finished ``grpc.Call`` and ``grpc.Future``, so
+    interceptor chains that treat an error as the call's outcome (``.result()``,
+    ``.add_done_callback()``) keep working. ``service`` names the destination (or the
+    decorated function) when known.
     """
 
     code_: grpc.StatusCode = grpc.StatusCode.UNKNOWN
@@ -127,6 +130,40 @@ class CallError(MeshError, grpc.RpcError):
 
     def debug_error_string(self) -> str:
         return f"{type(self).__name__}: {self}"
+
+    # grpc.Call / grpc.Future of a call that already failed
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def add_callback(self, callback: Any) -> bool:
+        return False
+
+    def cancel(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def running(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return True
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise self
+
+    def exception(self, timeout: float | None = None) -> BaseException:
+        return self
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self.__traceback__
+
+    def add_done_callback(self, fn: Any) -> None:
+        fn(self)
 
 
 class NoHealthyEndpointError(CallError):

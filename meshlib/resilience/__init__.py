@@ -4,27 +4,47 @@
 * :class:`RetryBudget` — retries as a share of recent requests plus a floor per second;
 * :class:`RateLimit` — a token bucket;
 * :class:`Retry` — a retry policy run by tenacity;
-* the decorators :func:`retry`, :func:`circuit_breaker`, :func:`timeout`,
-  :func:`rate_limit` for any sync or async callable.
+* the decorators :func:`retry`, :func:`circuit_breaker`, :func:`timeout` and
+  :func:`rate_limit`, for any sync or async callable, composable in any order.
+
+Example::
+
+    @retry(attempts=3, on=[grpc.StatusCode.UNAVAILABLE])
+    @circuit_breaker(failures=5, reset_timeout=30)
+    @timeout(2.0)
+    async def get_reviews(request): ...
 
 See ``docs/resilience.md`` for how they compose with the mesh's own policies.
 """
 
-from meshlib.resilience._breaker import FAILURE_CODES, CircuitBreaker, is_failure
+from meshlib.resilience._breaker import FAILURE_CODES, CircuitBreaker, circuit_breaker, is_failure
 from meshlib.resilience._budget import (
     DEFAULT_MIN_RETRIES_PER_SECOND,
     DEFAULT_RETRY_BUDGET_PERCENT,
     DEFAULT_RETRY_BUDGET_WINDOW,
     RetryBudget,
 )
-from meshlib.resilience._decorators import circuit_breaker, rate_limit, retry, timeout
-from meshlib.resilience._rate_limit import RateLimit
-from meshlib.resilience._retry import Retry, acall_with_retry, call_with_retry
+from meshlib.resilience._rate_limit import RateLimit, rate_limit
+from meshlib.resilience._retry import (
+    DEFAULT_BACKOFF,
+    DEFAULT_MAX_BACKOFF,
+    DEFAULT_RETRY_ATTEMPTS,
+    DEFAULT_RETRY_ON,
+    Retry,
+    acall_with_retry,
+    call_with_retry,
+    retry,
+)
+from meshlib.resilience._timeout import timeout
 
 __all__ = [
+    "DEFAULT_BACKOFF",
+    "DEFAULT_MAX_BACKOFF",
     "DEFAULT_MIN_RETRIES_PER_SECOND",
+    "DEFAULT_RETRY_ATTEMPTS",
     "DEFAULT_RETRY_BUDGET_PERCENT",
     "DEFAULT_RETRY_BUDGET_WINDOW",
+    "DEFAULT_RETRY_ON",
     "FAILURE_CODES",
     "CircuitBreaker",
     "RateLimit",

@@ -2,16 +2,12 @@
 ``window`` seconds, plus ``min_retries_per_second`` (Linkerd's and Finagle's budget),
 so a struggling service sees at most ~1.2× its normal load, never 3× or 5×.
 
-The count of requests sits on every call, so :meth:`RetryBudget.record_request` only
-bumps an integer (no lock, no clock; a rare lost increment under thread races only
-makes the budget a little stricter). The sliding window is brought up to date every 64
-requests and on every :meth:`RetryBudget.try_spend`.
-
-Example::
-
-    budget = RetryBudget(percent=20, min_retries_per_second=10)
-    budget.record_request()          # each original request
-    if budget.try_spend(): retry()   # each retry
+:meth:`RetryBudget.record_request` sits on every call, so it only bumps an integer: no
+lock, no clock. Two threads racing on ``+= 1`` may lose an increment, which only makes
+the budget a little stricter. Counted requests are put in the current slot of the
+sliding window every 64 requests and on every :meth:`RetryBudget.try_spend` (under a
+lock), so at most 63 requests can be credited to a later slot than their own: a
+bounded error, far below the ``min_retries_per_second × window`` floor.
 """
 
 from __future__ import annotations
@@ -30,7 +26,16 @@ _SLOTS = 10
 
 
 class RetryBudget:
-    """Retries allowed: ``percent`` % of recent requests + ``min_retries_per_second``."""
+    """Retries allowed: ``percent`` % of the requests of the last ``window`` seconds,
+    plus ``min_retries_per_second × window``. Share one object to share the budget.
+
+    Example::
+
+        budget = RetryBudget(percent=20, min_retries_per_second=10)
+        budget.record_request()          # each original request (not retries)
+        if budget.try_spend():           # each retry that wants to go
+            retry()
+    """
 
     def __init__(self, percent: float = DEFAULT_RETRY_BUDGET_PERCENT,
                  min_retries_per_second: float = DEFAULT_MIN_RETRIES_PER_SECOND, *,
@@ -53,9 +58,10 @@ class RetryBudget:
         self._lock = threading.Lock()
 
     def record_request(self) -> None:
-        """One original request (not a retry)."""
-        self._count += 1
-        if not self._count & 63:
+        """One original request (not a retry). Lock-free: see the module docstring."""
+        count = self._count + 1
+        self._count = count
+        if not count & 63:
             self._advance()
 
     def try_spend(self) -> bool:

@@ -27,7 +27,7 @@ def test_interceptors_public_api_is_pinned():
         "AioCircuitBreakerClientInterceptor", "AioDeadlineClientInterceptor",
         "AioDeadlineServerInterceptor", "AioRetryClientInterceptor", "CallDetails",
         "CircuitBreakerClientInterceptor", "DeadlineClientInterceptor",
-        "DeadlineServerInterceptor", "RetryClientInterceptor",
+        "DeadlineServerInterceptor", "RetryClientInterceptor", "aio_interceptors",
     ])
 
 
