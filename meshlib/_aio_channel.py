@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 
 from meshlib._attempts import (
+    after_delay,
     aretry_after,
     attempt_timeout,
     call_timeout,
@@ -71,8 +72,9 @@ class _AioBase:
 
     def _callable(self, endpoint: EndpointState) -> Any:
         pool = self._pool
-        if pool is None:
+        if pool is None or not pool.is_current():
             pool = self._pool = self._channel._pool_for_loop()
+            self._cache.clear()
         if len(self._cache) > _MAX_CACHED:
             self._cache.clear()
         made = self._make(pool.get(endpoint.address))
@@ -105,6 +107,7 @@ class _AioBase:
         entry, timeout, delay = self._prepare(table, timeout, metadata)
         if delay:
             await self._fault_delay(entry, delay)
+            timeout = after_delay(timeout, delay, self._target.name)
         cluster = entry.pick_cluster()
         cluster.budget.record_request()
         return entry, cluster, timeout
@@ -147,6 +150,7 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
         entry, timeout, delay = self._prepare(table, timeout, metadata)
         if delay:
             await self._fault_delay(entry, delay)
+            timeout = after_delay(timeout, delay, self._target.name)
         cluster = entry.pick_cluster()
         cluster.budget.record_request()
         retry = entry.retry
@@ -317,6 +321,7 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
         self._metadata = metadata
         self._kwargs = kwargs
         self._rpc: Any = None
+        self._received = False  # the first message (or EOF) has been read
         self._iter: AsyncIterator[Any] | None = None
         self._setup: tuple[RouteEntry, ClusterState, float | None, Any] | None = None
 
@@ -342,7 +347,7 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
         return rpc
 
     async def _first(self) -> Any:
-        rpc = await self._attempt()
+        rpc = self._rpc if self._rpc is not None else await self._attempt()
         try:
             return await rpc.read()
         except grpc.RpcError as err:
@@ -358,7 +363,7 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
         return await aretry_after(first, again, retry, cluster, deadline)
 
     async def _messages(self) -> AsyncIterator[Any]:
-        message = await self._first()
+        message = await self.read()
         while message is not grpc.aio.EOF:
             yield message
             message = await self._rpc.read()
@@ -369,8 +374,10 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
         return self._iter
 
     async def read(self) -> Any:
-        if self._rpc is None:
-            return await self._first()
+        if not self._received:
+            message = await self._first()
+            self._received = True
+            return message
         return await self._rpc.read()
 
     async def _ensure(self) -> Any:
@@ -419,11 +426,19 @@ def _stream_releaser(cluster: ClusterState, endpoint: EndpointState) -> Callable
             return
 
         async def settle() -> None:
-            code = await rpc.code()
-            cluster.release(endpoint, None if code is grpc.StatusCode.OK else code)
+            code: grpc.StatusCode | None = grpc.StatusCode.CANCELLED
+            try:
+                code = await rpc.code()
+            finally:  # released even when the loop shuts down first
+                cluster.release(endpoint, None if code is grpc.StatusCode.OK else code)
 
-        asyncio.get_running_loop().create_task(settle())
+        task = asyncio.get_running_loop().create_task(settle())
+        _SETTLING.add(task)
+        task.add_done_callback(_SETTLING.discard)
     return done
+
+
+_SETTLING: set[asyncio.Task[None]] = set()  # strong references until they finish
 
 
 class _AioStreamRequest(_AioBase):

@@ -30,11 +30,18 @@ import tenacity
 
 from meshlib._cluster_state import ClusterState
 from meshlib._deadline import _DEADLINE
-from meshlib.errors import CallError, DeadlineExceededError, RetryExhaustedError
+from meshlib.errors import (
+    CallError,
+    CircuitOpenError,
+    DeadlineExceededError,
+    NoHealthyEndpointError,
+    RetryExhaustedError,
+)
 from meshlib.resilience._retry import BudgetStop
 from meshlib.xds import FaultConfig, RetryPolicy
 
 __all__ = [
+    "after_delay",
     "aretry_after",
     "attempt_timeout",
     "call_timeout",
@@ -47,6 +54,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_LOCAL_REFUSALS = (CircuitOpenError, NoHealthyEndpointError)
 _monotonic = time.monotonic
 _HTTP_TO_GRPC = {400: grpc.StatusCode.INTERNAL, 401: grpc.StatusCode.UNAUTHENTICATED,
                  403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.UNIMPLEMENTED,
@@ -70,6 +78,16 @@ def call_timeout(timeout: float | None, route_timeout: float | None, target: str
         if timeout is None or left < timeout:
             timeout = left
     return timeout
+
+
+def after_delay(timeout: float | None, delay: float, target: str) -> float | None:
+    """What is left of ``timeout`` after an injected ``delay``."""
+    if timeout is None:
+        return None
+    if timeout - delay <= 0:
+        raise DeadlineExceededError(f"{target}: the injected {delay:.3f}s delay used up the "
+                                    f"{timeout:.3f}s timeout", service=target)
+    return timeout - delay
 
 
 def attempt_timeout(per_try: float | None, deadline: float | None) -> float | None:
@@ -132,7 +150,10 @@ def retry_kwargs(policy: RetryPolicy, cluster: ClusterState, deadline: float | N
                                   _DeadlineStop(deadline), BudgetStop(cluster.budget)),
         "wait": tenacity.wait_random_exponential(multiplier=policy.base_interval,
                                                  max=policy.max_interval),
-        "retry": tenacity.retry_if_exception(lambda e: rpc_code(e) in retry_on),
+        # meshlib's own refusals (open circuit, limit, no endpoint) are not retried:
+        # backing off and asking again would only spend the budget under overload.
+        "retry": tenacity.retry_if_exception(
+            lambda e: rpc_code(e) in retry_on and not isinstance(e, _LOCAL_REFUSALS)),
         "reraise": True,
     }
     if sleep is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from meshlib._attempts import (
+    after_delay,
     attempt_timeout,
     call_timeout,
     fault_abort,
@@ -106,6 +107,7 @@ class _Base:
             delay = fault_delay(fault)
             if delay:
                 time.sleep(delay)
+                timeout = after_delay(timeout, delay, self._target.name)
             error = fault_abort(fault, self._target.name)
             if error is not None:
                 raise error
@@ -142,8 +144,8 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
                compression: grpc.Compression | None = None) -> grpc.Future:
         entry, cluster, timeout = self._start(timeout, metadata)
         endpoint = cluster.pick(entry.hash_key(metadata) if entry.hash_headers else None)
-        call = self._cache.get(endpoint) or self._callable(endpoint)
         try:
+            call = self._cache.get(endpoint) or self._callable(endpoint)
             future = call.future(request, timeout=timeout, metadata=metadata,
                                  credentials=credentials, wait_for_ready=wait_for_ready,
                                  compression=compression)
@@ -186,8 +188,8 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
         """One attempt: pick an endpoint, call it, report the outcome."""
         metadata, credentials, wait_for_ready, compression, with_call = options
         endpoint = cluster.pick(hash_key)
-        call = self._cache.get(endpoint) or self._callable(endpoint)
         try:
+            call = self._cache.get(endpoint) or self._callable(endpoint)
             result = (call.with_call if with_call else call)(
                 request, timeout=timeout, metadata=metadata, credentials=credentials,
                 wait_for_ready=wait_for_ready, compression=compression)
@@ -219,9 +221,9 @@ class _UnaryStream(_Base, grpc.UnaryStreamMultiCallable):
 
         def start() -> Any:
             endpoint = cluster.pick(entry.hash_key(metadata) if entry.hash_headers else None)
-            call = self._cache.get(endpoint) or self._callable(endpoint)
             per_try = retry.per_try_timeout if retry is not None else None
             try:
+                call = self._cache.get(endpoint) or self._callable(endpoint)
                 stream = call(request, timeout=attempt_timeout(per_try, deadline) if per_try
                               else (None if deadline is None else deadline - _monotonic()),
                               metadata=metadata, credentials=credentials,
@@ -332,8 +334,8 @@ class _StreamUnary(_Base, grpc.StreamUnaryMultiCallable):
               metadata: Metadata, kwargs: dict[str, Any]) -> Any:
         entry, cluster, timeout = self._start(timeout, metadata)
         endpoint = cluster.pick(entry.hash_key(metadata) if entry.hash_headers else None)
-        call = self._cache.get(endpoint) or self._callable(endpoint)
         try:
+            call = self._cache.get(endpoint) or self._callable(endpoint)
             result = getattr(call, how)(request_iterator, timeout=timeout, metadata=metadata,
                                         **kwargs)
         except grpc.RpcError as err:
@@ -373,8 +375,8 @@ class _StreamStream(_Base, grpc.StreamStreamMultiCallable):
                  metadata: Metadata = None, **kwargs: Any) -> Any:
         entry, cluster, timeout = self._start(timeout, metadata)
         endpoint = cluster.pick(entry.hash_key(metadata) if entry.hash_headers else None)
-        call = self._cache.get(endpoint) or self._callable(endpoint)
         try:
+            call = self._cache.get(endpoint) or self._callable(endpoint)
             stream = call(request_iterator, timeout=timeout, metadata=metadata, **kwargs)
         except BaseException:
             cluster.release(endpoint, _CANCELLED)

@@ -223,12 +223,15 @@ class ClusterState:
         if breaker is not None:
             if code is grpc.StatusCode.CANCELLED:
                 breaker.release()  # no outcome: frees a half-open probe, counts nothing
-            elif failed:
+                return
+            if failed:
                 breaker.record(error if error is not None else CallError(
                     f"{self.service}: {endpoint.address} failed", code=code,
                     service=self.service))
             else:  # OK, or the endpoint answered and the request was at fault
                 breaker.record(None)
+        if code is grpc.StatusCode.CANCELLED:
+            return  # the caller gave up: says nothing about the endpoint
         if not failed:
             if endpoint.consecutive_failures:
                 endpoint.consecutive_failures = 0

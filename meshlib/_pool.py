@@ -13,10 +13,13 @@ import asyncio
 import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+
+from meshlib.errors import MeshError
 
 __all__ = ["DEFAULT_CLOSE_GRACE", "AioChannelPool", "ChannelPool"]
 
@@ -55,6 +58,8 @@ class ChannelPool:
         channel = self._channels.get(address)
         if channel is not None:
             return channel
+        if self._closed:
+            raise MeshError("this Mesh is closed: make a new one to call services")
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
@@ -113,12 +118,19 @@ class AioChannelPool:
                  options: Sequence[tuple[str, Any]] = (),
                  credentials: grpc.ChannelCredentials | None = None,
                  grace: float = DEFAULT_CLOSE_GRACE) -> None:
-        self.loop = loop
+        self._loop = weakref.ref(loop)  # the Mesh keys pools weakly by loop
         self._options = [*DEFAULT_CHANNEL_OPTIONS, *options]
         self._credentials = credentials
         self._grace = grace
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._closing: set[asyncio.Task[None]] = set()
+
+    def is_current(self) -> bool:
+        """Whether this pool belongs to the running event loop."""
+        try:
+            return asyncio.get_running_loop() is self._loop()
+        except RuntimeError:
+            return False
 
     def get(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
@@ -133,17 +145,21 @@ class AioChannelPool:
     def drop(self, address: str, still_used: Callable[[str], bool]) -> None:
         """Thread-safe: close the channel to ``address`` after the grace period unless
         ``still_used(address)`` says it came back."""
+        loop = self._loop()
+        if loop is None or loop.is_closed():
+            return
+
         def later() -> None:
             if still_used(address):
                 return
             channel = self._channels.pop(address, None)
             if channel is not None:
-                task = self.loop.create_task(channel.close())
+                task = loop.create_task(channel.close())
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
 
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to do
-            self.loop.call_soon_threadsafe(self.loop.call_later, self._grace, later)
+            loop.call_soon_threadsafe(loop.call_later, self._grace, later)
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}

@@ -16,6 +16,7 @@ waiting for it then proceed or fail with a clear error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -71,7 +72,8 @@ class Target:
             self.ready.set()
             waiters, self._waiters = self._waiters, []
         for loop, future in waiters:
-            loop.call_soon_threadsafe(_resolve, future)
+            with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
+                loop.call_soon_threadsafe(_resolve, future)
 
     def wait_async(self) -> asyncio.Future[None]:
         """A future of the running loop, done once :attr:`ready` is set."""
@@ -172,7 +174,7 @@ class ClusterRegistry:
 
     def _on_missing(self, entry: _ClusterEntry, why: str) -> None:
         log.warning("cluster %s: %s", entry.state.name, why)
-        if entry.state.config is None:
+        if entry.state.config is None or not entry.state.has_endpoints:
             entry.status = "missing"
             entry.state.set_endpoints(())
             self._notify(entry)

@@ -60,3 +60,17 @@ async def test_aio_retries_and_errors(mesh_env):
         await get(b"", timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     await env.mesh.aclose()
+
+
+async def test_aio_stream_metadata_first_then_iterate_is_one_call(mesh_env):
+    env = mesh_env({"reviews-v1": 1})
+    backend = env.backends["reviews-v1"][0]
+    stream = env.mesh.aio_channel("reviews").unary_stream(LIST)
+    await env.mesh.aio_channel("reviews").channel_ready()
+    calls = backend.calls
+    call = stream(b"", timeout=5)
+    await call.initial_metadata()
+    assert len([m async for m in call]) == 3
+    assert backend.calls == calls + 1
+    assert await call.code() == grpc.StatusCode.OK
+    await env.mesh.aclose()

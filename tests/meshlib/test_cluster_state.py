@@ -118,3 +118,16 @@ def test_max_requests_refuses_over_the_limit_and_counts_back_down():
     state.release(first, None)
     state.release(second, None)
     assert state.in_flight == 0 and state.pick()
+
+
+def test_cancelled_calls_neither_count_nor_forgive():
+    state = cluster()
+    endpoint = state.endpoints["10.0.0.1:80"]
+    for code in (FAIL, grpc.StatusCode.CANCELLED):
+        state.in_flight += 1
+        endpoint.active += 1
+        state.release(endpoint, code)
+    assert endpoint.consecutive_failures == 1
+    fail(state, endpoint.address, 1)
+    assert endpoint.ejected_until  # two real failures in a row: ejected
+    assert state.in_flight == 0 and endpoint.active == 0
