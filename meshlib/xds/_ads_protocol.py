@@ -49,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Generic, TypeVar
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -132,6 +133,7 @@ class TypeCache:
     entries: dict[str, CachedResource] = field(default_factory=dict)
     absent: set[str] = field(default_factory=set)  # reported removed, not back since
     received: bool = False  # a response of this type arrived (on any stream)
+    version: str = ""  # SotW: last accepted version_info; delta: informational
 
     def wanted(self, name: str) -> bool:
         """Whether ``name`` is subscribed (by name or by wildcard)."""
@@ -242,51 +244,34 @@ def not_found_names(resource_errors: Iterable[discovery_pb2.ResourceError]) -> l
 
 @dataclass(slots=True)
 class _TypeState(TypeCache):
-    version: str = ""  # last accepted
     nonce: str = ""  # last received on this stream
     sent: bool = False  # a request went out on this stream
     error: str | None = None  # pending NACK detail
 
 
-class AdsClientProtocol:
-    """State-of-the-world ADS client state, per type URL, across stream restarts."""
+_S = TypeVar("_S", bound=TypeCache)
+
+
+class ProtocolCore(Generic[_S]):
+    """What the state-of-the-world and the delta state machines share: per-type state,
+    subscriptions, the cached values and restoring them."""
+
+    _state_type: type[_S]
 
     def __init__(self, node: base_pb2.Node, *,
                  decoders: Mapping[str, Decoder] = DECODERS) -> None:
         self.node = node
         self._decoders = decoders
-        self._types: dict[str, _TypeState] = {}
+        self._types: dict[str, _S] = {}
         self._pending: dict[str, None] = {}  # type URLs with a request due, in order
         self._node_sent = False
 
-    # ------------------------------------------------------------ subscriptions
-
-    def subscribe(self, type_url: str, names: Iterable[str]) -> None:
-        """Add ``names`` to the subscription of ``type_url`` (a request if it grows)."""
+    def _grow(self, type_url: str, names: Iterable[str]) -> tuple[_S, set[str]]:
+        """The state of ``type_url`` and which of ``names`` it does not hold yet."""
         if type_url not in self._decoders:
             raise ValueError(f"no decoder for {type_url}")
-        state = self._types.setdefault(type_url, _TypeState())
-        new = set(names) - state.names
-        if new:
-            state.names |= new
-            self._pending[type_url] = None
-
-    def unsubscribe(self, type_url: str, names: Iterable[str]) -> None:
-        """Drop ``names`` from the subscription and forget their cached values."""
-        state = self._types.get(type_url)
-        if state is None:
-            return
-        gone = state.names & set(names)
-        if not gone:
-            return
-        state.names -= gone
-        for name in gone:
-            state.forget(name)
-            state.absent.discard(name)
-        if state.names or state.sent:
-            self._pending[type_url] = None  # an empty list after names = unsubscribe all
-        else:
-            self._pending.pop(type_url, None)
+        state = self._types.setdefault(type_url, self._state_type())
+        return state, set(names) - state.names
 
     def subscriptions(self, type_url: str) -> frozenset[str]:
         """The subscribed names of ``type_url``."""
@@ -312,14 +297,47 @@ class AdsClientProtocol:
              version: str = "") -> None:
         """Restore resources accepted earlier (e.g. by a previous process): each entry
         whose name is subscribed and has no value yet takes it, without an event.
-        ``version`` becomes the type's ``version_info`` if no response of the type has
-        arrived yet, so the control plane need not resend what the client has."""
+        ``version`` becomes the type's version if no response of the type has arrived
+        yet, so the control plane need not resend what the client has (delta sends the
+        entries' own versions in ``initial_resource_versions``)."""
         state = self._types.get(type_url)
         if state is None:
             return
         state.seed(entries)
         if version and not state.received:
             state.version = version
+
+
+class AdsClientProtocol(ProtocolCore[_TypeState]):
+    """State-of-the-world ADS client state, per type URL, across stream restarts."""
+
+    _state_type = _TypeState
+
+    # ------------------------------------------------------------ subscriptions
+
+    def subscribe(self, type_url: str, names: Iterable[str]) -> None:
+        """Add ``names`` to the subscription of ``type_url`` (a request if it grows)."""
+        state, new = self._grow(type_url, names)
+        if new:
+            state.names |= new
+            self._pending[type_url] = None
+
+    def unsubscribe(self, type_url: str, names: Iterable[str]) -> None:
+        """Drop ``names`` from the subscription and forget their cached values."""
+        state = self._types.get(type_url)
+        if state is None:
+            return
+        gone = state.names & set(names)
+        if not gone:
+            return
+        state.names -= gone
+        for name in gone:
+            state.forget(name)
+            state.absent.discard(name)
+        if state.names or state.sent:
+            self._pending[type_url] = None  # an empty list after names = unsubscribe all
+        else:
+            self._pending.pop(type_url, None)
 
     # ------------------------------------------------------------ the stream
 

@@ -43,25 +43,22 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
-from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import code_pb2, status_pb2
 
 from meshlib.xds._ads_protocol import (
     WILDCARD,
-    CachedResource,
     Event,
+    ProtocolCore,
     ResourceRemoved,
     TypeCache,
     apply_resources,
     nack_detail,
     not_found_names,
 )
-from meshlib.xds._decoders import DECODERS, Decoder, Update
 from meshlib.xds._resources import FULL_STATE_TYPES
 
 __all__ = ["DeltaAdsClientProtocol"]
@@ -69,7 +66,6 @@ __all__ = ["DeltaAdsClientProtocol"]
 
 @dataclass(slots=True)
 class _DeltaTypeState(TypeCache):
-    version: str = ""  # system_version_info of the last ACKed response (informational)
     nonce: str = ""  # of the response an ACK/NACK is due for
     ack_due: bool = False
     error: str | None = None  # pending NACK detail
@@ -78,25 +74,16 @@ class _DeltaTypeState(TypeCache):
     unsubscribe: set[str] = field(default_factory=set)
 
 
-class DeltaAdsClientProtocol:
+class DeltaAdsClientProtocol(ProtocolCore[_DeltaTypeState]):
     """Incremental ADS client state, per type URL, across stream restarts."""
 
-    def __init__(self, node: base_pb2.Node, *,
-                 decoders: Mapping[str, Decoder] = DECODERS) -> None:
-        self.node = node
-        self._decoders = decoders
-        self._types: dict[str, _DeltaTypeState] = {}
-        self._pending: dict[str, None] = {}  # type URLs with a request due, in order
-        self._node_sent = False
+    _state_type = _DeltaTypeState
 
     # ------------------------------------------------------------ subscriptions
 
     def subscribe(self, type_url: str, names: Iterable[str]) -> None:
         """Add ``names`` to the subscription of ``type_url`` (a request if it grows)."""
-        if type_url not in self._decoders:
-            raise ValueError(f"no decoder for {type_url}")
-        state = self._types.setdefault(type_url, _DeltaTypeState())
-        new = set(names) - state.names
+        state, new = self._grow(type_url, names)
         if not new:
             return
         state.names |= new
@@ -123,38 +110,6 @@ class DeltaAdsClientProtocol:
             self._pending[type_url] = None
         elif not state.names and not state.ack_due:
             self._pending.pop(type_url, None)
-
-    def subscriptions(self, type_url: str) -> frozenset[str]:
-        """The subscribed names of ``type_url``."""
-        state = self._types.get(type_url)
-        return frozenset(state.names) if state else frozenset()
-
-    def resources(self, type_url: str) -> Mapping[str, Update]:
-        """The current (last good) value of every cached resource of ``type_url``."""
-        state = self._types.get(type_url)
-        return MappingProxyType(state.resources if state else {})
-
-    def cached_resources(self, type_url: str) -> Mapping[str, CachedResource]:
-        """Like :meth:`resources`, with each value's version and serialized resource."""
-        state = self._types.get(type_url)
-        return MappingProxyType(state.entries if state else {})
-
-    def version(self, type_url: str) -> str:
-        """The ``system_version_info`` of the last ACKed response (informational)."""
-        state = self._types.get(type_url)
-        return state.version if state else ""
-
-    def seed(self, type_url: str, entries: Iterable[CachedResource],
-             version: str = "") -> None:
-        """Restore resources accepted earlier (e.g. by a previous process): each entry
-        whose name is subscribed and has no value yet takes it, without an event. Their
-        versions go into ``initial_resource_versions`` on the next stream."""
-        state = self._types.get(type_url)
-        if state is None:
-            return
-        state.seed(entries)
-        if version and not state.received:
-            state.version = version
 
     # ------------------------------------------------------------ the stream
 
