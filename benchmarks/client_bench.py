@@ -242,18 +242,23 @@ def run(meshlib, args, backend_port: int, xds_address: str) -> None:
     cpu: dict[str, list[float]] = {n: [] for n in lat}
     p50s: dict[str, list[float]] = {n: [] for n in lat}
     rate: dict[str, list[float]] = {"bare grpc.aio": [], "meshlib aio": []}
-    for _ in range(args.rounds):
-        for name, call in calls.items():
+    def rotated(items: list, by: int) -> list:
+        by %= len(items)
+        return items[by:] + items[:by]
+
+    for round_no in range(args.rounds):
+        # Each round starts with a different row, so no row always runs first.
+        for name, call in rotated(list(calls.items()), round_no):
             latencies, per_call = measure_sync(call, args.calls)
             lat[name] += latencies
             cpu[name].append(per_call)
             p50s[name].append(statistics.median(latencies))
-        for name, call in acalls.items():
+        for name, call in rotated(list(acalls.items()), round_no):
             latencies, per_call = loop.run_until_complete(measure_aio(call, args.calls))
             lat[name] += latencies
             cpu[name].append(per_call)
             p50s[name].append(statistics.median(latencies))
-        for name in rate:
+        for name in rotated(list(rate), round_no):
             rate[name].append(loop.run_until_complete(
                 concurrent(acalls[name], args.calls * 2, 32)))
 
