@@ -462,6 +462,10 @@ class _AioStreamRequest(_AioBase):
         if table is None:
             raise resolve_failure(self._target, 0.0, self._channel._xds_address)
         entry = table.route(self._method, metadata)
+        if entry.fault is not None:  # the abort only: a call object is due at once
+            error = fault_abort(entry.fault, self._target.name)
+            if error is not None:
+                raise error
         cluster = entry.pick_cluster()
         cluster.budget.record_request()
         return entry, cluster, call_timeout(timeout, entry.timeout, self._target.name)
