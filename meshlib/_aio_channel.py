@@ -333,17 +333,16 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
             deadline = None if timeout is None else time.monotonic() + timeout
             self._setup = (entry, cluster, deadline, retry)
         entry, cluster, deadline, retry = self._setup
-        endpoint = cluster.pick(entry.hash_key(self._metadata) if entry.hash_headers else None)
         per_try = retry.per_try_timeout if retry is not None else None
-        try:
+
+        def start(endpoint: EndpointState) -> Any:
             multi = self._callable._cache.get(endpoint) or self._callable._callable(endpoint)
-            rpc = multi(self._request, timeout=attempt_timeout(per_try, deadline),
-                        metadata=self._metadata, **self._kwargs)
-        except BaseException:
-            cluster.release(endpoint, _CANCELLED)
-            raise
-        rpc.add_done_callback(_stream_releaser(cluster, endpoint))
-        self._rpc = rpc
+            return multi(self._request, timeout=attempt_timeout(per_try, deadline),
+                         metadata=self._metadata, **self._kwargs)
+
+        rpc = self._rpc = cluster.start_call(
+            entry.hash_key(self._metadata) if entry.hash_headers else None, start,
+            _stream_releaser)
         return rpc
 
     async def _first(self) -> Any:
@@ -473,15 +472,13 @@ class _AioStreamRequest(_AioBase):
     def __call__(self, request_iterator: Any = None, *, timeout: float | None = None,
                  metadata: Metadata = None, **kwargs: Any) -> Any:
         entry, cluster, timeout = self._sync_start(timeout, metadata)
-        endpoint = cluster.pick(entry.hash_key(metadata) if entry.hash_headers else None)
-        try:
+
+        def start(endpoint: EndpointState) -> Any:
             multi = self._cache.get(endpoint) or self._callable(endpoint)
-            rpc = multi(request_iterator, timeout=timeout, metadata=metadata, **kwargs)
-        except BaseException:
-            cluster.release(endpoint, _CANCELLED)
-            raise
-        rpc.add_done_callback(_stream_releaser(cluster, endpoint))
-        return rpc
+            return multi(request_iterator, timeout=timeout, metadata=metadata, **kwargs)
+
+        return cluster.start_call(entry.hash_key(metadata) if entry.hash_headers else None,
+                                  start, _stream_releaser)
 
 
 class _AioStreamUnary(_AioStreamRequest, grpc.aio.StreamUnaryMultiCallable):

@@ -143,17 +143,15 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
                wait_for_ready: bool | None = None,
                compression: grpc.Compression | None = None) -> grpc.Future:
         entry, cluster, timeout = self._start(timeout, metadata)
-        endpoint = cluster.pick(entry.hash_key(metadata) if entry.hash_headers else None)
-        try:
+
+        def start(endpoint: EndpointState) -> grpc.Future:
             call = self._cache.get(endpoint) or self._callable(endpoint)
-            future = call.future(request, timeout=timeout, metadata=metadata,
-                                 credentials=credentials, wait_for_ready=wait_for_ready,
-                                 compression=compression)
-        except BaseException:
-            cluster.release(endpoint, _CANCELLED)
-            raise
-        future.add_done_callback(_done_releaser(cluster, endpoint))
-        return future
+            return call.future(request, timeout=timeout, metadata=metadata,
+                               credentials=credentials, wait_for_ready=wait_for_ready,
+                               compression=compression)
+
+        return cluster.start_call(entry.hash_key(metadata) if entry.hash_headers else None,
+                                  start, _done_releaser)
 
     def _invoke(self, request: Any, timeout: float | None, metadata: Metadata,
                 credentials: Any, wait_for_ready: bool | None, compression: Any,
@@ -219,20 +217,17 @@ class _UnaryStream(_Base, grpc.UnaryStreamMultiCallable):
         retry = None if RETRIES_OWNED.get() else entry.retry
         deadline = None if timeout is None else _monotonic() + timeout
 
+        per_try = retry.per_try_timeout if retry is not None else None
+        hash_key = entry.hash_key(metadata) if entry.hash_headers else None
+
+        def start_on(endpoint: EndpointState) -> Any:
+            call = self._cache.get(endpoint) or self._callable(endpoint)
+            return call(request, timeout=attempt_timeout(per_try, deadline),
+                        metadata=metadata, credentials=credentials,
+                        wait_for_ready=wait_for_ready, compression=compression)
+
         def start() -> Any:
-            endpoint = cluster.pick(entry.hash_key(metadata) if entry.hash_headers else None)
-            per_try = retry.per_try_timeout if retry is not None else None
-            try:
-                call = self._cache.get(endpoint) or self._callable(endpoint)
-                stream = call(request, timeout=attempt_timeout(per_try, deadline) if per_try
-                              else (None if deadline is None else deadline - _monotonic()),
-                              metadata=metadata, credentials=credentials,
-                              wait_for_ready=wait_for_ready, compression=compression)
-            except BaseException:
-                cluster.release(endpoint, _CANCELLED)
-                raise
-            stream.add_done_callback(_done_releaser(cluster, endpoint))
-            return stream
+            return cluster.start_call(hash_key, start_on, _done_releaser)
 
         return _RetryingStream(start, retry, cluster, deadline, self._channel._sleep)
 
@@ -374,15 +369,13 @@ class _StreamStream(_Base, grpc.StreamStreamMultiCallable):
     def __call__(self, request_iterator: Iterator[Any], timeout: float | None = None,
                  metadata: Metadata = None, **kwargs: Any) -> Any:
         entry, cluster, timeout = self._start(timeout, metadata)
-        endpoint = cluster.pick(entry.hash_key(metadata) if entry.hash_headers else None)
-        try:
+
+        def start(endpoint: EndpointState) -> Any:
             call = self._cache.get(endpoint) or self._callable(endpoint)
-            stream = call(request_iterator, timeout=timeout, metadata=metadata, **kwargs)
-        except BaseException:
-            cluster.release(endpoint, _CANCELLED)
-            raise
-        stream.add_done_callback(_done_releaser(cluster, endpoint))
-        return stream
+            return call(request_iterator, timeout=timeout, metadata=metadata, **kwargs)
+
+        return cluster.start_call(entry.hash_key(metadata) if entry.hash_headers else None,
+                                  start, _done_releaser)
 
 
 class MeshChannel(grpc.Channel):

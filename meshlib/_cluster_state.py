@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 
@@ -31,6 +32,7 @@ from meshlib.xds import ClusterUpdate, Endpoint
 __all__ = ["FAILURE_CODES", "ClusterState", "EndpointState", "service_of"]
 
 log = logging.getLogger("meshlib")
+_T = TypeVar("_T")
 
 def service_of(cluster_name: str) -> str:
     """``outbound|50051||reviews.default.svc.cluster.local`` → ``reviews.default:50051``."""
@@ -194,6 +196,21 @@ class ClusterState:
             self.in_flight += 1
             endpoint.active += 1
         return endpoint  # type: ignore[return-value]
+
+    def start_call(self, hash_key: str | None, start: Callable[[EndpointState], _T],
+                   releaser: Callable[[ClusterState, EndpointState], Callable[[Any], None]]
+                   ) -> _T:
+        """Pick an endpoint and start a call there that reports its own end: ``start``
+        returns the call; ``releaser(self, endpoint)`` becomes its done callback. A
+        call that cannot even start is released at once."""
+        endpoint = self.pick(hash_key)
+        try:
+            call = start(endpoint)
+        except BaseException:
+            self.release(endpoint, grpc.StatusCode.CANCELLED)
+            raise
+        call.add_done_callback(releaser(self, endpoint))  # type: ignore[attr-defined]
+        return call
 
     def _admit(self, picker: Picker, first: object, hash_key: str | None) -> EndpointState:
         """The first endpoint whose breaker admits, trying each at most once or so."""
