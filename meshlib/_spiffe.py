@@ -1,0 +1,63 @@
+"""SPIFFE IDs: ``spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>``.
+
+The workload identity of the mesh (https://github.com/spiffe/spiffe/blob/main/standards/SPIFFE-ID.md),
+in the Kubernetes form Istio and Linkerd use. Parsing is strict: a lower-case trust
+domain, no query, fragment, port or user info, no empty, ``.`` or ``..`` segments.
+
+Example::
+
+    sid = SpiffeId.parse("spiffe://cluster.local/ns/default/sa/frontend")
+    sid.namespace, sid.service_account      # ("default", "frontend")
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_TRUST_DOMAIN", "SpiffeId"]
+
+DEFAULT_TRUST_DOMAIN = "cluster.local"
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]+$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class SpiffeId:
+    """A mesh workload identity: trust domain, namespace, service account."""
+
+    trust_domain: str
+    namespace: str
+    service_account: str
+
+    def __post_init__(self) -> None:
+        if not _TRUST_DOMAIN.match(self.trust_domain):
+            raise ValueError(f"invalid SPIFFE trust domain {self.trust_domain!r}: use "
+                             "lower-case letters, digits, '.', '-' and '_'")
+        for what, value in (("namespace", self.namespace),
+                            ("service account", self.service_account)):
+            if not _SEGMENT.match(value) or value in (".", ".."):
+                raise ValueError(f"invalid {what} {value!r} in a SPIFFE ID")
+
+    @classmethod
+    def parse(cls, text: str) -> SpiffeId:
+        """``spiffe://td/ns/NS/sa/SA`` → SpiffeId; ValueError naming what is wrong."""
+        if not text.startswith("spiffe://"):
+            raise ValueError(f"not a SPIFFE ID (must start with spiffe://): {text!r}")
+        rest = text[len("spiffe://"):]
+        if any(c in rest for c in "?#@:"):
+            raise ValueError(f"a SPIFFE ID has no port, user, query or fragment: {text!r}")
+        trust_domain, _, path = rest.partition("/")
+        parts = path.split("/")
+        if len(parts) != 4 or parts[0] != "ns" or parts[2] != "sa":
+            raise ValueError(f"expected spiffe://<trust-domain>/ns/<namespace>/sa/"
+                             f"<service-account>, got {text!r}")
+        return cls(trust_domain, parts[1], parts[3])
+
+    @property
+    def uri(self) -> str:
+        """The ID as the URI SAN of a certificate."""
+        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
+
+    def __str__(self) -> str:
+        return self.uri
