@@ -28,6 +28,7 @@ from meshlib._attempts import (
     call_timeout,
     fault_abort,
     fault_delay,
+    retryable,
     rpc_code,
 )
 from meshlib._call_context import RETRIES_OWNED
@@ -81,8 +82,12 @@ class _AioBase:
         self._cache[endpoint] = made
         return made
 
+    _kind = ""  # the grpc.aio.Channel method that makes this kind of multicallable
+
     def _make(self, channel: grpc.aio.Channel) -> Any:
-        raise NotImplementedError
+        return getattr(channel, self._kind)(self._method, request_serializer=self._ser,
+                                            response_deserializer=self._deser,
+                                            _registered_method=True)
 
     def _prepare(self, table: RouteTable, timeout: float | None, metadata: Metadata
                  ) -> tuple[RouteEntry, float | None, float]:
@@ -123,10 +128,7 @@ class _AioBase:
 class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
     __slots__ = ()
 
-    def _make(self, channel: grpc.aio.Channel) -> Any:
-        return channel.unary_unary(self._method, request_serializer=self._ser,
-                                   response_deserializer=self._deser,
-                                   _registered_method=True)
+    _kind = "unary_unary"
 
     def __call__(self, request: Any, *, timeout: float | None = None,
                  metadata: Metadata = None, credentials: grpc.CallCredentials | None = None,
@@ -166,7 +168,7 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
         try:
             return await self._once(call, cluster, hash_key, timeout)
         except grpc.RpcError as err:
-            if retry is None or rpc_code(err) not in retry.retry_on:
+            if not retryable(err, retry):
                 raise
             first = err
 
@@ -296,10 +298,7 @@ _INLINE: Any = object()  # marks a call being awaited inline (no task)
 class _AioUnaryStream(_AioBase, grpc.aio.UnaryStreamMultiCallable):
     __slots__ = ()
 
-    def _make(self, channel: grpc.aio.Channel) -> Any:
-        return channel.unary_stream(self._method, request_serializer=self._ser,
-                                    response_deserializer=self._deser,
-                                    _registered_method=True)
+    _kind = "unary_stream"
 
     def __call__(self, request: Any, *, timeout: float | None = None,
                  metadata: Metadata = None, credentials: grpc.CallCredentials | None = None,
@@ -352,7 +351,7 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
         except grpc.RpcError as err:
             assert self._setup is not None
             _, cluster, deadline, retry = self._setup
-            if retry is None or rpc_code(err) not in retry.retry_on:
+            if not retryable(err, retry):
                 raise
             first = err
 
@@ -443,17 +442,7 @@ _SETTLING: set[asyncio.Task[None]] = set()  # strong references until they finis
 class _AioStreamRequest(_AioBase):
     """Request-streaming kinds: one attempt, balanced and counted."""
 
-    __slots__ = ("_kind",)
-
-    def __init__(self, channel: AioMeshChannel, method: str, ser: Any, deser: Any,
-                 kind: str) -> None:
-        super().__init__(channel, method, ser, deser)
-        self._kind = kind
-
-    def _make(self, channel: grpc.aio.Channel) -> Any:
-        return getattr(channel, self._kind)(self._method, request_serializer=self._ser,
-                                            response_deserializer=self._deser,
-                                            _registered_method=True)
+    __slots__ = ()
 
     def _sync_start(self, timeout: float | None, metadata: Metadata
                     ) -> tuple[RouteEntry, ClusterState, float | None]:
@@ -483,10 +472,12 @@ class _AioStreamRequest(_AioBase):
 
 class _AioStreamUnary(_AioStreamRequest, grpc.aio.StreamUnaryMultiCallable):
     __slots__ = ()
+    _kind = "stream_unary"
 
 
 class _AioStreamStream(_AioStreamRequest, grpc.aio.StreamStreamMultiCallable):
     __slots__ = ()
+    _kind = "stream_stream"
 
 
 class AioMeshChannel(grpc.aio.Channel):
@@ -529,14 +520,12 @@ class AioMeshChannel(grpc.aio.Channel):
     def stream_unary(self, method: str, request_serializer: Any = None,
                      response_deserializer: Any = None, _registered_method: bool = False
                      ) -> grpc.aio.StreamUnaryMultiCallable:
-        return _AioStreamUnary(self, method, request_serializer, response_deserializer,
-                               "stream_unary")
+        return _AioStreamUnary(self, method, request_serializer, response_deserializer)
 
     def stream_stream(self, method: str, request_serializer: Any = None,
                       response_deserializer: Any = None, _registered_method: bool = False
                       ) -> grpc.aio.StreamStreamMultiCallable:
-        return _AioStreamStream(self, method, request_serializer, response_deserializer,
-                                "stream_stream")
+        return _AioStreamStream(self, method, request_serializer, response_deserializer)
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         if self._target.table is not None:

@@ -50,6 +50,7 @@ __all__ = [
     "fault_delay",
     "retry_after",
     "retry_kwargs",
+    "retryable",
     "rpc_code",
 ]
 
@@ -78,6 +79,14 @@ def call_timeout(timeout: float | None, route_timeout: float | None, target: str
         if timeout is None or left < timeout:
             timeout = left
     return timeout
+
+
+def retryable(error: BaseException, policy: RetryPolicy | None) -> bool:
+    """Whether ``error`` is worth another attempt under ``policy``: a ``retry_on`` code,
+    and not one of meshlib's own refusals (open circuit, limit, no endpoint), which
+    backing off and asking again would only turn into spent budget under overload."""
+    return (policy is not None and rpc_code(error) in policy.retry_on
+            and not isinstance(error, _LOCAL_REFUSALS))
 
 
 def after_delay(timeout: float | None, delay: float, target: str) -> float | None:
@@ -144,16 +153,12 @@ def retry_kwargs(policy: RetryPolicy, cluster: ClusterState, deadline: float | N
     The first "attempt" tenacity runs re-raises that first failure, so its stop, wait
     and budget rules apply to every retry alike.
     """
-    retry_on = policy.retry_on
     kwargs: dict[str, Any] = {
         "stop": tenacity.stop_any(tenacity.stop_after_attempt(1 + policy.num_retries),
                                   _DeadlineStop(deadline), BudgetStop(cluster.budget)),
         "wait": tenacity.wait_random_exponential(multiplier=policy.base_interval,
                                                  max=policy.max_interval),
-        # meshlib's own refusals (open circuit, limit, no endpoint) are not retried:
-        # backing off and asking again would only spend the budget under overload.
-        "retry": tenacity.retry_if_exception(
-            lambda e: rpc_code(e) in retry_on and not isinstance(e, _LOCAL_REFUSALS)),
+        "retry": tenacity.retry_if_exception(lambda e: retryable(e, policy)),
         "reraise": True,
     }
     if sleep is not None:

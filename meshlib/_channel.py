@@ -27,6 +27,7 @@ from meshlib._attempts import (
     fault_abort,
     fault_delay,
     retry_after,
+    retryable,
     rpc_code,
 )
 from meshlib._call_context import RETRIES_OWNED
@@ -94,8 +95,12 @@ class _Base:
         self._cache[endpoint] = made
         return made
 
+    _kind = ""  # the grpc.Channel method that makes this kind of multicallable
+
     def _make(self, channel: grpc.Channel) -> Any:
-        raise NotImplementedError
+        return getattr(channel, self._kind)(self._method, request_serializer=self._ser,
+                                            response_deserializer=self._deser,
+                                            _registered_method=True)
 
     def _start(self, timeout: float | None, metadata: Metadata
                ) -> tuple[RouteEntry, ClusterState, float | None]:
@@ -119,10 +124,7 @@ class _Base:
 class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
     __slots__ = ()
 
-    def _make(self, channel: grpc.Channel) -> Any:
-        return channel.unary_unary(self._method, request_serializer=self._ser,
-                                   response_deserializer=self._deser,
-                                   _registered_method=True)
+    _kind = "unary_unary"
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
                  credentials: grpc.CallCredentials | None = None,
@@ -171,7 +173,7 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
         try:
             return self._once(cluster, hash_key, request, timeout, options)
         except grpc.RpcError as err:
-            if retry is None or rpc_code(err) not in retry.retry_on:
+            if not retryable(err, retry):
                 raise
             first = err
 
@@ -204,10 +206,7 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
 class _UnaryStream(_Base, grpc.UnaryStreamMultiCallable):
     __slots__ = ()
 
-    def _make(self, channel: grpc.Channel) -> Any:
-        return channel.unary_stream(self._method, request_serializer=self._ser,
-                                    response_deserializer=self._deser,
-                                    _registered_method=True)
+    _kind = "unary_stream"
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata = None,
                  credentials: grpc.CallCredentials | None = None,
@@ -255,8 +254,7 @@ class _RetryingStream(grpc.Call, grpc.Future, Iterator[Any]):
         try:
             message = next(self._call)
         except grpc.RpcError as err:
-            code = rpc_code(err)
-            if self._retry is None or code not in self._retry.retry_on:
+            if not retryable(err, self._retry):
                 raise
             message = self._first_by_retrying(err)
         self._received = True
@@ -320,10 +318,7 @@ class _RetryingStream(grpc.Call, grpc.Future, Iterator[Any]):
 class _StreamUnary(_Base, grpc.StreamUnaryMultiCallable):
     __slots__ = ()
 
-    def _make(self, channel: grpc.Channel) -> Any:
-        return channel.stream_unary(self._method, request_serializer=self._ser,
-                                    response_deserializer=self._deser,
-                                    _registered_method=True)
+    _kind = "stream_unary"
 
     def _once(self, how: str, request_iterator: Iterator[Any], timeout: float | None,
               metadata: Metadata, kwargs: dict[str, Any]) -> Any:
@@ -361,10 +356,7 @@ class _StreamUnary(_Base, grpc.StreamUnaryMultiCallable):
 class _StreamStream(_Base, grpc.StreamStreamMultiCallable):
     __slots__ = ()
 
-    def _make(self, channel: grpc.Channel) -> Any:
-        return channel.stream_stream(self._method, request_serializer=self._ser,
-                                     response_deserializer=self._deser,
-                                     _registered_method=True)
+    _kind = "stream_stream"
 
     def __call__(self, request_iterator: Iterator[Any], timeout: float | None = None,
                  metadata: Metadata = None, **kwargs: Any) -> Any:

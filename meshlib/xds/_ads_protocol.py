@@ -273,6 +273,21 @@ class ProtocolCore(Generic[_S]):
         state = self._types.setdefault(type_url, self._state_type())
         return state, set(names) - state.names
 
+    def _shrink(self, type_url: str, names: Iterable[str]) -> tuple[_S, set[str]] | None:
+        """Drop those of ``names`` that are subscribed, forgetting their values; the
+        state and the dropped names, or None if nothing was subscribed."""
+        state = self._types.get(type_url)
+        if state is None:
+            return None
+        gone = state.names & set(names)
+        if not gone:
+            return None
+        state.names -= gone
+        for name in gone:
+            state.forget(name)
+            state.absent.discard(name)
+        return state, gone
+
     def subscriptions(self, type_url: str) -> frozenset[str]:
         """The subscribed names of ``type_url``."""
         state = self._types.get(type_url)
@@ -324,16 +339,10 @@ class AdsClientProtocol(ProtocolCore[_TypeState]):
 
     def unsubscribe(self, type_url: str, names: Iterable[str]) -> None:
         """Drop ``names`` from the subscription and forget their cached values."""
-        state = self._types.get(type_url)
-        if state is None:
+        found = self._shrink(type_url, names)
+        if found is None:
             return
-        gone = state.names & set(names)
-        if not gone:
-            return
-        state.names -= gone
-        for name in gone:
-            state.forget(name)
-            state.absent.discard(name)
+        state, _ = found
         if state.names or state.sent:
             self._pending[type_url] = None  # an empty list after names = unsubscribe all
         else:

@@ -93,16 +93,10 @@ class DeltaAdsClientProtocol(ProtocolCore[_DeltaTypeState]):
 
     def unsubscribe(self, type_url: str, names: Iterable[str]) -> None:
         """Drop ``names`` from the subscription and forget their cached values."""
-        state = self._types.get(type_url)
-        if state is None:
+        found = self._shrink(type_url, names)
+        if found is None:
             return
-        gone = state.names & set(names)
-        if not gone:
-            return
-        state.names -= gone
-        for name in gone:
-            state.forget(name)
-            state.absent.discard(name)
+        state, gone = found
         if state.sent:
             fresh = gone & (state.subscribe - state.unsubscribe)  # never told the server
             state.subscribe -= gone
