@@ -46,7 +46,8 @@ _MAX_CACHED = 1024
 
 
 class _AioBase:
-    __slots__ = ("_cache", "_channel", "_deser", "_method", "_pool", "_ser", "_target")
+    __slots__ = ("__weakref__", "_cache", "_channel", "_deser", "_method", "_pool", "_ser",
+                 "_target")
 
     def __init__(self, channel: AioMeshChannel, method: str, ser: Any, deser: Any) -> None:
         self._channel = channel
@@ -75,10 +76,11 @@ class _AioBase:
         pool = self._pool
         if pool is None or not pool.is_current():
             pool = self._pool = self._channel._pool_for_loop()
+            pool.tracker.track(self)
             self._cache.clear()
         if len(self._cache) > _MAX_CACHED:
             self._cache.clear()
-        made = self._make(pool.get(endpoint.address))
+        made = self._make(pool.get(endpoint.address, endpoint.server_name))
         self._cache[endpoint] = made
         return made
 

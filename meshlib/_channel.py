@@ -64,7 +64,7 @@ def _done_releaser(cluster: ClusterState, endpoint: EndpointState
 
 
 class _Base:
-    __slots__ = ("_cache", "_channel", "_deser", "_method", "_ser", "_target")
+    __slots__ = ("__weakref__", "_cache", "_channel", "_deser", "_method", "_ser", "_target")
 
     def __init__(self, channel: MeshChannel, method: str, ser: Any, deser: Any) -> None:
         self._channel = channel
@@ -73,6 +73,7 @@ class _Base:
         self._ser = ser
         self._deser = deser
         self._cache: dict[EndpointState, Any] = {}
+        channel._pool.tracker.track(self)
 
     def _table(self, timeout: float | None) -> RouteTable:
         table = self._target.table
@@ -88,11 +89,12 @@ class _Base:
         return table
 
     def _callable(self, endpoint: EndpointState) -> Any:
-        if len(self._cache) > _MAX_CACHED:
-            self._cache.clear()
-        channel = self._channel._pool.get(endpoint.address)
+        cache = self._cache  # before the pool: a rotation meanwhile drops this dict
+        if len(cache) > _MAX_CACHED:
+            cache.clear()
+        channel = self._channel._pool.get(endpoint.address, endpoint.server_name)
         made = self._make(channel)
-        self._cache[endpoint] = made
+        cache[endpoint] = made
         return made
 
     _kind = ""  # the grpc.Channel method that makes this kind of multicallable

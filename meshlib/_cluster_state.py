@@ -51,11 +51,11 @@ class EndpointState:
         "active",
         "address",
         "breaker",
-        "channel",
         "consecutive_failures",
         "ejected_until",
         "ejections",
         "returned_at",
+        "server_name",
         "weight",
     )
 
@@ -69,7 +69,7 @@ class EndpointState:
         self.ejected_until = 0.0
         self.ejections = 0
         self.returned_at = 0.0
-        self.channel: object | None = None  # the pool's sync channel, set on first use
+        self.server_name: str | None = None  # the identity to check (mTLS), else None
 
     def __repr__(self) -> str:
         return f"EndpointState({self.address}, active={self.active})"
@@ -83,8 +83,8 @@ class ClusterState:
     """
 
     def __init__(self, name: str, *, clock: Callable[[], float] = time.monotonic,
-                 on_endpoints: Callable[[ClusterState, set[str], set[str]], None] | None = None
-                 ) -> None:
+                 on_endpoints: Callable[[ClusterState, set[str], set[str]], None] | None = None,
+                 on_server_name: Callable[[], None] | None = None) -> None:
         self.name = name
         self.service = service_of(name)
         self.config: ClusterUpdate | None = None
@@ -99,6 +99,8 @@ class ClusterState:
         self._lock = threading.Lock()
         self._clock = clock
         self._on_endpoints = on_endpoints
+        self._on_server_name = on_server_name
+        self.server_name: str | None = None  # mTLS: the identity endpoints must prove
 
     # ------------------------------------------------------------ xDS side
 
@@ -106,6 +108,13 @@ class ClusterState:
         """A new CDS value: LB policy, limits, breaker and budget settings."""
         old, self.config = self.config, config
         self.max_requests = config.max_requests
+        server_name = None if config.tls is None else config.tls.server_name
+        if server_name != self.server_name:
+            self.server_name = server_name
+            for endpoint in self.endpoints.values():
+                endpoint.server_name = server_name
+            if self._on_server_name is not None:
+                self._on_server_name()  # cached channels checked the old name
         if old is None or old.retry_budget != config.retry_budget:
             b = config.retry_budget
             self.budget = RetryBudget() if b is None else RetryBudget(
@@ -130,6 +139,7 @@ class ClusterState:
                     fresh[state.address] = kept
                 else:
                     state.breaker = self._breaker(state.address)
+                    state.server_name = self.server_name
                     fresh[state.address] = state
             self.endpoints = fresh
             self.has_endpoints = True

@@ -10,6 +10,10 @@ Example::
     with meshlib.Mesh(xds_address="127.0.0.1:15010", service="frontend") as mesh:
         stub = ReviewsStub(mesh.channel("reviews"))
         stub.Get(request, timeout=2.0)
+
+With an identity (``token``/``token_file`` for the control plane's CA, or
+``cert_dir`` for mounted certificates) channels use mTLS to destinations that take
+it, and :meth:`Mesh.server` serves with the mesh's mTLS mode and authorization.
 """
 
 from __future__ import annotations
@@ -21,19 +25,31 @@ import logging
 import os
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
+import grpc
+
 from meshlib._aio_channel import AioMeshChannel
 from meshlib._channel import MeshChannel
 from meshlib._cluster_state import ClusterState
-from meshlib._pool import DEFAULT_CLOSE_GRACE, AioChannelPool, ChannelPool
+from meshlib._pool import DEFAULT_CLOSE_GRACE, AioChannelPool, CallableTracker, ChannelPool
 from meshlib._resolver import ClusterRegistry, Target, TargetResolver
+from meshlib._server import MeshServer, ServerPolicy, build_server, server_listener_name
+from meshlib._spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId
 from meshlib.errors import MeshError
-from meshlib.xds import XdsClient, XdsClientConfig, XdsProtocol
+from meshlib.security._certificates import (
+    CertificateError,
+    CertificateSource,
+    FileCertificates,
+    IssuedCertificates,
+    WorkloadCertificate,
+)
+from meshlib.xds import LISTENER, WatcherFuncs, XdsClient, XdsClientConfig, XdsProtocol
 
 __all__ = ["DEFAULT_RESOLVE_TIMEOUT", "Mesh"]
 
@@ -54,6 +70,15 @@ class Mesh:
     the control plane lacks it), ``delta`` or ``sotw``.
     A first call waits at most ``resolve_timeout`` seconds (or its own timeout) for
     its target's configuration.
+
+    Identity: the workload is ``spiffe://<trust_domain>/ns/<namespace>/sa/<sa>``,
+    ``sa`` being ``service_account`` (default: ``service``). With ``token`` or
+    ``token_file`` (a bearer token the control plane's CA accepts; a file is re-read
+    at every renewal) the Mesh generates its key, gets a certificate from the
+    control plane's CA at start (``cert_ttl`` seconds at most) and renews it at half
+    its lifetime. With ``cert_dir`` it reads ``cert.pem``, ``key.pem`` and ``ca.pem``
+    there and follows changes. Without either it has no identity and speaks
+    plaintext.
     """
 
     def __init__(self, xds_address: str, *, node_id: str | None = None, service: str = "",
@@ -62,7 +87,11 @@ class Mesh:
                  resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT,
                  channel_options: Sequence[tuple[str, Any]] = (),
                  close_grace: float = DEFAULT_CLOSE_GRACE,
-                 sleep: Callable[[float], Any] | None = None) -> None:
+                 sleep: Callable[[float], Any] | None = None,
+                 service_account: str | None = None,
+                 trust_domain: str = DEFAULT_TRUST_DOMAIN,
+                 token: str | None = None, token_file: str | None = None,
+                 cert_dir: str | None = None, cert_ttl: float | None = None) -> None:
         if not xds_address:
             raise MeshError("Mesh needs xds_address (host:port of the control plane)")
         self.xds_address = xds_address
@@ -86,13 +115,26 @@ class Mesh:
         self._lock = threading.Lock()
         self._closed = False
         self._loop = asyncio.new_event_loop()
+        self._tracker = CallableTracker()
         self._pool = ChannelPool(options=self._channel_options, grace=close_grace,
-                                 schedule=self._call_later)
+                                 schedule=self._call_later, tracker=self._tracker)
+        self._client_credentials: grpc.ChannelCredentials | None = None
         self._client: XdsClient | None = None
         self._registry: ClusterRegistry | None = None
+        self._servers: list[Callable[[], None]] = []
+        self.identity: SpiffeId | None = None
+        self.certificates: CertificateSource | None = None
+        self.first_certificate_seconds: float | None = None  # time to the first cert
         self._thread = threading.Thread(target=self._run_loop, name="meshlib-xds", daemon=True)
         self._thread.start()
         self._on_loop(self._start_client).result()
+        if token is not None or token_file is not None or cert_dir is not None:
+            try:
+                self._start_identity(service_account or service, trust_domain, token=token,
+                                     token_file=token_file, cert_dir=cert_dir, ttl=cert_ttl)
+            except BaseException:
+                self.close()
+                raise
 
     # ------------------------------------------------------------ construction
 
@@ -105,7 +147,10 @@ class Mesh:
         ``MESHLIB_NAMESPACE`` (else ``POD_NAMESPACE``, else ``default``),
         ``MESHLIB_XDS_CACHE`` (path of the persisted configuration),
         ``MESHLIB_XDS_PROTOCOL`` (``auto``, ``delta`` or ``sotw``) and
-        ``MESHLIB_RESOLVE_TIMEOUT`` (seconds). Keyword arguments override them.
+        ``MESHLIB_RESOLVE_TIMEOUT`` (seconds); for the identity
+        ``MESHLIB_SERVICE_ACCOUNT``, ``MESHLIB_TRUST_DOMAIN``, ``MESHLIB_TOKEN_FILE``,
+        ``MESHLIB_CERT_DIR`` and ``MESHLIB_CERT_TTL`` (seconds). Keyword arguments
+        override them.
         """
         env = os.environ if environ is None else environ
         kwargs: dict[str, Any] = {}
@@ -136,6 +181,18 @@ class Mesh:
             except ValueError:
                 raise MeshError("MESHLIB_RESOLVE_TIMEOUT must be a number of seconds, got "
                                 f"{env['MESHLIB_RESOLVE_TIMEOUT']!r}") from None
+        for var, arg in (("MESHLIB_SERVICE_ACCOUNT", "service_account"),
+                         ("MESHLIB_TRUST_DOMAIN", "trust_domain"),
+                         ("MESHLIB_TOKEN_FILE", "token_file"),
+                         ("MESHLIB_CERT_DIR", "cert_dir")):
+            if env.get(var):
+                kwargs[arg] = env[var]
+        if env.get("MESHLIB_CERT_TTL"):
+            try:
+                kwargs["cert_ttl"] = float(env["MESHLIB_CERT_TTL"])
+            except ValueError:
+                raise MeshError("MESHLIB_CERT_TTL must be a number of seconds, got "
+                                f"{env['MESHLIB_CERT_TTL']!r}") from None
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -179,8 +236,120 @@ class Mesh:
         pool = self._aio_pools.get(loop)
         if pool is None:
             pool = self._aio_pools[loop] = AioChannelPool(
-                loop, options=self._channel_options, grace=self._close_grace)
+                loop, options=self._channel_options, grace=self._close_grace,
+                credentials=self._client_credentials, tracker=self._tracker)
         return pool
+
+    # ------------------------------------------------------------ identity
+
+    def _start_identity(self, service_account: str, trust_domain: str, *,
+                        token: str | None, token_file: str | None, cert_dir: str | None,
+                        ttl: float | None) -> None:
+        started = time.monotonic()
+        source: CertificateSource
+        if cert_dir is not None:
+            files = FileCertificates(cert_dir)
+            files.load()  # CertificateError now, not later, if they are missing
+            source = files
+        else:
+            if not service_account:
+                raise MeshError("a Mesh with a token needs service= or service_account= "
+                                "(its identity is spiffe://<td>/ns/<namespace>/sa/<sa>)")
+            identity = SpiffeId(trust_domain, self.namespace, service_account)
+            issued = IssuedCertificates(self.xds_address, identity, token=token,
+                                        token_file=token_file, ttl=ttl)
+            source = issued
+            try:
+                self._on_loop(issued.fetch).result(timeout=self.resolve_timeout + 1)
+            except CertificateError as err:
+                if err.code not in (grpc.StatusCode.UNAVAILABLE,
+                                    grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise  # refused: a configuration problem, say so now
+                log.warning("no certificate yet (%s); retrying in the background, "
+                            "plaintext until then", err)
+        self.certificates = source
+        self.identity = source.current.spiffe_id if source.current else \
+            source.spiffe_id  # type: ignore[attr-defined]
+        if source.current is not None:
+            self.first_certificate_seconds = time.monotonic() - started
+        source.subscribe(self._on_certificate)
+        self._on_loop(lambda: self._keep(self._loop.create_task(source.run())))
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._background = task  # a reference, so the task is not collected
+
+    def _on_certificate(self, cert: WorkloadCertificate) -> None:
+        credentials = grpc.ssl_channel_credentials(cert.roots_pem, cert.key_pem,
+                                                   cert.chain_pem)
+        self._client_credentials = credentials
+        self._pool.set_credentials(credentials)
+        for pool in list(self._aio_pools.values()):
+            pool.set_credentials(credentials)
+
+    # ------------------------------------------------------------ servers
+
+    def server(self, service: str | None = None, port: int = 0, *, host: str = "[::]",
+               mtls: str | None = None, interceptors: Sequence[Any] = (),
+               options: Sequence[tuple[str, Any]] = (), max_workers: int = 16
+               ) -> MeshServer:
+        """A ``grpc.Server`` on ``host:port`` with the mesh's mTLS and authorization.
+
+        The mTLS mode comes from the control plane (the AccessPolicy of the Service
+        owning this address, else MeshConfig), waiting up to ``resolve_timeout`` for
+        it; ``mtls=`` forces one. Add servicers as usual, then ``start()``. Handlers
+        learn their caller with :func:`meshlib.peer_identity`.
+        """
+        return self._server(port, host=host, mtls=mtls, interceptors=interceptors,
+                            options=options, max_workers=max_workers, aio=False)
+
+    def aio_server(self, service: str | None = None, port: int = 0, *, host: str = "[::]",
+                   mtls: str | None = None, interceptors: Sequence[Any] = (),
+                   options: Sequence[tuple[str, Any]] = ()) -> MeshServer:
+        """The ``grpc.aio.Server`` counterpart of :meth:`server` (``await
+        server.start()``)."""
+        return self._server(port, host=host, mtls=mtls, interceptors=interceptors,
+                            options=options, max_workers=0, aio=True)
+
+    def _server(self, port: int, *, host: str, mtls: str | None,
+                interceptors: Sequence[Any], options: Sequence[tuple[str, Any]],
+                max_workers: int, aio: bool) -> MeshServer:
+        from interceptors.authz import AioAuthorizationInterceptor, AuthorizationInterceptor
+
+        if self._closed:
+            raise MeshError("this Mesh is closed")
+        if port == 0:
+            port = _free_port(host)
+        policy = ServerPolicy()
+        listener_host = "0.0.0.0" if host.strip("[]") in ("::", "", "0.0.0.0") \
+            else host.strip("[]")
+        name = server_listener_name(listener_host, port)
+        cancel: list[Callable[[], None]] = []
+
+        def watch() -> None:
+            assert self._client is not None
+            cancel.append(self._client.watch(LISTENER, name, WatcherFuncs(
+                changed=policy.update, removed=policy.removed)))
+        self._on_loop(watch).result()
+        mode = mtls
+        if mode is None:
+            policy.ready.wait(self.resolve_timeout)
+            mode = policy.mode
+            if mode is None:
+                mode = "STRICT" if self.certificates is not None else "DISABLE"
+                log.warning("no server Listener %s from the control plane; serving %s",
+                            name, mode)
+        authz = AioAuthorizationInterceptor if aio else AuthorizationInterceptor
+        server, front = build_server(
+            mode=mode, source=self.certificates, host=host, port=port,
+            interceptors=[authz(policy.current_authorization), *interceptors], aio=aio,
+            options=options, max_workers=max_workers, loop=self._loop)
+
+        def stop_watching() -> None:
+            for fn in cancel:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(fn)
+        self._servers.append(stop_watching)
+        return MeshServer(server, front, port=port, mtls_mode=mode, on_stop=stop_watching)
 
     # ------------------------------------------------------------ the xDS thread
 
@@ -282,6 +451,13 @@ class Mesh:
     def __repr__(self) -> str:
         return (f"Mesh(xds_address={self.xds_address!r}, node_id={self.node_id!r}, "
                 f"namespace={self.namespace!r})")
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host.strip("[]") or "::", 0))
+        return int(sock.getsockname()[1])
 
 
 def _from_bootstrap(path: str) -> tuple[str, str | None]:

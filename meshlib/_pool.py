@@ -5,6 +5,13 @@ reference-counted by the clusters listing the address, and closed ``grace`` seco
 after the last cluster drops it, so calls in flight finish. Sync channels live in
 one :class:`ChannelPool`; ``grpc.aio`` channels belong to an event loop, so each loop
 gets its own :class:`AioChannelPool`.
+
+mTLS: a destination that takes mTLS gets a secure channel whose expected server name
+is the destination identity's DNS form (``SpiffeId.dns_name``), checked by gRPC in
+the handshake against the mesh roots. When the workload certificate rotates,
+:meth:`ChannelPool.set_credentials` retires every secure channel (closed after the
+grace, so calls in flight finish) and the next call opens a new one: one handshake
+per endpoint per rotation, none per call.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import grpc
 
 from meshlib.errors import MeshError
 
-__all__ = ["DEFAULT_CLOSE_GRACE", "AioChannelPool", "ChannelPool"]
+__all__ = ["DEFAULT_CLOSE_GRACE", "AioChannelPool", "CallableTracker", "ChannelPool"]
 
 log = logging.getLogger("meshlib")
 
@@ -37,38 +44,92 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 
 
+class CallableTracker:
+    """The multicallables of a Mesh, whose per-endpoint caches hold channels.
+
+    ``forget_channels()`` empties them all, so the next call of each asks its pool
+    again. A multicallable reads its ``_cache`` *before* asking the pool, so one that
+    races a rotation stores into the dropped dict: never a stale entry.
+    """
+
+    def __init__(self) -> None:
+        self._callables: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def track(self, callable_: Any) -> None:
+        self._callables.add(callable_)
+
+    def forget_channels(self) -> None:
+        for callable_ in list(self._callables):
+            callable_._cache = {}
+
+
+def _options_for(options: list[tuple[str, Any]], server_name: str | None
+                 ) -> list[tuple[str, Any]]:
+    if server_name is None:
+        return options
+    return [*options, ("grpc.ssl_target_name_override", server_name)]
+
+
 class ChannelPool:
     """Sync channels by address; ``acquire``/``release`` from the xDS thread."""
 
     def __init__(self, *, options: Sequence[tuple[str, Any]] = (),
                  credentials: grpc.ChannelCredentials | None = None,
                  grace: float = DEFAULT_CLOSE_GRACE,
-                 schedule: Callable[[float, Callable[[], None]], object] | None = None) -> None:
+                 schedule: Callable[[float, Callable[[], None]], object] | None = None,
+                 tracker: CallableTracker | None = None) -> None:
         self._options = [*DEFAULT_CHANNEL_OPTIONS, *options]
         self._credentials = credentials
         self._grace = grace
         self._schedule = schedule
-        self._channels: dict[str, grpc.Channel] = {}
+        self.tracker = tracker or CallableTracker()
+        self._channels: dict[tuple[str, str | None], grpc.Channel] = {}
         self._refs: dict[str, int] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self.handshake_channels = 0  # secure channels opened: one per endpoint+rotation
 
-    def get(self, address: str) -> grpc.Channel:
-        """The channel to ``address``, created on first use."""
-        channel = self._channels.get(address)
+    def get(self, address: str, server_name: str | None = None) -> grpc.Channel:
+        """The channel to ``address``, created on first use; with mTLS checking the
+        peer is ``server_name`` when given and this pool has credentials."""
+        if self._credentials is None:
+            server_name = None
+        key = (address, server_name)
+        channel = self._channels.get(key)
         if channel is not None:
             return channel
         if self._closed:
             raise MeshError("this Mesh is closed: make a new one to call services")
         with self._lock:
-            channel = self._channels.get(address)
+            channel = self._channels.get(key)
             if channel is None:
-                if self._credentials is not None:
-                    channel = grpc.secure_channel(address, self._credentials, self._options)
+                if server_name is not None:
+                    channel = grpc.secure_channel(address, self._credentials,  # type: ignore[arg-type]
+                                                  _options_for(self._options, server_name))
+                    self.handshake_channels += 1
                 else:
                     channel = grpc.insecure_channel(address, self._options)
-                self._channels[address] = channel
+                self._channels[key] = channel
             return channel
+
+    def set_credentials(self, credentials: grpc.ChannelCredentials | None) -> None:
+        """New client credentials (a rotated certificate): secure channels made from
+        now on use them; the old ones close after the grace period."""
+        with self._lock:
+            self._credentials = credentials
+            retired = [k for k in self._channels if k[1] is not None]
+            old = [self._channels.pop(k) for k in retired]
+        self.tracker.forget_channels()
+        if not old:
+            return
+
+        def close_old() -> None:
+            for channel in old:
+                channel.close()
+        if self._schedule is not None and self._grace > 0:
+            self._schedule(self._grace, close_old)
+        else:
+            close_old()
 
     def acquire(self, address: str) -> None:
         with self._lock:
@@ -90,8 +151,9 @@ class ChannelPool:
         with self._lock:
             if self._refs.get(address):
                 return  # came back during the grace period
-            channel = self._channels.pop(address, None)
-        if channel is not None:
+            channels = [self._channels.pop(k) for k in list(self._channels)
+                        if k[0] == address]
+        for channel in channels:
             log.debug("closing channel to removed endpoint %s", address)
             channel.close()
 
@@ -101,7 +163,7 @@ class ChannelPool:
 
     def addresses(self) -> frozenset[str]:
         """Addresses with an open channel."""
-        return frozenset(self._channels)
+        return frozenset(k[0] for k in self._channels)
 
     def close(self) -> None:
         with self._lock:
@@ -117,12 +179,14 @@ class AioChannelPool:
     def __init__(self, loop: asyncio.AbstractEventLoop, *,
                  options: Sequence[tuple[str, Any]] = (),
                  credentials: grpc.ChannelCredentials | None = None,
-                 grace: float = DEFAULT_CLOSE_GRACE) -> None:
+                 grace: float = DEFAULT_CLOSE_GRACE,
+                 tracker: CallableTracker | None = None) -> None:
         self._loop = weakref.ref(loop)  # the Mesh keys pools weakly by loop
+        self.tracker = tracker or CallableTracker()
         self._options = [*DEFAULT_CHANNEL_OPTIONS, *options]
         self._credentials = credentials
         self._grace = grace
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[tuple[str, str | None], grpc.aio.Channel] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     def is_current(self) -> bool:
@@ -132,15 +196,44 @@ class AioChannelPool:
         except RuntimeError:
             return False
 
-    def get(self, address: str) -> grpc.aio.Channel:
-        channel = self._channels.get(address)
+    def get(self, address: str, server_name: str | None = None) -> grpc.aio.Channel:
+        if self._credentials is None:
+            server_name = None
+        key = (address, server_name)
+        channel = self._channels.get(key)
         if channel is None:
-            if self._credentials is not None:
-                channel = grpc.aio.secure_channel(address, self._credentials, self._options)
+            if server_name is not None:
+                channel = grpc.aio.secure_channel(address, self._credentials,  # type: ignore[arg-type]
+                                                  _options_for(self._options, server_name))
             else:
                 channel = grpc.aio.insecure_channel(address, self._options)
-            self._channels[address] = channel
+            self._channels[key] = channel
         return channel
+
+    def set_credentials(self, credentials: grpc.ChannelCredentials | None) -> None:
+        """Thread-safe: like :meth:`ChannelPool.set_credentials`, on this pool's loop."""
+        loop = self._loop()
+        if loop is None or loop.is_closed():
+            return
+
+        def swap() -> None:
+            self._credentials = credentials
+            old = [self._channels.pop(k) for k in list(self._channels) if k[1] is not None]
+            self.tracker.forget_channels()
+            if old:
+                loop.call_later(self._grace, self._close_all, old)
+
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(swap)
+
+    def _close_all(self, channels: list[grpc.aio.Channel]) -> None:
+        loop = self._loop()
+        if loop is None:
+            return
+        for channel in channels:
+            task = loop.create_task(channel.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def drop(self, address: str, still_used: Callable[[str], bool]) -> None:
         """Thread-safe: close the channel to ``address`` after the grace period unless
@@ -152,11 +245,8 @@ class AioChannelPool:
         def later() -> None:
             if still_used(address):
                 return
-            channel = self._channels.pop(address, None)
-            if channel is not None:
-                task = loop.create_task(channel.close())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+            self._close_all([self._channels.pop(k) for k in list(self._channels)
+                             if k[0] == address])
 
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to do
             loop.call_soon_threadsafe(loop.call_later, self._grace, later)

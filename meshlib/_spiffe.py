@@ -59,5 +59,17 @@ class SpiffeId:
         """The ID as the URI SAN of a certificate."""
         return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
 
+    @property
+    def dns_name(self) -> str:
+        """The identity as a DNS name, ``<sa>.<ns>.serviceaccount.identity.<trust-domain>``
+        (Linkerd's form).
+
+        Certificates carry it as a DNS SAN beside the SPIFFE URI SAN, so gRPC's own
+        hostname check (``grpc.ssl_target_name_override``) verifies a peer's identity
+        in C, during the handshake. The mapping is one-to-one: namespaces have no dots.
+        """
+        return (f"{self.service_account}.{self.namespace}.serviceaccount.identity."
+                f"{self.trust_domain}").lower()
+
     def __str__(self) -> str:
         return self.uri

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gc
 import logging
 import signal
@@ -23,6 +24,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from xds_server.admin import AdminServer, AdminViews
+from xds_server.ca import CertificateAuthority, CertificateService, DirectoryCaStore, StaticTokens
 from xds_server.cache import Snapshot, SnapshotCache
 from xds_server.metrics import ControlPlaneMetrics
 from xds_server.model import MeshModel
@@ -190,6 +192,8 @@ class ControlPlaneOptions:
     config: Path
     xds_address: tuple[str, int] = ("127.0.0.1", 15010)
     admin_address: tuple[str, int] | None = None
+    ca_dir: Path | None = None  # the CA's key and certificate (created on first start)
+    token_file: Path | None = None  # bootstrap tokens for the certificate service
     stop: asyncio.Event | None = field(default=None, compare=False)
 
 
@@ -203,7 +207,9 @@ async def run(options: ControlPlaneOptions) -> None:
     # full passes, which otherwise add tens of ms to pushes at 1,000 Services.
     gc.freeze()
     loop = asyncio.get_running_loop()
-    server, port = await serve(options.xds_address, cp.cache, cp.callbacks())
+    services = [] if options.ca_dir is None else [certificate_service(cp, options)]
+    server, port = await serve(options.xds_address, cp.cache, cp.callbacks(),
+                               services=services)
     ads: AdsServer = server.ads  # type: ignore[attr-defined]
     log.info("xDS (ADS) serving on %s:%d", options.xds_address[0], port)
     admin = None
@@ -230,6 +236,24 @@ async def run(options: ControlPlaneOptions) -> None:
             admin.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await server.stop(grace=1.0)
+
+
+def certificate_service(cp: ControlPlane, options: ControlPlaneOptions) -> CertificateService:
+    """The CA (kept in ``options.ca_dir``) behind the certificate service; tokens from
+    ``options.token_file`` authenticate callers. The MeshConfig in force sets the trust
+    domain at start and the certificate TTL per request."""
+    assert options.ca_dir is not None
+    ca = CertificateAuthority.load_or_create(DirectoryCaStore(options.ca_dir),
+                                             trust_domain=cp.model.mesh_config.trust_domain)
+    tokens = None if options.token_file is None else StaticTokens.from_file(options.token_file)
+    if tokens is None:
+        log.warning("CA enabled without --token-file: certificate requests are refused")
+    log.info("CA %s (trust domain %s) in %s", ca.cert.subject.rfc4514_string(),
+             ca.trust_domain, options.ca_dir)
+    return CertificateService(
+        ca, tokens,
+        ttl=lambda: dt.timedelta(seconds=cp.model.mesh_config.certificate_ttl),
+        on_result=lambda result: cp.metrics.certificates.labels(result).inc())
 
 
 def _admin_views(cp: ControlPlane, ads: AdsServer, loop: asyncio.AbstractEventLoop) -> AdminViews:

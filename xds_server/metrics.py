@@ -64,6 +64,13 @@ class ControlPlaneMetrics:
             "meshlib_config_objects", "Objects in the serving model, by kind.", ["kind"],
             registry=r,
         )
+        self.certificates = Counter(
+            "meshlib_ca_certificates_total",
+            "Certificate requests by result (issued; unauthenticated; not_permitted; "
+            "bad_csr; no_authenticator).",
+            ["result"],
+            registry=r,
+        )
         # Export zeros from the start, so rates and alerts work before the first event.
         for type_url in ADS_ORDER[:4]:
             label = short_name(type_url)

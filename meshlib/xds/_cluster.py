@@ -23,8 +23,10 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
 from envoy.extensions.load_balancing_policies.ring_hash.v3 import ring_hash_pb2
 from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2, message
 
+from meshlib._spiffe import SpiffeId
 from meshlib.xds._resources import CLUSTER, ResourceValidationError, seconds, unpack
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "LbPolicy",
     "OutlierDetectionConfig",
     "RetryBudgetConfig",
+    "UpstreamTls",
     "decode_cluster",
 ]
 
@@ -47,6 +50,8 @@ _RING_HASH = ring_hash_pb2.RingHash
 _TYPE = "type.googleapis.com/"
 _Invalid = Callable[[str], ResourceValidationError]
 
+
+_UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LbPolicy:
@@ -109,6 +114,20 @@ class ClusterUpdate:
     outlier_detection: OutlierDetectionConfig | None = None
     circuit_breaker: CircuitBreakerConfig | None = None
     retry_budget: RetryBudgetConfig | None = None
+    tls: UpstreamTls | None = None  # the destination takes mTLS
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """An ``UpstreamTlsContext``: connect with mTLS and check the server is one of
+    ``identities`` (the SPIFFE IDs of its exact SAN matchers)."""
+
+    identities: tuple[SpiffeId, ...]
+
+    @property
+    def server_name(self) -> str | None:
+        """The name gRPC's handshake checks: the first identity's DNS form."""
+        return self.identities[0].dns_name if self.identities else None
 
 
 def decode_cluster(any_msg: any_pb2.Any) -> ClusterUpdate:
@@ -137,9 +156,10 @@ def decode_cluster(any_msg: any_pb2.Any) -> ClusterUpdate:
     if cluster.HasField("outlier_detection"):
         outlier = _outlier(cluster.outlier_detection, name, invalid)
     breaker, budget = _meshlib_settings(cluster, invalid)
+    tls = _upstream_tls(cluster, invalid) if cluster.HasField("transport_socket") else None
     return ClusterUpdate(name=name, eds_service_name=eds.service_name or name,
                          lb_policy=_lb_policy(cluster, invalid), max_requests=max_requests,
-                         outlier_detection=outlier, circuit_breaker=breaker,
+                         outlier_detection=outlier, circuit_breaker=breaker, tls=tls,
                          retry_budget=budget)
 
 
@@ -174,6 +194,37 @@ def _meshlib_settings(cluster: cluster_pb2.Cluster, invalid: _Invalid
             min_retries_per_second=number("retryBudget", "minRetriesPerSecond",
                                           d2.min_retries_per_second, 0.0))
     return breaker, budget
+
+
+def _upstream_tls(cluster: cluster_pb2.Cluster, invalid: _Invalid) -> UpstreamTls | None:
+    socket = cluster.transport_socket
+    if socket.typed_config.type_url.rsplit("/", 1)[-1] != _UPSTREAM_TLS:
+        if socket.name in ("", "envoy.transport_sockets.raw_buffer"):
+            return None
+        raise invalid(f"transport_socket {socket.name!r}: only UpstreamTlsContext is "
+                      "supported")
+    context = tls_pb2.UpstreamTlsContext()
+    _parse(socket.typed_config, context, invalid)
+    common = context.common_tls_context
+    which = common.WhichOneof("validation_context_type")
+    if which == "combined_validation_context":
+        validation = common.combined_validation_context.default_validation_context
+    elif which == "validation_context":
+        validation = common.validation_context
+    else:
+        validation = None
+    sans: list[str] = []
+    if validation is not None:
+        sans += [m.exact for m in validation.match_subject_alt_names if m.exact]
+        sans += [m.matcher.exact for m in validation.match_typed_subject_alt_names
+                 if m.matcher.exact]
+    identities = []
+    for san in sans:
+        try:
+            identities.append(SpiffeId.parse(san))
+        except ValueError as err:
+            raise invalid(f"UpstreamTlsContext SAN matcher: {err}") from err
+    return UpstreamTls(tuple(dict.fromkeys(identities)))
 
 
 def _lb_policy(cluster: cluster_pb2.Cluster, invalid: _Invalid) -> LbPolicy:

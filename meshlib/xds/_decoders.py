@@ -9,13 +9,13 @@ from google.protobuf import any_pb2
 
 from meshlib.xds._cluster import ClusterUpdate, decode_cluster
 from meshlib.xds._endpoints import EndpointsUpdate, decode_endpoints
-from meshlib.xds._listener import ListenerUpdate, decode_listener
+from meshlib.xds._listener import ListenerUpdate, ServerListenerUpdate, decode_listener
 from meshlib.xds._resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from meshlib.xds._route_config import RouteConfigUpdate, decode_route_config
 
 __all__ = ["DECODERS", "Decoder", "Update"]
 
-Update = ListenerUpdate | RouteConfigUpdate | ClusterUpdate | EndpointsUpdate
+Update = ListenerUpdate | ServerListenerUpdate | RouteConfigUpdate | ClusterUpdate | EndpointsUpdate
 Decoder = Callable[[any_pb2.Any], Update]
 
 # Type URL → pure ``decode(any) -> Update`` (raises ResourceValidationError).

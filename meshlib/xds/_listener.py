@@ -1,4 +1,5 @@
-"""Listener (LDS): the HttpConnectionManager of an ``api_listener`` (gRFC A27).
+"""Listener (LDS): the HttpConnectionManager of an ``api_listener`` (gRFC A27), or
+a server's socket Listener (gRFC A36): its mTLS mode and authorization.
 
 A client Listener's ``api_listener`` holds an HttpConnectionManager that names its
 RouteConfiguration over RDS (``rds``, which must be fetched over ADS) or carries one
@@ -15,19 +16,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2
 
+from meshlib.errors import XdsError
 from meshlib.xds._resources import LISTENER, ResourceValidationError, unpack
 from meshlib.xds._route_config import RouteConfigUpdate, decode_route_configuration
 
-__all__ = ["ListenerUpdate", "decode_listener"]
+if TYPE_CHECKING:
+    from meshlib.security._authz import AuthorizationPolicy
 
+__all__ = ["ListenerUpdate", "ServerListenerUpdate", "decode_listener"]
+
+_DOWNSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+_HCM_TYPE = hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 _ROUTER_TYPE = "type.googleapis.com/" + router_pb2.Router.DESCRIPTOR.full_name
 
 
@@ -42,7 +51,21 @@ class ListenerUpdate:
     http_filters: tuple[str, ...] = ()
 
 
-def decode_listener(any_msg: any_pb2.Any) -> ListenerUpdate:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerListenerUpdate:
+    """A decoded server Listener: how the server on its address takes connections.
+
+    ``mtls_mode``: ``STRICT`` (a DownstreamTlsContext requiring client certificates),
+    ``PERMISSIVE`` (one not requiring them) or ``DISABLE`` (no transport socket).
+    ``authorization`` is the RBAC policy of its HTTP filters (None: allow all).
+    """
+
+    name: str
+    mtls_mode: str
+    authorization: AuthorizationPolicy | None = None
+
+
+def decode_listener(any_msg: any_pb2.Any) -> ListenerUpdate | ServerListenerUpdate:
     """Decode and validate one LDS resource; raises :class:`ResourceValidationError`."""
     listener = unpack(any_msg, listener_pb2.Listener, LISTENER)
     name = listener.name
@@ -53,7 +76,9 @@ def decode_listener(any_msg: any_pb2.Any) -> ListenerUpdate:
     if not name:
         raise invalid("Listener has no name")
     if not listener.HasField("api_listener"):
-        raise invalid("not an api_listener (socket listeners are for servers and Envoy)")
+        if listener.HasField("address"):
+            return _server_listener(listener, invalid)
+        raise invalid("neither an api_listener nor a socket listener with an address")
     try:
         hcm = unpack(listener.api_listener.api_listener, hcm_pb2.HttpConnectionManager,
                      LISTENER, name)
@@ -76,6 +101,41 @@ def decode_listener(any_msg: any_pb2.Any) -> ListenerUpdate:
             raise invalid(f"inline route_config: {err.detail}") from err
         return ListenerUpdate(name=name, route_config=inline, http_filters=filters)
     raise invalid(f"HttpConnectionManager: unsupported route specifier {kind or 'unset'}")
+
+
+def _server_listener(listener: listener_pb2.Listener,
+                     invalid: Callable[[str], ResourceValidationError]) -> ServerListenerUpdate:
+    chains = list(listener.filter_chains)
+    if listener.HasField("default_filter_chain"):
+        chains.append(listener.default_filter_chain)
+    if not chains:
+        raise invalid("server Listener has no filter chain")
+    chain = chains[0]  # the translator emits one chain per server Listener
+    mode = "DISABLE"
+    if chain.HasField("transport_socket"):
+        socket = chain.transport_socket
+        if socket.typed_config.type_url.rsplit("/", 1)[-1] != _DOWNSTREAM_TLS:
+            raise invalid(f"transport_socket {socket.name!r}: only DownstreamTlsContext is "
+                          "supported")
+        context = tls_pb2.DownstreamTlsContext()
+        if not socket.typed_config.Unpack(context):
+            raise invalid("transport_socket: cannot decode its DownstreamTlsContext")
+        mode = "STRICT" if context.require_client_certificate.value else "PERMISSIVE"
+    hcm = None
+    for network_filter in chain.filters:
+        if network_filter.typed_config.type_url.endswith(_HCM_TYPE):
+            hcm = hcm_pb2.HttpConnectionManager()
+            network_filter.typed_config.Unpack(hcm)
+    if hcm is None:
+        raise invalid("server Listener has no HttpConnectionManager")
+    from meshlib.security._authz import decode_rbac_filters  # servers only
+
+    try:
+        authorization = decode_rbac_filters(hcm.http_filters)
+    except (XdsError, ValueError) as err:
+        raise invalid(f"RBAC: {err}") from err
+    return ServerListenerUpdate(name=listener.name, mtls_mode=mode,
+                                authorization=authorization)
 
 
 def _http_filters(hcm: hcm_pb2.HttpConnectionManager,

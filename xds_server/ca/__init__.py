@@ -1,8 +1,6 @@
-"""The mesh certificate authority (issue 4, part 1): CA key and certificate in a
-:class:`CaStore`, SVIDs issued from CSRs by :class:`CertificateAuthority`.
-
-The gRPC certificate service, request authentication and meshlib's rotating
-credentials build on this (see the issue's note).
+"""The mesh certificate authority: CA key and certificate in a :class:`CaStore`,
+SVIDs issued from CSRs by :class:`CertificateAuthority`, served to workloads by the
+gRPC :class:`CertificateService` for callers a :class:`TokenAuthenticator` vouches for.
 """
 
 from xds_server.ca._authority import (
@@ -11,17 +9,34 @@ from xds_server.ca._authority import (
     CertificateAuthority,
     CsrError,
     IssuedCertificate,
+    parse_csr,
 )
+from xds_server.ca._service import MIN_CERT_TTL, CertificateService
 from xds_server.ca._store import CA_CERT_FILE, CA_KEY_FILE, CaStore, DirectoryCaStore
+from xds_server.ca._tokens import (
+    AuthenticationError,
+    Caller,
+    StaticTokens,
+    TokenAuthenticator,
+    hash_token,
+)
 
 __all__ = [
     "CA_CERT_FILE",
     "CA_KEY_FILE",
     "CA_TTL",
     "DEFAULT_CERT_TTL",
+    "MIN_CERT_TTL",
+    "AuthenticationError",
     "CaStore",
+    "Caller",
     "CertificateAuthority",
+    "CertificateService",
     "CsrError",
     "DirectoryCaStore",
     "IssuedCertificate",
+    "StaticTokens",
+    "TokenAuthenticator",
+    "hash_token",
+    "parse_csr",
 ]

@@ -6,7 +6,8 @@
   was *authenticated* as — the CSR's own subject and SANs are ignored, except that a
   CSR asking for a different SPIFFE ID is refused. The workload key must be ECDSA
   P-256 and the CSR's signature must verify (proof of possession).
-* Certificates carry the SPIFFE ID as the only URI SAN, ``digitalSignature`` key
+* Certificates carry the SPIFFE ID as the only URI SAN (and its DNS form,
+  :attr:`SpiffeId.dns_name`, as a DNS SAN for gRPC's hostname check), ``digitalSignature`` key
   usage, server and client auth, and end no later than the CA certificate.
 
 Example::
@@ -37,6 +38,7 @@ __all__ = [
     "CertificateAuthority",
     "CsrError",
     "IssuedCertificate",
+    "parse_csr",
 ]
 
 DEFAULT_CERT_TTL = dt.timedelta(hours=24)
@@ -161,7 +163,7 @@ class CertificateAuthority:
             raise CsrError(f"identity {identity} is not in trust domain {self.trust_domain}")
         if ttl <= dt.timedelta(0):
             raise CsrError(f"certificate TTL must be positive, got {ttl}")
-        csr = _parse_csr(csr_pem)
+        csr = parse_csr(csr_pem)
         _check_requested_identity(csr, identity)
         now = self._clock()
         not_after = min(now + ttl, self.cert.not_valid_after_utc)
@@ -184,7 +186,8 @@ class CertificateAuthority:
                                                       ExtendedKeyUsageOID.CLIENT_AUTH]),
                                critical=False)
                 .add_extension(x509.SubjectAlternativeName(
-                    [x509.UniformResourceIdentifier(identity.uri)]), critical=True)
+                    [x509.UniformResourceIdentifier(identity.uri),
+                     x509.DNSName(identity.dns_name)]), critical=True)
                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                     self._key.public_key()), critical=False)
                 .sign(self._key, hashes.SHA256()))
@@ -194,7 +197,8 @@ class CertificateAuthority:
                                  not_after=cert.not_valid_after_utc, spiffe_id=identity)
 
 
-def _parse_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
+def parse_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
+    """A size-checked CSR whose signature verifies and whose key is ECDSA P-256."""
     if not csr_pem or len(csr_pem) > _MAX_CSR_BYTES:
         raise CsrError(f"CSR must be 1 to {_MAX_CSR_BYTES} bytes of PEM, got {len(csr_pem)}")
     try:

@@ -48,6 +48,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         ads = AdsServer(cache, CallbackFuncs(nack=on_nack))
         server = grpc.aio.server()
         ads.add_to_server(server)
+    for service in services:
+        service.add_to_server(server)
     """
 
     def __init__(self, cache: ConfigWatcher, callbacks: Callbacks | None = None) -> None:
@@ -154,15 +156,19 @@ async def serve(
     callbacks: Callbacks | None = None,
     *,
     options: Sequence[tuple[str, Any]] = (),
+    services: Sequence[Any] = (),
 ) -> tuple[grpc.aio.Server, int]:
     """Start a ``grpc.aio`` server with ADS on ``address`` (port 0: any free port).
 
     Returns the started server (its :class:`AdsServer` is ``server.ads``) and the
-    bound port. Stop it with ``await server.stop(grace)``.
+    bound port. Stop it with ``await server.stop(grace)``. ``services`` are more
+    services for the same port (objects with ``add_to_server(server)``, e.g. the CA's).
     """
     server = grpc.aio.server(options=list(options))
     ads = AdsServer(cache, callbacks)
     ads.add_to_server(server)
+    for service in services:
+        service.add_to_server(server)
     port = server.add_insecure_port(_target(address))
     if not port:
         raise OSError(f"cannot bind the xDS server to {_target(address)}")

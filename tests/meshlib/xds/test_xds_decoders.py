@@ -29,6 +29,7 @@ from meshlib.xds import (
     HashPolicy,
     LbPolicy,
     ResourceValidationError,
+    ServerListenerUpdate,
     decode_cluster,
     decode_endpoints,
     decode_listener,
@@ -45,11 +46,20 @@ def test_listener_points_at_its_route_config(canary):
     assert update.http_filters == ("envoy.filters.http.fault", "envoy.filters.http.router")
 
 
-def test_server_listener_is_rejected_clearly(canary):
+def test_server_listener_decodes_mode_and_authorization(canary):
     name = next(n for n in canary[LISTENER] if n.startswith("grpc/server"))
-    with pytest.raises(ResourceValidationError, match="not an api_listener") as err:
-        decode_listener(pack(canary[LISTENER][name]))
-    assert err.value.resource_name == name and err.value.type_url == LISTENER
+    update = decode_listener(pack(canary[LISTENER][name]))
+    assert isinstance(update, ServerListenerUpdate)
+    assert update.name == name
+    assert update.mtls_mode == "DISABLE"  # the canary's node group has no TLS
+    assert update.authorization is None
+
+
+def test_listener_without_api_listener_or_address_is_rejected(canary):
+    listener = listener_pb2.Listener(name="odd")
+    with pytest.raises(ResourceValidationError, match="neither an api_listener") as err:
+        decode_listener(pack(listener))
+    assert err.value.resource_name == "odd" and err.value.type_url == LISTENER
 
 
 def test_route_config_canary_and_policies(canary):

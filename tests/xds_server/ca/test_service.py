@@ -1,0 +1,198 @@
+"""The certificate service over real gRPC: tokens, identities, CSRs, TTLs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meshlib._spiffe import SpiffeId
+from meshlib.errors import ConfigError
+from meshlib.security._ca_protocol import (
+    CREATE_CERTIFICATE,
+    CertificateRequest,
+    CertificateResponse,
+)
+from meshlib.security._certificates import CertificateError, make_key_and_csr, request_certificate
+from xds_server.ca import CertificateAuthority, CertificateService, StaticTokens, hash_token
+from xds_server.cache import SnapshotCache
+from xds_server.server import serve
+
+FRONTEND = SpiffeId("cluster.local", "default", "frontend")
+REVIEWS = SpiffeId("cluster.local", "default", "reviews")
+TOKEN = "frontend-token-0123456789"
+SHOP_TOKEN = "shop-wide-token-0123456789"
+
+
+@pytest.fixture
+async def ca_address():
+    ca = CertificateAuthority.create()
+    tokens = StaticTokens([(hash_token(TOKEN), "default/frontend"),
+                           (hash_token(SHOP_TOKEN), "shop/*")])
+    results: Counter[str] = Counter()
+    service = CertificateService(ca, tokens, ttl=lambda: dt.timedelta(hours=24),
+                                 on_result=lambda r: results.update([r]))
+    server, port = await serve(("127.0.0.1", 0), SnapshotCache(), services=[service])
+    yield f"127.0.0.1:{port}", ca, results
+    await server.stop(0)
+
+
+async def test_a_workload_gets_a_certificate_for_itself(ca_address):
+    address, ca, results = ca_address
+    cert = await request_certificate(address, FRONTEND, TOKEN)
+    assert cert.spiffe_id == FRONTEND
+    leaf = x509.load_pem_x509_certificate(cert.chain_pem)
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [FRONTEND.uri]
+    assert san.get_values_for_type(x509.DNSName) == [FRONTEND.dns_name]
+    assert cert.roots_pem == ca.roots_pem()
+    assert dt.timedelta(hours=23) < cert.not_after - dt.datetime.now(dt.UTC) \
+        <= dt.timedelta(hours=24)
+    assert results == {"issued": 1}
+
+
+async def test_a_request_may_shorten_the_ttl_but_not_lengthen_it(ca_address):
+    address, _, _ = ca_address
+    short = await request_certificate(address, FRONTEND, TOKEN, ttl=5)
+    left = (short.not_after - dt.datetime.now(dt.UTC)).total_seconds()
+    assert 3 < left <= 5
+    long = await request_certificate(address, FRONTEND, TOKEN, ttl=10 * 24 * 3600)
+    assert long.not_after - dt.datetime.now(dt.UTC) <= dt.timedelta(hours=24)
+
+
+async def test_a_csr_for_another_identity_is_refused(ca_address, caplog):
+    address, _, results = ca_address
+    with caplog.at_level(logging.WARNING, "xds_server.ca"), \
+            pytest.raises(CertificateError) as err:
+        await request_certificate(address, REVIEWS, TOKEN)
+    assert err.value.code is grpc.StatusCode.PERMISSION_DENIED
+    assert "may not get a certificate for spiffe://cluster.local/ns/default/sa/reviews" \
+        in str(err.value)
+    assert results == {"not_permitted": 1}
+    assert TOKEN not in caplog.text  # tokens are never logged
+
+
+async def test_a_namespace_wide_token_covers_its_namespace_only(ca_address):
+    address, _, _ = ca_address
+    cert = await request_certificate(address, SpiffeId("cluster.local", "shop", "cart"),
+                                     SHOP_TOKEN)
+    assert cert.spiffe_id.namespace == "shop"
+    with pytest.raises(CertificateError) as err:
+        await request_certificate(address, FRONTEND, SHOP_TOKEN)
+    assert err.value.code is grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("token", ["", "not-a-token", "x" * 9000])
+async def test_bad_tokens_are_unauthenticated(ca_address, token):
+    address, _, results = ca_address
+    with pytest.raises(CertificateError) as err:
+        await _raw(address, make_key_and_csr(FRONTEND)[1].decode(), token)
+    assert err.value.code is grpc.StatusCode.UNAUTHENTICATED
+    assert results == {"unauthenticated": 1}
+
+
+async def test_no_authorization_metadata_is_unauthenticated(ca_address):
+    address, _, _ = ca_address
+    with pytest.raises(CertificateError, match="missing 'authorization: Bearer") as err:
+        await _raw(address, make_key_and_csr(FRONTEND)[1].decode(), None)
+    assert err.value.code is grpc.StatusCode.UNAUTHENTICATED
+
+
+def _csr_with(sans: list[x509.GeneralName] | None, curve: ec.EllipticCurve | None = None
+              ) -> str:
+    key = ec.generate_private_key(curve or ec.SECP256R1())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    if sans is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=True)
+    return builder.sign(key, hashes.SHA256()).public_bytes(
+        serialization.Encoding.PEM).decode()
+
+
+@pytest.mark.parametrize(("csr", "message"), [
+    ("garbage", "not a PEM certificate request"),
+    ("", "CSR must be 1 to"),
+    (_csr_with(None), "no subjectAltName"),
+    (_csr_with([x509.UniformResourceIdentifier(FRONTEND.uri),
+                x509.UniformResourceIdentifier(REVIEWS.uri)]), "exactly one SPIFFE ID"),
+    (_csr_with([x509.UniformResourceIdentifier("https://example.com")]), "not a SPIFFE ID"),
+    (_csr_with([x509.UniformResourceIdentifier(
+        "spiffe://other.domain/ns/default/sa/frontend")]), "not in trust domain"),
+    (_csr_with([x509.UniformResourceIdentifier(FRONTEND.uri)], ec.SECP384R1()),
+     "must be ECDSA P-256"),
+])
+async def test_bad_csrs_get_clear_errors_and_no_certificate(ca_address, csr, message):
+    address, _, results = ca_address
+    with pytest.raises(CertificateError, match=message) as err:
+        await _raw(address, csr, TOKEN)
+    assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert results == {"bad_csr": 1}
+
+
+async def test_without_an_authenticator_nothing_is_issued():
+    service = CertificateService(CertificateAuthority.create(), None,
+                                 ttl=lambda: dt.timedelta(hours=1))
+    server, port = await serve(("127.0.0.1", 0), SnapshotCache(), services=[service])
+    try:
+        with pytest.raises(CertificateError, match="--token-file") as err:
+            await request_certificate(f"127.0.0.1:{port}", FRONTEND, TOKEN)
+        assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        await server.stop(0)
+
+
+async def _raw(address: str, csr: str, token: str | None) -> CertificateResponse:
+    metadata = () if token is None else (("authorization", f"Bearer {token}"),)
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = channel.unary_unary(CREATE_CERTIFICATE,
+                                   request_serializer=CertificateRequest.SerializeToString,
+                                   response_deserializer=CertificateResponse.FromString)
+        try:
+            return await call(CertificateRequest(csr=csr), metadata=metadata, timeout=5)
+        except grpc.aio.AioRpcError as err:
+            raise CertificateError(err.details() or "", code=err.code()) from err
+
+
+# ---------------------------------------------------------------- the token file
+
+
+def test_token_file_hashes_and_wildcards(tmp_path):
+    path = tmp_path / "tokens.yaml"
+    path.write_text(f"tokens:\n- serviceAccount: default/frontend\n  sha256: "
+                    f"{hash_token(TOKEN)}\n- serviceAccount: shop/*\n  token: {SHOP_TOKEN}\n")
+    path.chmod(0o600)
+    tokens = StaticTokens.from_file(path)
+    assert tokens.authenticate(TOKEN).permits(FRONTEND)
+    assert not tokens.authenticate(TOKEN).permits(REVIEWS)
+    assert tokens.authenticate(SHOP_TOKEN).permits(SpiffeId("cluster.local", "shop", "x"))
+
+
+def test_token_file_problems_name_the_entry_and_field(tmp_path):
+    path = tmp_path / "tokens.yaml"
+    path.write_text("tokens:\n- serviceAccount: frontend\n  token: long-enough-token-1234\n"
+                    "- serviceAccount: a/b\n  token: short\n"
+                    "- serviceAccount: a/b\n  sha256: xyz\n"
+                    "- serviceAccount: a/b\n")
+    with pytest.raises(ConfigError) as err:
+        StaticTokens.from_file(path)
+    problems = [str(p) for p in err.value.problems]
+    assert problems == [
+        f"{path}: tokens[0].serviceAccount: expected 'namespace/name' (name may be '*')",
+        f"{path}: tokens[1].token: must be a string of 16+ characters",
+        f"{path}: tokens[2].sha256: expected 64 hex digits",
+        f"{path}: tokens[3]: give exactly one of 'sha256' and 'token'",
+    ]
+
+
+def test_a_world_readable_token_file_is_warned_about(tmp_path, caplog):
+    path = tmp_path / "tokens.yaml"
+    path.write_text(f"tokens:\n- serviceAccount: a/b\n  token: {TOKEN}\n")
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, "xds_server.ca"):
+        StaticTokens.from_file(path)
+    assert "chmod 600" in caplog.text

@@ -1,0 +1,142 @@
+"""The certificate service: workloads send a CSR and a bearer token, get an SVID.
+
+Served on the control plane's gRPC port beside ADS, speaking Istio's
+``IstioCertificateService`` (see :mod:`meshlib.security._ca_protocol`). The CA key
+never leaves this process. Status codes a caller sees:
+
+* ``UNAUTHENTICATED`` — no token, or a token nobody issued (no detail on which);
+* ``PERMISSION_DENIED`` — the token does not cover the identity the CSR asks for;
+* ``INVALID_ARGUMENT`` — the CSR is garbage, unsigned, not P-256, or has no SPIFFE ID;
+* ``FAILED_PRECONDITION`` — the control plane was started without a token file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+import grpc
+from cryptography import x509
+
+from meshlib._spiffe import SpiffeId
+from meshlib.security._ca_protocol import (
+    CREATE_CERTIFICATE,
+    SERVICE_NAME,
+    CertificateRequest,
+    CertificateResponse,
+)
+from xds_server.ca._authority import CertificateAuthority, CsrError, parse_csr
+from xds_server.ca._tokens import AuthenticationError, TokenAuthenticator
+
+__all__ = ["MIN_CERT_TTL", "CertificateService"]
+
+log = logging.getLogger("xds_server.ca")
+
+MIN_CERT_TTL = dt.timedelta(seconds=1)
+
+
+class CertificateService:
+    """Signs CSRs for authenticated workloads; add it to a ``grpc.aio`` server.
+
+    ``ttl`` is the longest certificate it issues (MeshConfig ``certificateTTL``, read
+    on each request so a config edit applies); a request may ask for less.
+    """
+
+    def __init__(self, ca: CertificateAuthority, authenticator: TokenAuthenticator | None, *,
+                 ttl: Callable[[], dt.timedelta],
+                 on_result: Callable[[str], None] | None = None) -> None:
+        self._ca = ca
+        self._auth = authenticator
+        self._ttl = ttl
+        self._on_result = on_result or (lambda result: None)
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        handler = grpc.unary_unary_rpc_method_handler(
+            self._create_certificate,
+            request_deserializer=CertificateRequest.FromString,
+            response_serializer=CertificateResponse.SerializeToString)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            SERVICE_NAME, {CREATE_CERTIFICATE.rsplit("/", 1)[1]: handler}),))
+
+    async def _create_certificate(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        try:
+            return self._issue(request, context)
+        except AuthenticationError as err:
+            self._refuse(context, "unauthenticated", str(err))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+        except _Refused as err:
+            self._refuse(context, err.result, str(err))
+            await context.abort(err.code, str(err))
+
+    def _issue(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        if self._auth is None:
+            raise _Refused(grpc.StatusCode.FAILED_PRECONDITION, "no_authenticator",
+                           "this control plane issues no certificates: start it with "
+                           "--token-file (or in Kubernetes mode)")
+        caller = self._auth.authenticate(_bearer(context.invocation_metadata()))
+        try:
+            csr = parse_csr(request.csr.encode())
+            identity = _requested_identity(csr, self._ca.trust_domain)
+        except CsrError as err:
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "bad_csr", str(err)) from err
+        if not caller.permits(identity):
+            raise _Refused(grpc.StatusCode.PERMISSION_DENIED, "not_permitted",
+                           f"this token may not get a certificate for {identity}")
+        ttl = self._ttl()
+        if request.validity_duration > 0:
+            ttl = min(ttl, dt.timedelta(seconds=request.validity_duration))
+        ttl = max(ttl, MIN_CERT_TTL)
+        try:
+            issued = self._ca.issue(request.csr.encode(), identity, ttl=ttl)
+        except CsrError as err:
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "bad_csr", str(err)) from err
+        log.info("issued %s serial %x until %s to %s", identity, issued.serial,
+                 issued.not_after.isoformat(), context.peer())
+        self._on_result("issued")
+        chain = [issued.cert_pem.decode(), *_split_pem(issued.chain_pem)]
+        return CertificateResponse(cert_chain=chain)
+
+    def _refuse(self, context: grpc.aio.ServicerContext, result: str, why: str) -> None:
+        log.warning("refused a certificate to %s: %s", context.peer(), why)
+        self._on_result(result)
+
+
+class _Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, result: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.result = result
+
+
+def _bearer(metadata) -> str:  # type: ignore[no-untyped-def]
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip()
+    raise AuthenticationError("missing 'authorization: Bearer <token>' metadata")
+
+
+def _requested_identity(csr: x509.CertificateSigningRequest, trust_domain: str) -> SpiffeId:
+    """The one SPIFFE ID the CSR's URI SANs ask for."""
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise CsrError("CSR has no subjectAltName: put the SPIFFE ID in a URI SAN") from None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1:
+        raise CsrError(f"CSR must ask for exactly one SPIFFE ID URI SAN, got {len(uris)}")
+    try:
+        identity = SpiffeId.parse(uris[0])
+    except ValueError as err:
+        raise CsrError(str(err)) from err
+    if identity.trust_domain != trust_domain:
+        raise CsrError(f"{identity} is not in trust domain {trust_domain}")
+    return identity
+
+
+def _split_pem(pem: bytes) -> list[str]:
+    marker = "-----END CERTIFICATE-----"
+    parts = pem.decode().split(marker)
+    return [p.strip() + "\n" + marker + "\n" for p in parts if p.strip()]

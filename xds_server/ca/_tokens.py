@@ -1,0 +1,155 @@
+"""Who is asking for a certificate: bearer tokens → the identities they may hold.
+
+File mode (no Kubernetes) uses bootstrap tokens from a YAML file given to
+``meshctl control-plane --token-file``::
+
+    tokens:
+      - serviceAccount: default/frontend        # namespace/service-account
+        sha256: 9f86d081884c7d65...             # hex SHA-256 of the token (preferred)
+      - serviceAccount: shop/*                  # any service account in namespace shop
+        token: s3cret-for-dev-only              # or the token itself
+
+A token authenticates the caller *as* the service accounts it names; the CA then
+signs only a certificate for one of those. Tokens are compared in constant time and
+never logged. Kubernetes mode swaps in a TokenReview authenticator (the Kubernetes
+issue) behind the same :class:`TokenAuthenticator` protocol.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+import logging
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import yaml
+
+from meshlib._spiffe import SpiffeId
+from meshlib.errors import ConfigError, MeshError
+
+__all__ = [
+    "AuthenticationError",
+    "Caller",
+    "StaticTokens",
+    "TokenAuthenticator",
+    "hash_token",
+]
+
+log = logging.getLogger("xds_server.ca")
+
+_MAX_TOKEN_BYTES = 8 * 1024
+
+
+class AuthenticationError(MeshError):
+    """A missing, malformed or unknown token. The message is safe to return."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller: the ``namespace/service-account`` patterns it may
+    get certificates for (``*`` wildcards, as in ``shop/*``)."""
+
+    service_accounts: tuple[str, ...]
+
+    def permits(self, identity: SpiffeId) -> bool:
+        name = f"{identity.namespace}/{identity.service_account}"
+        return any(fnmatch.fnmatchcase(name, p) for p in self.service_accounts)
+
+
+class TokenAuthenticator(Protocol):
+    """Turns a bearer token into a :class:`Caller`, or raises AuthenticationError."""
+
+    def authenticate(self, token: str) -> Caller: ...
+
+
+def hash_token(token: str) -> str:
+    """The hex SHA-256 of ``token``: what a token file should keep."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    digest: bytes
+    service_account: str
+
+
+class StaticTokens:
+    """Bootstrap tokens from a file (or given directly), each bound to service accounts.
+
+    Example::
+
+        auth = StaticTokens.from_file("/etc/meshlib/tokens.yaml")
+        caller = auth.authenticate(token)        # AuthenticationError if unknown
+    """
+
+    def __init__(self, entries: Iterable[tuple[str, str]]) -> None:
+        """``entries``: (token SHA-256 hex, ``namespace/service-account`` pattern)."""
+        self._entries = tuple(_Entry(bytes.fromhex(d), sa) for d, sa in entries)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> StaticTokens:
+        """Read a token file; ConfigError naming the entry and field when invalid."""
+        path = Path(path)
+        try:
+            mode = path.stat().st_mode
+            doc = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError([f"{path}: cannot read the token file: {err}"]) from err
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("token file %s is readable by group or others; chmod 600 it", path)
+        items = doc.get("tokens") if isinstance(doc, dict) else None
+        if not isinstance(items, list):
+            raise ConfigError([f"{path}: expected a mapping with a 'tokens' list"])
+        entries: list[tuple[str, str]] = []
+        problems: list[str] = []
+        for i, item in enumerate(items):
+            where = f"{path}: tokens[{i}]"
+            if not isinstance(item, dict):
+                problems.append(f"{where}: expected a mapping")
+                continue
+            sa = item.get("serviceAccount")
+            if not isinstance(sa, str) or sa.count("/") != 1 or not all(sa.split("/")):
+                problems.append(f"{where}.serviceAccount: expected 'namespace/name' "
+                                "(name may be '*')")
+                continue
+            digest, token = item.get("sha256"), item.get("token")
+            if (digest is None) == (token is None):
+                problems.append(f"{where}: give exactly one of 'sha256' and 'token'")
+                continue
+            if token is not None:
+                if not isinstance(token, str) or len(token) < 16:
+                    problems.append(f"{where}.token: must be a string of 16+ characters")
+                    continue
+                digest = hash_token(token)
+            if not isinstance(digest, str) or len(digest) != 64 or not _is_hex(digest):
+                problems.append(f"{where}.sha256: expected 64 hex digits")
+                continue
+            entries.append((digest.lower(), sa))
+        if problems:
+            raise ConfigError(problems)
+        return cls(entries)
+
+    def authenticate(self, token: str) -> Caller:
+        if not token or len(token) > _MAX_TOKEN_BYTES:
+            raise AuthenticationError("missing or oversized bearer token")
+        digest = hashlib.sha256(token.encode()).digest()
+        # Compare against every entry (no early exit) so timing says nothing.
+        matched = [e.service_account for e in self._entries
+                   if hmac.compare_digest(digest, e.digest)]
+        if not matched:
+            raise AuthenticationError("unknown bearer token")
+        return Caller(tuple(matched))
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
