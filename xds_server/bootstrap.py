@@ -3,18 +3,38 @@
 gRPC reads it from the file named by ``GRPC_XDS_BOOTSTRAP`` (or the JSON itself in
 ``GRPC_XDS_BOOTSTRAP_CONFIG``) the first time an ``xds:///`` channel or an xDS server
 is created. Format: https://github.com/grpc/proposal/blob/master/A27-xds-global-load-balancing.md
+
+With a certificate directory (``cert_dir``) the bootstrap also declares the
+``file_watcher`` certificate provider ``meshlib`` (gRFC A29) that the control plane's
+TLS contexts name, and tells the control plane so (node metadata ``MESHLIB_TLS``).
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from xds_server.node import KIND_METADATA_KEY, NAMESPACE_METADATA_KEY
+from xds_server.node import KIND_METADATA_KEY, NAMESPACE_METADATA_KEY, TLS_METADATA_KEY
 from xds_server.translate.names import SERVER_LISTENER_TEMPLATE
+from xds_server.translate.security import CERT_PROVIDER_INSTANCE
 
-__all__ = ["BootstrapOptions", "bootstrap_json", "make_bootstrap"]
+__all__ = [
+    "CA_FILE",
+    "CERT_FILE",
+    "CERT_REFRESH_INTERVAL",
+    "KEY_FILE",
+    "BootstrapOptions",
+    "bootstrap_json",
+    "make_bootstrap",
+]
+
+# The files of a certificate directory (the same names meshlib's FileCertificates reads).
+CERT_FILE = "cert.pem"  # the workload certificate (its chain may follow)
+KEY_FILE = "key.pem"  # its private key
+CA_FILE = "ca.pem"  # the mesh roots peers are verified against
+CERT_REFRESH_INTERVAL = "10s"  # how often gRPC re-reads them (rotation)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,6 +47,7 @@ class BootstrapOptions:
     cluster: str = ""
     zone: str = ""
     kind: str = "grpc"
+    cert_dir: str = ""  # holds cert.pem, key.pem, ca.pem: enables mTLS ("" = plaintext)
 
 
 def make_bootstrap(options: BootstrapOptions) -> dict[str, Any]:
@@ -49,7 +70,7 @@ def make_bootstrap(options: BootstrapOptions) -> dict[str, Any]:
         node["cluster"] = options.cluster
     if options.zone:
         node["locality"] = {"zone": options.zone}
-    return {
+    bootstrap: dict[str, Any] = {
         "xds_servers": [
             {
                 "server_uri": options.xds_address,
@@ -59,6 +80,28 @@ def make_bootstrap(options: BootstrapOptions) -> dict[str, Any]:
         ],
         "node": node,
         "server_listener_resource_name_template": SERVER_LISTENER_TEMPLATE,
+    }
+    if options.cert_dir:
+        node["metadata"][TLS_METADATA_KEY] = "true"
+        bootstrap["certificate_providers"] = {
+            CERT_PROVIDER_INSTANCE: _file_watcher(options.cert_dir)}
+    return bootstrap
+
+
+def _file_watcher(cert_dir: str) -> dict[str, Any]:
+    """gRPC's ``file_watcher`` certificate provider over the three files of ``cert_dir``.
+
+    The directory is kept as given (the CLI makes it absolute): it is a path on the
+    workload's machine, which need not be this one.
+    """
+    return {
+        "plugin_name": "file_watcher",
+        "config": {
+            "certificate_file": posixpath.join(cert_dir, CERT_FILE),
+            "private_key_file": posixpath.join(cert_dir, KEY_FILE),
+            "ca_certificate_file": posixpath.join(cert_dir, CA_FILE),
+            "refresh_interval": CERT_REFRESH_INTERVAL,
+        },
     }
 
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def _cmd_control_plane(args: argparse.Namespace) -> int:
         config=Path(args.config),
         xds_address=args.xds_address,
         admin_address=args.admin_address,
+        ca_dir=Path(args.ca_dir) if args.ca_dir else None,
+        token_file=Path(args.token_file) if args.token_file else None,
     )
     from meshlib.errors import ConfigError
 
@@ -74,12 +77,32 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             cluster=args.cluster,
             zone=args.zone,
+            cert_dir=os.path.abspath(args.cert_dir) if args.cert_dir else "",
         )
     )
     if args.output:
         Path(args.output).write_text(text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _cmd_certs_issue(args: argparse.Namespace) -> int:
+    from meshlib._spiffe import SpiffeId
+    from meshlib.security._certificates import CertificateError, request_certificate, write_files
+
+    host, port = args.xds_address
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        identity = SpiffeId(args.trust_domain, args.namespace, args.service_account)
+        token = args.token if args.token else Path(args.token_file).read_text().strip()
+        cert = asyncio.run(request_certificate(address, identity, token, ttl=args.ttl))
+        write_files(Path(args.out_dir), cert)
+    except (ValueError, OSError, CertificateError) as err:
+        print(f"meshctl: no certificate: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.out_dir}: {identity} serial {cert.serial:x} valid until "
+          f"{cert.not_after.isoformat()}")
     return 0
 
 
@@ -100,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--config", help="a YAML file or a directory of them (reloaded on change)")
     cp.add_argument("--kubernetes", action="store_true", help="read config from the API server")
     cp.add_argument("--xds-address", type=_host_port, default=("127.0.0.1", 15010))
+    cp.add_argument("--ca-dir", default=None,
+                    help="run the mesh CA: its key and certificate live here (created on "
+                         "first start, key mode 0600)")
+    cp.add_argument("--token-file", default=None,
+                    help="bootstrap tokens (YAML) that authenticate certificate requests")
     cp.add_argument("--admin-address", type=_host_port, default=None,
                     help="serve /healthz, /readyz, /metrics, /debug/config_dump here")
     cp.set_defaults(func=_cmd_control_plane)
@@ -114,8 +142,29 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--namespace", default="default")
     bs.add_argument("--cluster", default="", help="node.cluster (e.g. the service name)")
     bs.add_argument("--zone", default="", help="node.locality.zone")
+    bs.add_argument("--cert-dir", default="",
+                    help="mTLS: the directory holding cert.pem, key.pem and ca.pem (gRPC's "
+                         "file_watcher certificate provider re-reads them every 10 s)")
     bs.add_argument("-o", "--output", help="file to write (default: stdout)")
     bs.set_defaults(func=_cmd_bootstrap)
+
+    certs = sub.add_parser("certs", help="workload certificates from the mesh CA")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True)
+    issue = certs_sub.add_parser(
+        "issue", help="get a certificate for a workload that does not run meshlib; writes "
+                      "key.pem (0600), cert.pem and ca.pem, as bootstrap --cert-dir expects")
+    issue.add_argument("--xds-address", type=_host_port, required=True,
+                       help="the control plane (its CA serves on the xDS port)")
+    issue.add_argument("--namespace", default="default")
+    issue.add_argument("--service-account", required=True)
+    issue.add_argument("--trust-domain", default="cluster.local")
+    token = issue.add_mutually_exclusive_group(required=True)
+    token.add_argument("--token-file", help="file holding the bootstrap token")
+    token.add_argument("--token", help="the bootstrap token (prefer --token-file)")
+    issue.add_argument("--ttl", type=float, default=None,
+                       help="seconds (default and maximum: MeshConfig certificateTTL)")
+    issue.add_argument("--out-dir", required=True)
+    issue.set_defaults(func=_cmd_certs_issue)
 
     demo = sub.add_parser("demo", help="the whole mesh on one machine, with live traffic")
     demo.add_argument("--config", help="default: the examples/mesh shipped with meshlib")

@@ -19,6 +19,8 @@ __all__ = [
     "DEFAULT_CLUSTER_DOMAIN",
     "DEFAULT_NAMESPACE",
     "DEFAULT_TRUST_DOMAIN",
+    "MESH_ANNOTATION_PREFIX",
+    "SERVICE_ACCOUNTS_ANNOTATION",
     "AccessPolicy",
     "AccessRule",
     "BackendRef",
@@ -50,6 +52,9 @@ __all__ = [
 DEFAULT_NAMESPACE = "default"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 DEFAULT_TRUST_DOMAIN = "cluster.local"
+MESH_ANNOTATION_PREFIX = "meshlib.dev/"
+#: Comma-separated service accounts (in the Service's namespace) its backends run as.
+SERVICE_ACCOUNTS_ANNOTATION = "meshlib.dev/service-accounts"
 
 Protocol = Literal["grpc", "http", "http2", "tcp"]
 MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
@@ -97,11 +102,18 @@ class Service:
     ports: tuple[ServicePort, ...]
     labels: tuple[tuple[str, str], ...] = ()
     service_account: str = ""  # annotation meshlib.dev/service-account, for identities
+    # The ``meshlib.dev/`` annotations, sorted (others, such as kubectl's
+    # last-applied-configuration, are not the mesh's and would only look like changes).
+    annotations: tuple[tuple[str, str], ...] = ()
     ref: ObjectRef | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    def annotation(self, key: str) -> str:
+        """The value of annotation ``key`` ("" when absent)."""
+        return next((v for k, v in self.annotations if k == key), "")
 
     def fqdn(self, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:
         return f"{self.name}.{self.namespace}.svc.{cluster_domain}"

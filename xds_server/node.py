@@ -19,6 +19,7 @@ __all__ = [
     "KIND_METADATA_KEY",
     "NAMESPACE_METADATA_KEY",
     "OUTBOUND_PORT_METADATA_KEY",
+    "TLS_METADATA_KEY",
     "NodeGroup",
     "NodeKind",
     "group_of",
@@ -30,20 +31,39 @@ NodeKind = Literal["grpc", "envoy", "meshlib"]
 KIND_METADATA_KEY = "MESHLIB_KIND"
 NAMESPACE_METADATA_KEY = "NAMESPACE"
 OUTBOUND_PORT_METADATA_KEY = "OUTBOUND_PORT"
+# "true" when the node's bootstrap has the "meshlib" certificate provider (`meshctl
+# bootstrap --cert-dir`): only then may its resources name it (gRPC NACKs an unknown
+# certificate provider instance).
+TLS_METADATA_KEY = "MESHLIB_TLS"
+_TLS_KINDS = ("meshlib",)  # kinds whose nodes always do mTLS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeGroup:
-    """The key of a snapshot: node kind, namespace and (Envoy) outbound port."""
+    """The key of a snapshot: node kind, namespace, (Envoy) outbound port, and whether
+    the nodes can do mTLS (``tls``: their Clusters and server Listeners carry TLS
+    contexts naming the ``meshlib`` certificate provider).
+
+    :func:`group_of` sets ``tls`` for meshlib nodes always (meshlib brings its own
+    certificates), for gRPC nodes when their bootstrap says so, and never for Envoy
+    (no TLS contexts for Envoy yet).
+    """
 
     kind: NodeKind
     namespace: str = DEFAULT_NAMESPACE
     outbound_port: int | None = None
+    tls: bool = False
 
     @property
     def key(self) -> str:
-        base = f"{self.kind}/{self.namespace}"
-        return base if self.outbound_port is None else f"{base}/{self.outbound_port}"
+        """``kind/namespace[/outbound port]``, then ``/tls`` (or, for meshlib, whose
+        nodes always do mTLS, ``/plaintext``) when ``tls`` is not the kind's usual."""
+        key = f"{self.kind}/{self.namespace}"
+        if self.outbound_port is not None:
+            key += f"/{self.outbound_port}"
+        if self.tls != (self.kind in _TLS_KINDS):
+            key += "/tls" if self.tls else "/plaintext"
+        return key
 
     def __str__(self) -> str:
         return self.key
@@ -55,6 +75,8 @@ def group_of(node: base_pb2.Node) -> NodeGroup:
     Envoy identifies itself by ``user_agent_name == "envoy"``; meshlib by metadata
     ``MESHLIB_KIND: meshlib``; everything else is a proxyless gRPC client or server.
     The namespace comes from metadata ``NAMESPACE`` (Istio's key), default ``default``.
+    meshlib nodes are in ``tls`` groups; a gRPC node is when its metadata
+    ``MESHLIB_TLS`` is ``"true"`` (or JSON ``true``).
     """
     fields = node.metadata.fields
 
@@ -71,5 +93,8 @@ def group_of(node: base_pb2.Node) -> NodeGroup:
             port = int(raw) if str(raw).isdigit() else None
         return NodeGroup(kind="envoy", namespace=namespace, outbound_port=port)
     if declared == "meshlib":
-        return NodeGroup(kind="meshlib", namespace=namespace)
-    return NodeGroup(kind="grpc", namespace=namespace)
+        return NodeGroup(kind="meshlib", namespace=namespace, tls=True)
+    tls = TLS_METADATA_KEY in fields and (
+        fields[TLS_METADATA_KEY].bool_value
+        or fields[TLS_METADATA_KEY].string_value.lower() == "true")
+    return NodeGroup(kind="grpc", namespace=namespace, tls=tls)

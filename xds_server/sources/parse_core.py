@@ -15,6 +15,8 @@ from typing import Any
 
 from xds_server.model import (
     DEFAULT_NAMESPACE,
+    MESH_ANNOTATION_PREFIX,
+    SERVICE_ACCOUNTS_ANNOTATION,
     Endpoint,
     EndpointPort,
     EndpointSlice,
@@ -38,6 +40,7 @@ __all__ = [
     "ENDPOINT_SLICE_FIELDS",
     "METADATA_FIELDS",
     "OBJECT_FIELDS",
+    "SERVICE_ACCOUNTS_ANNOTATION",
     "SERVICE_ACCOUNT_ANNOTATION",
     "SERVICE_NAME_LABEL",
     "Metadata",
@@ -254,13 +257,23 @@ def _ref(kind: str, meta: Metadata, ctx: ObjectContext) -> ObjectRef:
 
 
 def parse_service(ctx: ObjectContext, obj: Fields, meta: Metadata) -> Service:
-    """A ``v1/Service``: its ports (protocol derived) and the service-account annotation."""
+    """A ``v1/Service``: its ports (protocol derived), the service-account annotations
+    and the other ``meshlib.dev/`` annotations."""
     account = meta.annotation(SERVICE_ACCOUNT_ANNOTATION)
     if account and not DNS_SUBDOMAIN.fullmatch(account):
         ctx.error(
             f"metadata.annotations[{SERVICE_ACCOUNT_ANNOTATION}]",
             f"must be a service account name (a DNS subdomain), got {quote(account)}",
         )
+    accounts = meta.annotation(SERVICE_ACCOUNTS_ANNOTATION)
+    for name in accounts.split(",") if accounts else ():
+        if not DNS_SUBDOMAIN.fullmatch(name.strip()):
+            ctx.error(
+                f"metadata.annotations[{SERVICE_ACCOUNTS_ANNOTATION}]",
+                "must be comma-separated service account names (DNS subdomains), "
+                f"got {quote(accounts)}",
+            )
+            break
     spec = obj.child("spec", _SERVICE_SPEC_FIELDS)
     ports = _service_ports(spec) if spec else ()
     return Service(
@@ -269,6 +282,8 @@ def parse_service(ctx: ObjectContext, obj: Fields, meta: Metadata) -> Service:
         ports=ports,
         labels=meta.labels,
         service_account=account,
+        annotations=tuple(
+            (k, v) for k, v in meta.annotations if k.startswith(MESH_ANNOTATION_PREFIX)),
         ref=_ref("Service", meta, ctx),
     )
 

@@ -2,7 +2,8 @@
 
 Pure functions, no I/O: the same model and group always give the same resources.
 One builder module per output (``listeners``, ``routes``, ``clusters``,
-``endpoints``); ``names`` holds the resource names other packages rely on.
+``endpoints``, with ``security`` for mTLS and ``rbac`` for authorization); ``names``
+holds the resource names other packages rely on.
 
 Example::
 
@@ -29,6 +30,7 @@ from xds_server.translate.listeners import (
     envoy_outbound_listener,
     grpc_api_listeners,
     grpc_server_listeners,
+    server_addresses,
 )
 from xds_server.translate.names import (
     ENVOY_OUTBOUND_LISTENER,
@@ -62,13 +64,14 @@ __all__ = [
 class ServiceResources:
     """What one Service contributes to a group's resources.
 
-    ``resources`` are its own (type URL → name → message); ``server_listeners`` are the
-    xDS-server Listeners of its endpoints (Services sharing endpoints share them);
+    ``resources`` are its own (type URL → name → message); ``server_addresses`` are the
+    addresses of its xDS-server Listeners (shared with the other Services there, so
+    built by :func:`grpc_server_listeners` or ``grpc_server_listener``, not here);
     ``virtual_hosts`` are its entries in Envoy's shared ``outbound`` route table.
     """
 
     resources: dict[str, dict[str, Message]]
-    server_listeners: dict[str, Message]
+    server_addresses: tuple[tuple[str, int], ...]
     virtual_hosts: tuple[rc_pb2.VirtualHost, ...]
 
 
@@ -76,13 +79,14 @@ def service_resources(model: MeshModel, service: Service, group: NodeGroup
                       ) -> ServiceResources:
     """The part of :func:`build_resources` that comes from ``service``.
 
-    It depends on the Service, its EndpointSlices, the routes attached to it, the
-    Services and TrafficPolicies those routes name, its own TrafficPolicy and the
-    MeshConfig — which is what lets ``SnapshotBuilder`` translate only what changed.
+    It depends on the Service (its annotations give its identities), its EndpointSlices,
+    its AccessPolicies (its Clusters' mTLS), the routes attached to it, the Services and
+    TrafficPolicies those routes name, its own TrafficPolicy and the MeshConfig — which
+    is what lets ``SnapshotBuilder`` translate only what changed.
     """
     only = (service,)
     resources: dict[str, dict[str, Message]] = {
-        CLUSTER: dict(clusters(model, only)),
+        CLUSTER: dict(clusters(model, only, tls=group.tls)),
         ENDPOINT: dict(load_assignments(model, only)),
         LISTENER: {},
         ROUTE: {},
@@ -90,10 +94,10 @@ def service_resources(model: MeshModel, service: Service, group: NodeGroup
     if group.kind == "envoy":
         hosts = tuple(virtual_host(model, service, port, group.namespace)
                       for port in service.distinct_ports)
-        return ServiceResources(resources, {}, hosts)
+        return ServiceResources(resources, (), hosts)
     resources[LISTENER] = dict(grpc_api_listeners(model, group, only))
     resources[ROUTE] = dict(grpc_route_configs(model, group, only))
-    return ServiceResources(resources, dict(grpc_server_listeners(model, only)), ())
+    return ServiceResources(resources, server_addresses(model, service), ())
 
 
 def shared_resources(model: MeshModel, group: NodeGroup,
@@ -114,7 +118,8 @@ def build_resources(model: MeshModel, group: NodeGroup) -> dict[str, dict[str, M
     Proxyless gRPC and meshlib nodes get ``api_listener``s (one per target form), the
     xDS-server Listeners and a RouteConfiguration per Service port; Envoy gets one
     ``outbound`` socket Listener and one RouteConfiguration. Clusters and endpoints are
-    the same for every kind. All four type URLs are always present.
+    the same for every kind, except that groups with ``tls`` get mTLS on Clusters and
+    server Listeners. All four type URLs are always present.
     """
     out: dict[str, dict[str, Message]] = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}}
     hosts: list[rc_pb2.VirtualHost] = []
@@ -122,8 +127,9 @@ def build_resources(model: MeshModel, group: NodeGroup) -> dict[str, dict[str, M
         part = service_resources(model, service, group)
         for type_url, by_name in part.resources.items():
             out[type_url].update(by_name)
-        out[LISTENER].update(part.server_listeners)
         hosts.extend(part.virtual_hosts)
+    if group.kind != "envoy":
+        out[LISTENER].update(grpc_server_listeners(model, group))
     for type_url, by_name in shared_resources(model, group, hosts).items():
         out[type_url].update(by_name)
     return out

@@ -1,4 +1,5 @@
-"""Clusters: one EDS Cluster per Service port, shaped by the Service's TrafficPolicy.
+"""Clusters: one EDS Cluster per Service port, shaped by the Service's TrafficPolicy and,
+for nodes that do mTLS, its mTLS mode (an ``UpstreamTlsContext``, see ``security``).
 
 The same Cluster serves proxyless gRPC and Envoy: each reads the fields it knows and
 ignores the rest (gRPC ignores ``typed_extension_protocol_options``; Envoy needs it to
@@ -28,6 +29,11 @@ from xds_server.model import (
 )
 from xds_server.translate._protos import ads_config_source, duration, pack
 from xds_server.translate.names import cluster_name
+from xds_server.translate.security import (
+    effective_mtls_mode,
+    service_identities,
+    upstream_tls_socket,
+)
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -44,19 +50,34 @@ _HTTP2_PROTOCOLS = ("grpc", "http2")
 _Cluster = cluster_pb2.Cluster
 
 
-def clusters(model: MeshModel, services: Iterable[Service] | None = None
-             ) -> dict[str, cluster_pb2.Cluster]:
-    """Every Service port's Cluster (of ``services`` only, when given), by name."""
+def clusters(model: MeshModel, services: Iterable[Service] | None = None, *,
+             tls: bool = False) -> dict[str, cluster_pb2.Cluster]:
+    """Every Service port's Cluster (of ``services`` only, when given), by name.
+
+    ``tls``: the nodes can do mTLS (``NodeGroup.tls``), so Clusters of Services taking
+    mTLS get an ``UpstreamTlsContext``; never for other nodes, whose bootstrap has no
+    certificate provider to name (gRPC would NACK the Cluster).
+    """
     out: dict[str, cluster_pb2.Cluster] = {}
     for service in model.services if services is None else services:
+        socket = _transport_socket(model, service) if tls else None
         for port in service.distinct_ports:
             cluster = build_cluster(model, service, port)
+            if socket is not None:
+                cluster.transport_socket.CopyFrom(socket)
             out[cluster.name] = cluster
     return out
 
 
+def _transport_socket(model: MeshModel, service: Service) -> base_pb2.TransportSocket | None:
+    """mTLS to ``service`` (STRICT or PERMISSIVE), checking it is who it should be."""
+    if effective_mtls_mode(model, service) == "DISABLE":
+        return None
+    return upstream_tls_socket(service_identities(model, service))
+
+
 def build_cluster(model: MeshModel, service: Service, port: ServicePort) -> cluster_pb2.Cluster:
-    """The Cluster of ``service:port``; its EDS ``service_name`` is its own name."""
+    """The Cluster of ``service:port``, without TLS; its EDS ``service_name`` is its name."""
     name = cluster_name(service, port.port, cluster_domain=model.mesh_config.cluster_domain)
     cluster = _Cluster(
         name=name,

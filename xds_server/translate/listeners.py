@@ -5,7 +5,8 @@
   over RDS (gRFC A27).
 * gRPC xDS-enabled servers ask for ``grpc/server?xds.resource.listening_address=
   ip:port`` (gRFC A36); they get a socket Listener at that very address (gRPC checks it
-  matches) whose inline route answers every call locally (``non_forwarding_action``).
+  matches) whose inline route answers every call locally (``non_forwarding_action``),
+  with the mTLS and RBAC of the Services whose endpoints use that address.
 * Envoy ignores ``api_listener``s; it gets one socket Listener, ``outbound``.
 """
 
@@ -33,12 +34,23 @@ from xds_server.translate.names import (
     route_config_name,
     server_listener_name,
 )
+from xds_server.translate.rbac import rbac_filters
+from xds_server.translate.security import (
+    InboundSecurity,
+    access_policies_by_service,
+    downstream_tls_socket,
+    merge_inbound,
+    service_inbound_security,
+)
 
 __all__ = [
     "HCM_FILTER",
     "envoy_outbound_listener",
     "grpc_api_listeners",
+    "grpc_server_listener",
     "grpc_server_listeners",
+    "server_addresses",
+    "server_hcm",
 ]
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -64,29 +76,70 @@ def grpc_api_listeners(model: MeshModel, group: NodeGroup,
     return out
 
 
-def grpc_server_listeners(model: MeshModel, services: Iterable[Service] | None = None
-                          ) -> dict[str, listener_pb2.Listener]:
-    """Listeners for gRPC xDS servers on every endpoint address and any-address.
-
-    Every ``ip:port`` of every Service's (or of ``services'``) EndpointSlices, plus
-    ``0.0.0.0:port`` and ``[::]:port`` for each distinct endpoint port, since a server
-    may bind either.
-    """
+def server_addresses(model: MeshModel, service: Service) -> tuple[tuple[str, int], ...]:
+    """Where ``service``'s backends may listen: every ``ip:port`` of its EndpointSlices,
+    plus ``0.0.0.0:port`` and ``[::]:port`` for each endpoint port (a server may bind
+    either), sorted by port then address."""
     addresses: set[tuple[str, int]] = set()
-    for service in model.services if services is None else services:
-        for endpoint_slice in model.endpoint_slices_for(service):
-            if endpoint_slice.address_type == "FQDN":
-                continue
-            for port in endpoint_slice.ports:
-                addresses.update((any_address, port.port) for any_address in _ANY_ADDRESSES)
-                for endpoint in endpoint_slice.endpoints:
-                    addresses.update((address, port.port) for address in endpoint.addresses)
-    hcm = pack(_server_hcm())
+    for endpoint_slice in model.endpoint_slices_for(service):
+        if endpoint_slice.address_type == "FQDN":
+            continue
+        for port in endpoint_slice.ports:
+            addresses.update((any_address, port.port) for any_address in _ANY_ADDRESSES)
+            for endpoint in endpoint_slice.endpoints:
+                addresses.update((address, port.port) for address in endpoint.addresses)
+    return tuple(sorted(addresses, key=lambda a: (a[1], a[0])))
+
+
+def grpc_server_listeners(model: MeshModel, group: NodeGroup
+                          ) -> dict[str, listener_pb2.Listener]:
+    """Listeners for gRPC xDS servers on every address of :func:`server_addresses`.
+
+    Each enforces the :class:`~xds_server.translate.security.InboundSecurity` of the
+    Services whose endpoints use its address.
+    """
+    policies = access_policies_by_service(model)
+    parts_at: dict[tuple[str, int], list[InboundSecurity]] = {}
+    for service in model.services:
+        addresses = server_addresses(model, service)
+        if addresses:
+            own = service_inbound_security(model, service, policies.get(service.key, ()))
+            for address in addresses:
+                parts_at.setdefault(address, []).append(own)
+    hcms: dict[InboundSecurity, any_pb2.Any] = {}  # most addresses share one
     out: dict[str, listener_pb2.Listener] = {}
-    for address, port in sorted(addresses, key=lambda a: (a[1], a[0])):
-        name = server_listener_name(address, port)
-        out[name] = _socket_listener(name, address, port, hcm, base_pb2.INBOUND)
+    for (address, port), parts in sorted(parts_at.items(),
+                                         key=lambda item: (item[0][1], item[0][0])):
+        security = merge_inbound(parts)
+        if security not in hcms:
+            hcms[security] = server_hcm(security)
+        listener = grpc_server_listener(address, port, security, tls=group.tls,
+                                        hcm=hcms[security])
+        out[listener.name] = listener
     return out
+
+
+def grpc_server_listener(address: str, port: int, security: InboundSecurity, *,
+                         tls: bool, hcm: any_pb2.Any | None = None) -> listener_pb2.Listener:
+    """The Listener a gRPC xDS server on ``address:port`` asks for (gRFC A36).
+
+    ``tls`` (the node can do mTLS): STRICT and PERMISSIVE get a DownstreamTlsContext,
+    requiring a client certificate or not (see ``downstream_tls_socket``). The RBAC
+    filters apply whatever the mode: without TLS, callers have no identity. ``hcm`` is
+    :func:`server_hcm` of ``security``, when the caller has it.
+    """
+    name = server_listener_name(address, port)
+    listener = _socket_listener(name, address, port, hcm or server_hcm(security),
+                                base_pb2.INBOUND)
+    if tls and security.mode != "DISABLE":
+        listener.filter_chains[0].transport_socket.CopyFrom(
+            downstream_tls_socket(require_client_certificate=security.mode == "STRICT"))
+    return listener
+
+
+def server_hcm(security: InboundSecurity) -> any_pb2.Any:
+    """The packed HttpConnectionManager of a server Listener: RBAC, then the router."""
+    return pack(_server_hcm(rbac_filters(security.policies, security.trust_domain)))
 
 
 def envoy_outbound_listener(model: MeshModel, group: NodeGroup) -> listener_pb2.Listener:
@@ -109,8 +162,9 @@ def _rds_hcm(route_name: str) -> hcm_pb2.HttpConnectionManager:
     )
 
 
-def _server_hcm() -> hcm_pb2.HttpConnectionManager:
-    """Server side: one inline virtual host for every authority, served locally.
+def _server_hcm(filters: list[hcm_pb2.HttpFilter]) -> hcm_pb2.HttpConnectionManager:
+    """Server side: one inline virtual host for every authority, served locally, behind
+    ``filters`` (RBAC) and the router.
 
     gRFC A36: a server route must carry ``non_forwarding_action``; any other action
     fails the matching calls with UNAVAILABLE.
@@ -123,7 +177,7 @@ def _server_hcm() -> hcm_pb2.HttpConnectionManager:
             name="inbound",
             virtual_hosts=[rc_pb2.VirtualHost(name="inbound", domains=["*"], routes=[route])],
         ),
-        http_filters=[router_filter()],
+        http_filters=[*filters, router_filter()],
     )
 
 

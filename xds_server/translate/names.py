@@ -15,6 +15,8 @@ __all__ = [
     "ENVOY_OUTBOUND_LISTENER",
     "ENVOY_OUTBOUND_ROUTE",
     "FAULT_FILTER",
+    "RBAC_ALLOW_FILTER",
+    "RBAC_DENY_FILTER",
     "ROUTER_FILTER",
     "SERVER_LISTENER_TEMPLATE",
     "cluster_name",
@@ -33,6 +35,10 @@ ENVOY_OUTBOUND_ROUTE = "outbound"
 
 FAULT_FILTER = "envoy.filters.http.fault"
 ROUTER_FILTER = "envoy.filters.http.router"
+# Two RBAC filters on one HttpConnectionManager need distinct names (gRPC NACKs
+# duplicates); gRPC and Envoy find the filter by its typed_config type, not its name.
+RBAC_DENY_FILTER = "meshlib.rbac.deny"
+RBAC_ALLOW_FILTER = "meshlib.rbac.allow"
 
 _DEFAULT_PROTOCOLS = ("grpc", "http2")
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from xds_server.model import (
+    AccessPolicy,
+    AccessRule,
     BackendRef,
     Endpoint,
     EndpointPort,
@@ -35,6 +37,8 @@ from xds_server.model import (
 )
 
 __all__ = [
+    "access_policy",
+    "access_rule",
     "backend",
     "endpoint",
     "endpoint_slice",
@@ -134,10 +138,23 @@ def policy(target: str, namespace: str = "default", *, lb: str | None = None,
                          target_ref=TargetRef(name=target), **fields)
 
 
+def access_rule(action: str = "ALLOW", **fields: Any) -> AccessRule:
+    """``access_rule("DENY", from_service_accounts=("frontend",))``."""
+    return AccessRule(action=action, **fields)  # type: ignore[arg-type]
+
+
+def access_policy(target: str, *rules: AccessRule, mode: str | None = None,
+                  namespace: str = "default", name: str | None = None) -> AccessPolicy:
+    """An AccessPolicy on ``target``: ``mode`` (None: the mesh default) and ``rules``."""
+    return AccessPolicy(name=name or target, namespace=namespace,
+                        target_ref=TargetRef(name=target), mtls_mode=mode,  # type: ignore[arg-type]
+                        rules=rules)
+
+
 def mesh(*objects: object, mesh_config: MeshConfig | None = None) -> MeshModel:
     """A MeshModel of ``objects``, each put in its collection by type, in order."""
     buckets: dict[type, list[Any]] = {Service: [], EndpointSlice: [], Route: [],
-                                      TrafficPolicy: []}
+                                      TrafficPolicy: [], AccessPolicy: []}
     for obj in objects:
         buckets[type(obj)].append(obj)
     return MeshModel(
@@ -145,5 +162,6 @@ def mesh(*objects: object, mesh_config: MeshConfig | None = None) -> MeshModel:
         endpoint_slices=tuple(buckets[EndpointSlice]),
         routes=tuple(buckets[Route]),
         traffic_policies=tuple(buckets[TrafficPolicy]),
+        access_policies=tuple(buckets[AccessPolicy]),
         mesh_config=mesh_config or MeshConfig(),
     )
