@@ -21,8 +21,11 @@ from meshlib._aio_channel import AioMeshChannel
 from meshlib._channel import MeshChannel
 from meshlib._deadline import current_deadline, deadline_scope
 from meshlib._mesh import DEFAULT_RESOLVE_TIMEOUT, Mesh
+from meshlib._server import MeshServer
+from meshlib._spiffe import SpiffeId
 from meshlib.errors import (
     CallError,
+    CertificateError,
     CircuitOpenError,
     ConfigError,
     DeadlineExceededError,
@@ -50,6 +53,7 @@ __all__ = [
     "DEFAULT_RESOLVE_TIMEOUT",
     "AioMeshChannel",
     "CallError",
+    "CertificateError",
     "CircuitBreaker",
     "CircuitOpenError",
     "ConfigError",
@@ -58,6 +62,7 @@ __all__ = [
     "Mesh",
     "MeshChannel",
     "MeshError",
+    "MeshServer",
     "NoHealthyEndpointError",
     "Problem",
     "RateLimit",
@@ -66,6 +71,7 @@ __all__ = [
     "RetryBudget",
     "RetryExhaustedError",
     "ServiceNotFoundError",
+    "SpiffeId",
     "XdsError",
     "circuit_breaker",
     "current_deadline",

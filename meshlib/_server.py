@@ -36,7 +36,7 @@ from meshlib.xds._listener import ServerListenerUpdate
 if TYPE_CHECKING:
     from meshlib.security._authz import AuthorizationPolicy
 
-__all__ = ["MTLS_MODES", "ServerPolicy", "build_server", "server_credentials",
+__all__ = ["MTLS_MODES", "MeshServer", "ServerPolicy", "build_server", "server_credentials",
            "server_listener_name"]
 
 log = logging.getLogger("meshlib")

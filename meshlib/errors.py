@@ -29,6 +29,7 @@ import grpc
 
 __all__ = [
     "CallError",
+    "CertificateError",
     "CircuitOpenError",
     "ConfigError",
     "DeadlineExceededError",
@@ -73,6 +74,15 @@ class ConfigError(MeshError):
         self.problems = tuple(problems)
         lines = "\n".join(str(p) for p in self.problems)
         super().__init__(f"{len(self.problems)} configuration problem(s):\n{lines}")
+
+
+class CertificateError(MeshError):
+    """No workload certificate could be obtained or read; the message says why and
+    ``code`` is the CA's gRPC status when it refused."""
+
+    def __init__(self, message: str, *, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class XdsError(MeshError):

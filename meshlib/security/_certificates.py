@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshlib._spiffe import SpiffeId
-from meshlib.errors import MeshError
+from meshlib.errors import CertificateError, MeshError
 from meshlib.security._ca_protocol import (
     CREATE_CERTIFICATE,
     CertificateRequest,
@@ -51,6 +51,7 @@ __all__ = [
     "WorkloadCertificate",
     "make_key_and_csr",
     "request_certificate",
+    "write_files",
 ]
 
 log = logging.getLogger("meshlib.security")
@@ -60,14 +61,6 @@ ROTATE_AT = 0.5  # of the remaining lifetime
 ROTATE_JITTER = 0.1
 _RETRY_MIN, _RETRY_MAX = 0.5, 30.0
 _REQUEST_TIMEOUT = 10.0
-
-
-class CertificateError(MeshError):
-    """No certificate could be obtained or read; the message says why."""
-
-    def __init__(self, message: str, *, code: grpc.StatusCode | None = None) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -297,6 +290,20 @@ class FileCertificates(CertificateSource):
             except CertificateError as err:  # half-written: the next change completes it
                 log.warning("ignoring certificate files in %s for now: %s", self.directory,
                             err)
+
+
+def write_files(directory: str | os.PathLike[str], cert: WorkloadCertificate) -> None:
+    """Write ``key.pem`` (mode 0600), ``cert.pem`` and ``ca.pem`` into ``directory``,
+    each atomically (a temporary file renamed into place), key first."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data, mode in ((KEY_FILE, cert.key_pem, 0o600), (CERT_FILE, cert.chain_pem, 0o644),
+                             (CA_FILE, cert.roots_pem, 0o644)):
+        tmp = directory / f".{name}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, directory / name)
 
 
 def _now() -> dt.datetime:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,13 +94,14 @@ class ControlPlaneProc:
         return path
 
 
-def start_control_plane(config: Path, log: Path, xds_port: int | None = None
-                        ) -> ControlPlaneProc:
+def start_control_plane(config: Path, log: Path, xds_port: int | None = None,
+                        extra_args: Sequence[str] = ()) -> ControlPlaneProc:
     xds_port, admin_port = xds_port or free_port(), free_port()
     out = log.open("w")
     proc = subprocess.Popen(
         [*MESHCTL, "control-plane", "--config", str(config),
-         "--xds-address", f"127.0.0.1:{xds_port}", "--admin-address", f"127.0.0.1:{admin_port}"],
+         "--xds-address", f"127.0.0.1:{xds_port}", "--admin-address", f"127.0.0.1:{admin_port}",
+         *extra_args],
         stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
     )
     cp = ControlPlaneProc(proc, xds_port, admin_port, config, log)
@@ -122,9 +123,10 @@ def start_control_plane(config: Path, log: Path, xds_port: int | None = None
 def control_plane_factory(tmp_path: Path) -> Iterator:
     started: list[ControlPlaneProc] = []
 
-    def start(config: Path, xds_port: int | None = None) -> ControlPlaneProc:
+    def start(config: Path, xds_port: int | None = None,
+              extra_args: Sequence[str] = ()) -> ControlPlaneProc:
         cp = start_control_plane(config, tmp_path / f"control-plane-{len(started)}.log",
-                                 xds_port)
+                                 xds_port, extra_args)
         started.append(cp)
         return cp
 

@@ -10,13 +10,13 @@ import meshlib
 
 def test_meshlib_public_api_is_pinned():
     assert sorted(meshlib.__all__) == sorted([
-        "DEFAULT_RESOLVE_TIMEOUT", "AioMeshChannel", "CallError", "CircuitBreaker",
-        "CircuitOpenError", "ConfigError", "DeadlineExceededError",
-        "InconsistentSnapshotError", "Mesh", "MeshChannel", "MeshError",
+        "DEFAULT_RESOLVE_TIMEOUT", "AioMeshChannel", "CallError", "CertificateError",
+        "CircuitBreaker", "CircuitOpenError", "ConfigError", "DeadlineExceededError",
+        "InconsistentSnapshotError", "Mesh", "MeshChannel", "MeshError", "MeshServer",
         "NoHealthyEndpointError", "Problem", "RateLimit", "RateLimitedError", "Retry",
-        "RetryBudget", "RetryExhaustedError", "ServiceNotFoundError", "XdsError",
-        "circuit_breaker", "current_deadline", "deadline_scope", "rate_limit", "retry",
-        "timeout",
+        "RetryBudget", "RetryExhaustedError", "ServiceNotFoundError", "SpiffeId",
+        "XdsError", "circuit_breaker", "current_deadline", "deadline_scope",
+        "peer_identity", "rate_limit", "retry", "timeout",
     ])
     for name in meshlib.__all__:
         assert getattr(meshlib, name).__doc__ or name.startswith("DEFAULT_"), name

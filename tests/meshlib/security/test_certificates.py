@@ -1,0 +1,152 @@
+"""Workload certificates: PEM checks, the refresh schedule, rotation from the CA, and
+mounted files followed on change."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+
+import grpc
+import pytest
+
+from meshlib._spiffe import SpiffeId
+from meshlib.security._certificates import (
+    CA_FILE,
+    CERT_FILE,
+    KEY_FILE,
+    CertificateError,
+    FileCertificates,
+    IssuedCertificates,
+    WorkloadCertificate,
+    make_key_and_csr,
+    write_files,
+)
+from xds_server.ca import CertificateAuthority, CertificateService, StaticTokens, hash_token
+from xds_server.cache import SnapshotCache
+from xds_server.server import serve
+
+FRONTEND = SpiffeId("cluster.local", "default", "frontend")
+TOKEN = "frontend-token-0123456789"
+
+
+def issue(ca: CertificateAuthority, identity: SpiffeId = FRONTEND,
+          ttl: dt.timedelta = dt.timedelta(hours=1)) -> WorkloadCertificate:
+    key_pem, csr_pem = make_key_and_csr(identity)
+    issued = ca.issue(csr_pem, identity, ttl=ttl)
+    return WorkloadCertificate.from_pem(key_pem, issued.cert_pem, ca.roots_pem())
+
+
+def test_from_pem_describes_the_leaf():
+    ca = CertificateAuthority.create()
+    cert = issue(ca)
+    assert cert.spiffe_id == FRONTEND
+    assert cert.not_after - cert.not_before > dt.timedelta(minutes=59)
+    assert not cert.expired()
+
+
+def test_from_pem_refuses_a_key_for_another_certificate():
+    ca = CertificateAuthority.create()
+    a, b = issue(ca), issue(ca)
+    with pytest.raises(CertificateError, match="does not match"):
+        WorkloadCertificate.from_pem(a.key_pem, b.chain_pem, a.roots_pem)
+    with pytest.raises(CertificateError, match="unreadable"):
+        WorkloadCertificate.from_pem(b"junk", b.chain_pem, a.roots_pem)
+
+
+@pytest.mark.parametrize(("draw", "expected"), [(0.0, 0.45), (0.5, 0.5), (1.0, 0.55)])
+def test_refresh_is_at_half_the_remaining_lifetime_jittered(draw, expected):
+    cert = issue(CertificateAuthority.create())
+    now = cert.not_after - dt.timedelta(seconds=100)
+    assert cert.refresh_delay(now, rng=lambda: draw) == pytest.approx(100 * expected)
+    assert cert.refresh_delay(cert.not_after + dt.timedelta(seconds=1)) == 0.0
+
+
+async def test_issued_certificates_rotate_with_a_new_key_and_serial():
+    ca = CertificateAuthority.create()
+    service = CertificateService(ca, StaticTokens([(hash_token(TOKEN), "default/frontend")]),
+                                 ttl=lambda: dt.timedelta(hours=1))
+    server, port = await serve(("127.0.0.1", 0), SnapshotCache(), services=[service])
+    try:
+        source = IssuedCertificates(f"127.0.0.1:{port}", FRONTEND, token=TOKEN, ttl=2)
+        seen: list[WorkloadCertificate] = []
+        source.subscribe(seen.append)
+        task = asyncio.create_task(source.run())
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(seen) < 3 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        task.cancel()
+        assert len(seen) >= 3, "expected a first certificate and two rotations in 5 s"
+        assert len({c.serial for c in seen}) == len(seen)
+        assert len({c.key_pem for c in seen}) == len(seen)
+        assert source.rotations == len(seen) - 1
+        # each was replaced before it expired
+        for old, new in zip(seen, seen[1:], strict=False):
+            assert new.not_before <= old.not_after
+    finally:
+        await server.stop(0)
+
+
+async def test_a_refused_token_is_a_clear_error():
+    ca = CertificateAuthority.create()
+    service = CertificateService(ca, StaticTokens([]), ttl=lambda: dt.timedelta(hours=1))
+    server, port = await serve(("127.0.0.1", 0), SnapshotCache(), services=[service])
+    try:
+        source = IssuedCertificates(f"127.0.0.1:{port}", FRONTEND, token="nobody-knows-this")
+        with pytest.raises(CertificateError, match="UNAUTHENTICATED") as err:
+            await source.fetch()
+        assert err.value.code is grpc.StatusCode.UNAUTHENTICATED
+        assert source.current is None
+    finally:
+        await server.stop(0)
+
+
+async def test_token_file_is_read_at_each_request(tmp_path):
+    ca = CertificateAuthority.create()
+    service = CertificateService(ca, StaticTokens([(hash_token(TOKEN), "default/frontend")]),
+                                 ttl=lambda: dt.timedelta(hours=1))
+    server, port = await serve(("127.0.0.1", 0), SnapshotCache(), services=[service])
+    token_file = tmp_path / "token"
+    token_file.write_text("stale-token-000000000\n")
+    try:
+        source = IssuedCertificates(f"127.0.0.1:{port}", FRONTEND, token_file=token_file)
+        with pytest.raises(CertificateError):
+            await source.fetch()
+        token_file.write_text(TOKEN + "\n")  # the kubelet rotated the projected token
+        assert (await source.fetch()).spiffe_id == FRONTEND
+    finally:
+        await server.stop(0)
+
+
+async def test_mounted_files_are_followed(tmp_path):
+    ca = CertificateAuthority.create()
+    first, second = issue(ca), issue(ca)
+    write_files(tmp_path / "certs", first)
+    source = FileCertificates(tmp_path / "certs")
+    seen: list[int] = []
+    source.subscribe(lambda c: seen.append(c.serial))
+    task = asyncio.create_task(source.run())
+    try:
+        await asyncio.sleep(0.3)
+        assert seen == [first.serial]
+        # Kubernetes swaps a whole directory; write elsewhere and move into place.
+        write_files(tmp_path / "next", second)
+        for name in (KEY_FILE, CERT_FILE, CA_FILE):
+            shutil.move(tmp_path / "next" / name, tmp_path / "certs" / name)
+        deadline = asyncio.get_running_loop().time() + 5
+        while seen[-1] != second.serial and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert seen[-1] == second.serial
+    finally:
+        task.cancel()
+
+
+def test_written_key_is_private(tmp_path):
+    write_files(tmp_path, issue(CertificateAuthority.create()))
+    assert (tmp_path / KEY_FILE).stat().st_mode & 0o777 == 0o600
+    assert FileCertificates(tmp_path).load().spiffe_id == FRONTEND
+
+
+def test_missing_files_are_a_clear_error(tmp_path):
+    with pytest.raises(CertificateError, match="cannot read certificates in"):
+        FileCertificates(tmp_path).load()
