@@ -4,6 +4,8 @@ Servers:
 
 * :class:`DeadlineServerInterceptor` / :class:`AioDeadlineServerInterceptor` — handlers
   run with the incoming deadline in force, so mesh calls they make inherit it.
+* :class:`AuthorizationInterceptor` / :class:`AioAuthorizationInterceptor` — calls are
+  checked against the AccessPolicy rules (RBAC) before their handler runs.
 
 Plain client channels (to services outside the mesh; mesh channels have all of this
 built in, without interceptors):
@@ -44,12 +46,15 @@ from interceptors._deadline import (
 )
 from interceptors._details import CallDetails
 from interceptors._retry import AioRetryClientInterceptor, RetryClientInterceptor
+from interceptors.authz import AioAuthorizationInterceptor, AuthorizationInterceptor
 
 __all__ = [
+    "AioAuthorizationInterceptor",
     "AioCircuitBreakerClientInterceptor",
     "AioDeadlineClientInterceptor",
     "AioDeadlineServerInterceptor",
     "AioRetryClientInterceptor",
+    "AuthorizationInterceptor",
     "CallDetails",
     "CircuitBreakerClientInterceptor",
     "DeadlineClientInterceptor",

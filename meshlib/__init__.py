@@ -48,6 +48,7 @@ from meshlib.resilience import (
     retry,
     timeout,
 )
+from meshlib.security import peer_identity
 
 __all__ = [
     "DEFAULT_RESOLVE_TIMEOUT",
@@ -76,6 +77,7 @@ __all__ = [
     "circuit_breaker",
     "current_deadline",
     "deadline_scope",
+    "peer_identity",
     "rate_limit",
     "retry",
     "timeout",

@@ -24,7 +24,8 @@ def test_meshlib_public_api_is_pinned():
 
 def test_interceptors_public_api_is_pinned():
     assert sorted(interceptors.__all__) == sorted([
-        "AioCircuitBreakerClientInterceptor", "AioDeadlineClientInterceptor",
+        "AioAuthorizationInterceptor", "AioCircuitBreakerClientInterceptor",
+        "AioDeadlineClientInterceptor", "AuthorizationInterceptor",
         "AioDeadlineServerInterceptor", "AioRetryClientInterceptor", "CallDetails",
         "CircuitBreakerClientInterceptor", "DeadlineClientInterceptor",
         "DeadlineServerInterceptor", "RetryClientInterceptor", "aio_interceptors",
