@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from envoy.config.rbac.v3 import rbac_pb2 as rbac_config_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
@@ -60,8 +61,11 @@ class AuthorizationPolicy:
     def check(self, principal: str | None, method: str) -> Decision:
         """The decision for a caller (its SPIFFE ID, or None) calling ``method``."""
         for engine in self.engines:
-            matched = next((name for name, match in engine.policies
-                            if match(principal, method)), None)
+            matched = None
+            for name, match in engine.policies:
+                if match(principal, method):
+                    matched = name
+                    break
             if engine.action == "DENY" and matched is not None:
                 return Decision(False, f"denied by policy {matched!r} (DENY)")
             if engine.action == "ALLOW" and matched is None:
@@ -96,18 +100,44 @@ def decode_rbac_filters(http_filters: Iterable[object]) -> AuthorizationPolicy |
 def _policy(policy: rbac_config_pb2.Policy, where: str) -> _Match:
     if policy.HasField("condition") or policy.HasField("checked_condition"):
         raise XdsError(f"RBAC policy {where}: CEL conditions are not supported")
-    permissions = [_permission(p, where) for p in policy.permissions]
-    principals = [_principal(p, where) for p in policy.principals]
+    permission = _any_of([_permission(p, where) for p in policy.permissions])
+    principal_ = _any_of([_principal(p, where) for p in policy.principals])
+    if permission is _TRUE:
+        return lambda principal, method: principal_(principal)
+    if principal_ is _TRUE:
+        return lambda principal, method: permission(method)
+    return lambda principal, method: permission(method) and principal_(principal)
 
-    def match(principal: str | None, method: str) -> bool:
-        return any(p(method) for p in permissions) and any(p(principal) for p in principals)
+
+def _TRUE(_: object) -> bool:
+    return True
+
+
+def _FALSE(_: object) -> bool:
+    return False
+
+
+def _any_of(fns: list[Callable[[Any], bool]]) -> Callable[[Any], bool]:
+    """One matcher for "any of ``fns``", without a generator per call."""
+    if _TRUE in fns:
+        return _TRUE
+    if not fns:
+        return _FALSE
+    if len(fns) == 1:
+        return fns[0]
+
+    def match(value: Any) -> bool:
+        for fn in fns:  # noqa: SIM110 -- a loop, not a generator: this runs per call
+            if fn(value):
+                return True
+        return False
     return match
 
 
 def _permission(p: rbac_config_pb2.Permission, where: str) -> Callable[[str], bool]:
     kind = p.WhichOneof("rule")
     if kind == "any":
-        return lambda method: True
+        return _TRUE
     if kind == "url_path":
         if p.url_path.WhichOneof("rule") != "path":
             raise XdsError(f"RBAC policy {where}: url_path needs a path matcher")
@@ -128,12 +158,12 @@ def _permission(p: rbac_config_pb2.Permission, where: str) -> Callable[[str], bo
 def _principal(p: rbac_config_pb2.Principal, where: str) -> Callable[[str | None], bool]:
     kind = p.WhichOneof("identifier")
     if kind == "any":
-        return lambda principal: True
+        return _TRUE
     if kind == "authenticated":
         if not p.authenticated.HasField("principal_name"):
             return lambda principal: principal is not None
         matcher = _string(p.authenticated.principal_name, where)
-        return lambda principal: principal is not None and matcher(principal)
+        return lambda principal: principal is not None and matcher(principal)  # type: ignore[arg-type]
     if kind in ("and_ids", "or_ids"):
         parts = [_principal(i, where) for i in getattr(p, kind).ids]
         combine = all if kind == "and_ids" else any
@@ -178,10 +208,16 @@ def _string(m: string_pb2.StringMatcher, where: str) -> Callable[[str], bool]:
     value = norm(getattr(m, kind))
     if kind == "exact":
         return (lambda text: text.lower() == value) if fold else (lambda text: text == value)
+    if fold:
+        if kind == "prefix":
+            return lambda text: text.lower().startswith(value)
+        if kind == "suffix":
+            return lambda text: text.lower().endswith(value)
+        return lambda text: value in text.lower()
     if kind == "prefix":
-        return lambda text: norm(text).startswith(value)
+        return lambda text: text.startswith(value)
     if kind == "suffix":
-        return lambda text: norm(text).endswith(value)
-    return lambda text: value in norm(text)
+        return lambda text: text.endswith(value)
+    return lambda text: value in text
 
 

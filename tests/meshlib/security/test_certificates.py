@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import shutil
 
 import grpc
@@ -81,7 +82,7 @@ async def test_issued_certificates_rotate_with_a_new_key_and_serial():
         assert len({c.key_pem for c in seen}) == len(seen)
         assert source.rotations == len(seen) - 1
         # each was replaced before it expired
-        for old, new in zip(seen, seen[1:], strict=False):
+        for old, new in itertools.pairwise(seen):
             assert new.not_before <= old.not_after
     finally:
         await server.stop(0)
