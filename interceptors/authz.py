@@ -25,7 +25,8 @@ from interceptors._deadline import _HANDLER_FACTORIES
 from meshlib.security._authz import AuthorizationPolicy
 from meshlib.security._peer import peer_principal
 
-__all__ = ["AioAuthorizationInterceptor", "AuthorizationInterceptor"]
+__all__ = ["AioAuthorizationInterceptor", "AuthorizationInterceptor", "authorize_generic",
+           "authorize_methods"]
 
 log = logging.getLogger("meshlib.authz")
 
@@ -33,7 +34,10 @@ DENIED = "permission denied"
 PolicySource = Callable[[], AuthorizationPolicy | None]
 
 
-def _denied(policy: AuthorizationPolicy, method: str, context: Any) -> bool:
+def _denied(source: PolicySource, method: str, context: Any) -> bool:
+    policy = source()
+    if policy is None:
+        return False
     principal = peer_principal(context)
     decision = policy.check(principal, method)
     if decision.allowed:
@@ -43,9 +47,10 @@ def _denied(policy: AuthorizationPolicy, method: str, context: Any) -> bool:
     return True
 
 
-def _guard(handler: grpc.RpcMethodHandler | None, policy: AuthorizationPolicy,
+def _guard(handler: grpc.RpcMethodHandler | None, policy: PolicySource,
            method: str) -> grpc.RpcMethodHandler | None:
-    """``handler`` with the check in front of its behaviour."""
+    """``handler`` with the check (against ``policy()`` at each call) in front of its
+    behaviour."""
     if handler is None:
         return None
     for kind, factory in _HANDLER_FACTORIES.items():
@@ -65,7 +70,7 @@ def _guard(handler: grpc.RpcMethodHandler | None, policy: AuthorizationPolicy,
     return handler
 
 
-def _plain(behaviour: Callable[..., Any], policy: AuthorizationPolicy, method: str
+def _plain(behaviour: Callable[..., Any], policy: PolicySource, method: str
            ) -> Callable[..., Any]:
     @functools.wraps(behaviour)
     def run(request: Any, context: grpc.ServicerContext) -> Any:
@@ -75,7 +80,7 @@ def _plain(behaviour: Callable[..., Any], policy: AuthorizationPolicy, method: s
     return run
 
 
-def _generator(behaviour: Callable[..., Any], policy: AuthorizationPolicy, method: str
+def _generator(behaviour: Callable[..., Any], policy: PolicySource, method: str
                ) -> Callable[..., Any]:
     @functools.wraps(behaviour)
     def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
@@ -85,7 +90,7 @@ def _generator(behaviour: Callable[..., Any], policy: AuthorizationPolicy, metho
     return run
 
 
-def _coroutine(behaviour: Callable[..., Any], policy: AuthorizationPolicy, method: str
+def _coroutine(behaviour: Callable[..., Any], policy: PolicySource, method: str
                ) -> Callable[..., Any]:
     @functools.wraps(behaviour)
     async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -95,7 +100,7 @@ def _coroutine(behaviour: Callable[..., Any], policy: AuthorizationPolicy, metho
     return run
 
 
-def _async_gen(behaviour: Callable[..., Any], policy: AuthorizationPolicy, method: str
+def _async_gen(behaviour: Callable[..., Any], policy: PolicySource, method: str
                ) -> Callable[..., Any]:
     @functools.wraps(behaviour)
     async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -115,10 +120,9 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation: Callable[..., Any],
                           handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)
-        policy = self._policy()
-        if policy is None:
+        if self._policy() is None:
             return handler
-        return _guard(handler, policy, handler_call_details.method)
+        return _guard(handler, self._policy, handler_call_details.method)
 
 
 class AioAuthorizationInterceptor(grpc.aio.ServerInterceptor):
@@ -130,7 +134,47 @@ class AioAuthorizationInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation: Callable[..., Any],
                                 handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = await continuation(handler_call_details)
-        policy = self._policy()
-        if policy is None:
+        if self._policy() is None:
             return handler
-        return _guard(handler, policy, handler_call_details.method)
+        return _guard(handler, self._policy, handler_call_details.method)
+
+
+def authorize_methods(service: str, handlers: dict[str, grpc.RpcMethodHandler],
+                      policy: PolicySource) -> dict[str, grpc.RpcMethodHandler]:
+    """``add_registered_method_handlers`` input with every handler guarded once, at
+    registration: no interceptor machinery per call (which costs ~30-50 µs p50 on a
+    sync server), just the check."""
+    return {name: _guard(h, policy, f"/{service}/{name}")  # type: ignore[misc]
+            for name, h in handlers.items()}
+
+
+def authorize_generic(handler: grpc.GenericRpcHandler, policy: PolicySource
+                      ) -> grpc.GenericRpcHandler:
+    """A generic handler whose handlers are guarded: a dictionary handler (what
+    generated code and ``method_handlers_generic_handler`` make) is rebuilt once;
+    any other is wrapped, its guarded handlers kept per method."""
+    methods = getattr(handler, "_method_handlers", None)
+    service = getattr(handler, "_name", None)
+    if isinstance(methods, dict) and isinstance(service, str):
+        return grpc.method_handlers_generic_handler(service, {
+            path.rsplit("/", 1)[1]: _guard(h, policy, path)  # type: ignore[misc]
+            for path, h in methods.items()})
+    return _GuardedGeneric(handler, policy)
+
+
+class _GuardedGeneric(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler, policy: PolicySource) -> None:
+        self._inner = inner
+        self._policy = policy
+        self._guarded: dict[str, tuple[Any, Any]] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = self._inner.service(handler_call_details)
+        method = handler_call_details.method
+        cached = self._guarded.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        guarded = _guard(handler, self._policy, method)
+        if len(self._guarded) < 4096:
+            self._guarded[method] = (handler, guarded)
+        return guarded

@@ -313,8 +313,6 @@ class Mesh:
     def _server(self, port: int, *, host: str, mtls: str | None,
                 interceptors: Sequence[Any], options: Sequence[tuple[str, Any]],
                 max_workers: int, aio: bool) -> MeshServer:
-        from interceptors.authz import AioAuthorizationInterceptor, AuthorizationInterceptor
-
         if self._closed:
             raise MeshError("this Mesh is closed")
         if port == 0:
@@ -338,10 +336,9 @@ class Mesh:
                 mode = "STRICT" if self.certificates is not None else "DISABLE"
                 log.warning("no server Listener %s from the control plane; serving %s",
                             name, mode)
-        authz = AioAuthorizationInterceptor if aio else AuthorizationInterceptor
         server, front = build_server(
             mode=mode, source=self.certificates, host=host, port=port,
-            interceptors=[authz(policy.current_authorization), *interceptors], aio=aio,
+            interceptors=interceptors, aio=aio,
             options=options, max_workers=max_workers, loop=self._loop)
 
         def stop_watching() -> None:
@@ -349,7 +346,8 @@ class Mesh:
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(fn)
         self._servers.append(stop_watching)
-        return MeshServer(server, front, port=port, mtls_mode=mode, on_stop=stop_watching)
+        return MeshServer(server, front, port=port, mtls_mode=mode, on_stop=stop_watching,
+                          policy=policy.current_authorization)
 
     # ------------------------------------------------------------ the xDS thread
 

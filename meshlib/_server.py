@@ -207,14 +207,18 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 class MeshServer:
     """A ``grpc.Server`` (or ``grpc.aio.Server``) plus what the mesh runs beside it.
 
-    Everything a gRPC server does is delegated; ``start``/``stop`` also run the
-    PERMISSIVE front and stop following the control plane. ``port`` is the public
+    Everything a gRPC server does is delegated; handlers added are guarded by the
+    authorization policy (at registration, not with a per-call interceptor);
+    ``start``/``stop`` also run the PERMISSIVE front and stop following the control
+    plane. ``port`` is the public
     port; ``mtls_mode`` the mode it serves.
     """
 
     def __init__(self, server: Any, front: _Front | None, *, port: int, mtls_mode: str,
-                 on_stop: Callable[[], None]) -> None:
+                 on_stop: Callable[[], None],
+                 policy: Callable[[], AuthorizationPolicy | None]) -> None:
         self._server = server
+        self._policy = policy
         self._front = front
         self.port = port
         self.mtls_mode = mtls_mode
@@ -222,6 +226,21 @@ class MeshServer:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._server, name)
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[Any]) -> None:
+        """Add handlers, each guarded by the mesh's authorization once, here."""
+        from interceptors.authz import authorize_generic
+
+        self._server.add_generic_rpc_handlers(tuple(
+            authorize_generic(h, self._policy) for h in generic_rpc_handlers))
+
+    def add_registered_method_handlers(self, service_name: str,
+                                       method_handlers: dict[str, Any]) -> None:
+        """Generated code's registration (grpcio ≥ 1.63), guarded the same way."""
+        from interceptors.authz import authorize_methods
+
+        self._server.add_registered_method_handlers(
+            service_name, authorize_methods(service_name, method_handlers, self._policy))
 
     def start(self) -> Any:
         result = self._server.start()

@@ -280,3 +280,29 @@ def test_rotation_under_traffic_fails_no_call(secure_mesh, tmp_path):
 @pytest.mark.slow
 def test_rotation_every_few_seconds_for_30s(secure_mesh, tmp_path):
     run_rotation(secure_mesh, tmp_path, seconds=30.0, ttl=4.0)
+
+
+async def test_aio_server_and_aio_channel_over_mtls(secure_mesh):
+    env = secure_mesh("STRICT", rules="""  rules:
+    - action: DENY
+      from: [{serviceAccounts: [intruder]}]
+""")
+    server_mesh = env.mesh("reviews")
+    server = server_mesh.aio_server("reviews", port=env.port, host="127.0.0.1")
+
+    async def who(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return str(meshlib.peer_identity(context)).encode()
+
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("demo.Who", {
+        "Am": grpc.unary_unary_rpc_method_handler(who, _identity, _identity)}),))
+    await server.start()
+    try:
+        channel = env.mesh("frontend").aio_channel("reviews")
+        reply = await channel.unary_unary(WHO, _identity, _identity)(b"", timeout=5)
+        assert reply == b"spiffe://cluster.local/ns/default/sa/frontend"
+        intruder = env.mesh("intruder").aio_channel("reviews")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await intruder.unary_unary(WHO, _identity, _identity)(b"", timeout=5)
+        assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await server.stop(None)

@@ -111,8 +111,8 @@ def test_public_api_is_pinned():
         "Locality", "OutlierDetectionConfig", "QueryParameterMatcher", "ResourceChanged",
         "ResourceError", "ResourceRemoved", "ResourceValidationError", "ResourceWatcher",
         "RetryPolicy", "Route", "RouteAction", "RouteConfigUpdate", "RouteMatch",
-        "ServerListenerUpdate", "StringMatcher", "Update", "VirtualHost", "WatcherFuncs", "XdsClient",
-        "XdsClientConfig", "XdsProtocol", "decode_cluster", "decode_endpoints",
+        "ServerListenerUpdate", "StringMatcher", "Update", "VirtualHost", "WatcherFuncs",
+        "XdsClient", "XdsClientConfig", "XdsProtocol", "decode_cluster", "decode_endpoints",
         "decode_listener", "decode_route_config", "match_route", "pick_virtual_host",
     ]
     for name in meshlib.xds.__all__:
