@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import grpc
 
 from interceptors._details import CallDetails, details_of, method_name
+from interceptors._handlers import rewrap_handler
 from interceptors._outcome import settled
 from meshlib._deadline import remaining, reset_deadline, set_deadline
 from meshlib.errors import DeadlineExceededError
@@ -42,14 +42,6 @@ __all__ = [
 # A sync server reports ~9.2e18 s left for a call without a deadline.
 _NO_DEADLINE = 1e9
 
-_HANDLER_FACTORIES: dict[str, Callable[..., grpc.RpcMethodHandler]] = {
-    "unary_unary": grpc.unary_unary_rpc_method_handler,
-    "unary_stream": grpc.unary_stream_rpc_method_handler,
-    "stream_unary": grpc.stream_unary_rpc_method_handler,
-    "stream_stream": grpc.stream_stream_rpc_method_handler,
-}
-
-
 def _deadline_of(context: grpc.ServicerContext) -> float | None:
     """The incoming call's deadline as a ``time.monotonic()`` instant, or None."""
     left = context.time_remaining()
@@ -60,24 +52,8 @@ def _deadline_of(context: grpc.ServicerContext) -> float | None:
 
 def _wrap_handler(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
     """The same handler, its behaviour run with the call's deadline in force."""
-    if handler is None:
-        return None
-    for kind, factory in _HANDLER_FACTORIES.items():
-        behaviour = getattr(handler, kind)
-        if behaviour is None:
-            continue
-        streams_out = kind.endswith("_stream")
-        if inspect.isasyncgenfunction(behaviour):
-            wrapped = _async_gen(behaviour)
-        elif inspect.iscoroutinefunction(behaviour):
-            wrapped = _coroutine(behaviour)  # also grpc.aio's context.write() style
-        elif streams_out:
-            wrapped = _generator(behaviour)
-        else:
-            wrapped = _plain(behaviour)
-        return factory(wrapped, request_deserializer=handler.request_deserializer,
-                       response_serializer=handler.response_serializer)
-    return handler
+    return rewrap_handler(handler, plain=_plain, generator=_generator,
+                          coroutine=_coroutine, async_gen=_async_gen)
 
 
 def _plain(behaviour: Callable[..., Any]) -> Callable[..., Any]:

@@ -14,14 +14,13 @@ Example::
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
 
-from interceptors._deadline import _HANDLER_FACTORIES
+from interceptors._handlers import rewrap_handler
 from meshlib.security._authz import AuthorizationPolicy
 from meshlib.security._peer import peer_principal
 
@@ -51,23 +50,12 @@ def _guard(handler: grpc.RpcMethodHandler | None, policy: PolicySource,
            method: str) -> grpc.RpcMethodHandler | None:
     """``handler`` with the check (against ``policy()`` at each call) in front of its
     behaviour."""
-    if handler is None:
-        return None
-    for kind, factory in _HANDLER_FACTORIES.items():
-        behaviour = getattr(handler, kind)
-        if behaviour is None:
-            continue
-        if inspect.isasyncgenfunction(behaviour):
-            wrapped = _async_gen(behaviour, policy, method)
-        elif inspect.iscoroutinefunction(behaviour):
-            wrapped = _coroutine(behaviour, policy, method)
-        elif kind.endswith("_stream"):
-            wrapped = _generator(behaviour, policy, method)
-        else:
-            wrapped = _plain(behaviour, policy, method)
-        return factory(wrapped, request_deserializer=handler.request_deserializer,
-                       response_serializer=handler.response_serializer)
-    return handler
+    return rewrap_handler(
+        handler,
+        plain=lambda b: _plain(b, policy, method),
+        generator=lambda b: _generator(b, policy, method),
+        coroutine=lambda b: _coroutine(b, policy, method),
+        async_gen=lambda b: _async_gen(b, policy, method))
 
 
 def _plain(behaviour: Callable[..., Any], policy: PolicySource, method: str

@@ -373,7 +373,8 @@ class Mesh:
         self._registry = ClusterRegistry(self._client, self._make_cluster)
 
     def _make_cluster(self, name: str) -> ClusterState:
-        return ClusterState(name, on_endpoints=self._endpoints_changed)
+        return ClusterState(name, on_endpoints=self._endpoints_changed,
+                            on_server_name=self._tracker.forget_channels)
 
     def _endpoints_changed(self, cluster: ClusterState, added: set[str],
                            removed: set[str]) -> None:

@@ -201,6 +201,21 @@ def test_permissive_takes_mtls_and_plaintext_on_one_port(secure_mesh):
         assert call(bare) == {"peer": None}
 
 
+def test_a_client_follows_a_live_mode_change(secure_mesh):
+    env = secure_mesh("PERMISSIVE")
+    env.serve(env.mesh("reviews"), Seen())  # PERMISSIVE takes both, whatever comes next
+    who = env.mesh("frontend").channel("reviews").unary_unary(WHO, _identity, _identity)
+
+    def peer() -> str | None:
+        return json.loads(who(b"", timeout=5))["peer"]
+    assert peer().endswith("/sa/frontend")  # type: ignore[union-attr]
+    (env.directory / "policy.yaml").write_text(policy_yaml("DISABLE"))
+    deadline = time.monotonic() + 10
+    while peer() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert peer() is None  # plaintext now: the multicallable dropped its TLS channel
+
+
 def test_disable_serves_plaintext(secure_mesh):
     env = secure_mesh("DISABLE")
     seen = Seen()

@@ -1,0 +1,48 @@
+"""Rebuilding a server's ``RpcMethodHandler`` around a wrapped behaviour.
+
+Server-side concerns (deadlines, authorization) wrap a handler's behaviour in one of
+four ways — a plain function, a generator, a coroutine, an async generator — and
+rebuild the handler of the same kind with the same (de)serializers.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+__all__ = ["HANDLER_FACTORIES", "Wrap", "rewrap_handler"]
+
+HANDLER_FACTORIES: dict[str, Callable[..., grpc.RpcMethodHandler]] = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+# (plain, generator, coroutine, async generator): each takes a behaviour, returns one.
+Wrap = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def rewrap_handler(handler: grpc.RpcMethodHandler | None, *, plain: Wrap, generator: Wrap,
+                   coroutine: Wrap, async_gen: Wrap) -> grpc.RpcMethodHandler | None:
+    """``handler`` with its behaviour passed through the wrapper of its shape."""
+    if handler is None:
+        return None
+    for kind, factory in HANDLER_FACTORIES.items():
+        behaviour = getattr(handler, kind)
+        if behaviour is None:
+            continue
+        if inspect.isasyncgenfunction(behaviour):
+            wrapped = async_gen(behaviour)
+        elif inspect.iscoroutinefunction(behaviour):
+            wrapped = coroutine(behaviour)  # also grpc.aio's context.write() style
+        elif kind.endswith("_stream"):
+            wrapped = generator(behaviour)
+        else:
+            wrapped = plain(behaviour)
+        return factory(wrapped, request_deserializer=handler.request_deserializer,
+                       response_serializer=handler.response_serializer)
+    return handler
