@@ -121,7 +121,6 @@ class Mesh:
         self._client_credentials: grpc.ChannelCredentials | None = None
         self._client: XdsClient | None = None
         self._registry: ClusterRegistry | None = None
-        self._servers: list[Callable[[], None]] = []
         self.identity: SpiffeId | None = None
         self.certificates: CertificateSource | None = None
         self.first_certificate_seconds: float | None = None  # time to the first cert
@@ -345,7 +344,6 @@ class Mesh:
             for fn in cancel:
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(fn)
-        self._servers.append(stop_watching)
         return MeshServer(server, front, port=port, mtls_mode=mode, on_stop=stop_watching,
                           policy=policy.current_authorization)
 

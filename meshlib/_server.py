@@ -61,7 +61,6 @@ class ServerPolicy:
         self.mode: str | None = None
         self.authorization: AuthorizationPolicy | None = None
         self.ready = threading.Event()
-        self.missing = False
 
     def update(self, listener: object) -> None:
         if not isinstance(listener, ServerListenerUpdate):
@@ -75,8 +74,7 @@ class ServerPolicy:
         self.ready.set()
 
     def removed(self) -> None:
-        self.missing = True
-        self.ready.set()
+        self.ready.set()  # no Listener for this address: the caller picks a default
 
     def current_authorization(self) -> AuthorizationPolicy | None:
         return self.authorization

@@ -58,3 +58,31 @@ def test_closed_mesh_refuses_new_channels():
         pass
     with pytest.raises(meshlib.MeshError, match="closed"):
         mesh.channel("reviews")
+
+
+def test_from_env_reads_the_identity_variables(tmp_path):
+    from meshlib.security._certificates import WorkloadCertificate, make_key_and_csr, write_files
+    from xds_server.ca import CertificateAuthority
+
+    ca = CertificateAuthority.create(trust_domain="example.org")
+    identity = meshlib.SpiffeId("example.org", "shop", "cart")
+    key, csr = make_key_and_csr(identity)
+    write_files(tmp_path, WorkloadCertificate.from_pem(key, ca.issue(csr, identity).cert_pem,
+                                                       ca.roots_pem()))
+    mesh = meshlib.Mesh.from_env({
+        "MESHLIB_XDS_ADDRESS": "127.0.0.1:1", "MESHLIB_SERVICE": "cart",
+        "POD_NAMESPACE": "shop", "MESHLIB_CERT_DIR": str(tmp_path),
+        "MESHLIB_TRUST_DOMAIN": "example.org", "MESHLIB_RESOLVE_TIMEOUT": "0.2"})
+    try:
+        assert mesh.identity == identity
+        assert mesh.certificates is not None and mesh.certificates.current is not None
+    finally:
+        mesh.close()
+    with pytest.raises(meshlib.MeshError, match="MESHLIB_CERT_TTL must be a number"):
+        meshlib.Mesh.from_env({"MESHLIB_XDS_ADDRESS": "127.0.0.1:1", "MESHLIB_CERT_TTL": "1d"})
+
+
+def test_a_missing_cert_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(meshlib.CertificateError, match="cannot read certificates in"):
+        meshlib.Mesh("127.0.0.1:1", service="cart", cert_dir=str(tmp_path / "none"),
+                     resolve_timeout=0.2)
