@@ -345,7 +345,7 @@ class Mesh:
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(fn)
         return MeshServer(server, front, port=port, mtls_mode=mode, on_stop=stop_watching,
-                          policy=policy.current_authorization)
+                          policy=policy.check)
 
     # ------------------------------------------------------------ the xDS thread
 

@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from meshlib.errors import MeshError
+from meshlib.resilience import RateLimit
 from meshlib.security._certificates import CertificateSource, WorkloadCertificate
+from meshlib.security._peer import peer_principal
 from meshlib.xds._listener import ServerListenerUpdate
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ log = logging.getLogger("meshlib")
 MTLS_MODES = ("STRICT", "PERMISSIVE", "DISABLE")
 SERVER_LISTENER_TEMPLATE = "grpc/server?xds.resource.listening_address=%s"
 _TLS_HANDSHAKE = 0x16  # the first byte of a TLS ClientHello record
+_MAX_BUCKETS = 10_000  # distinct callers tracked before the buckets start over
 
 
 def server_listener_name(host: str, port: int) -> str:
@@ -58,13 +61,21 @@ class ServerPolicy:
     """What the control plane says about one server address (set on the xDS thread)."""
 
     def __init__(self) -> None:
+        from interceptors.authz import authorization_check
+
+        self._authorize = authorization_check(self.current_authorization)
         self.mode: str | None = None
         self.authorization: AuthorizationPolicy | None = None
+        self.rate_limit: tuple[float, int] | None = None
+        self._buckets: dict[str | None, RateLimit] = {}  # per caller identity
         self.ready = threading.Event()
 
     def update(self, listener: object) -> None:
         if not isinstance(listener, ServerListenerUpdate):
             return
+        if listener.rate_limit != self.rate_limit:
+            self.rate_limit = listener.rate_limit
+            self._buckets = {}
         if self.mode is not None and listener.mtls_mode != self.mode:
             log.warning("mTLS mode of %s changed from %s to %s: restart the server to "
                         "apply it", listener.name, self.mode, listener.mtls_mode)
@@ -78,6 +89,31 @@ class ServerPolicy:
 
     def current_authorization(self) -> AuthorizationPolicy | None:
         return self.authorization
+
+    def check(self, method: str, context: Any) -> tuple[grpc.StatusCode, str] | None:
+        """Authorization, then the local rate limit (one token bucket per caller
+        identity; plaintext callers share one). Over the limit: RESOURCE_EXHAUSTED
+        with a ``grpc-retry-pushback-ms`` trailer (gRFC A6) saying when to retry."""
+        if self.authorization is not None:
+            refusal = self._authorize(method, context)
+            if refusal is not None:
+                return refusal
+        limit = self.rate_limit
+        if limit is None:
+            return None
+        principal = peer_principal(context)
+        bucket = self._buckets.get(principal)
+        if bucket is None:
+            if len(self._buckets) >= _MAX_BUCKETS:
+                self._buckets = {}
+            bucket = self._buckets[principal] = RateLimit(limit[0], limit[1])
+        wait = bucket.try_acquire()
+        if not wait:
+            return None
+        millis = max(1, round(wait * 1000))
+        context.set_trailing_metadata((("grpc-retry-pushback-ms", str(millis)),))
+        return (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"rate limited: retry in {millis} ms")
 
 
 def server_credentials(source: CertificateSource) -> grpc.ServerCredentials:
@@ -214,7 +250,7 @@ class MeshServer:
 
     def __init__(self, server: Any, front: _Front | None, *, port: int, mtls_mode: str,
                  on_stop: Callable[[], None],
-                 policy: Callable[[], AuthorizationPolicy | None]) -> None:
+                 policy: Callable[[str, Any], tuple[grpc.StatusCode, str] | None]) -> None:
         self._server = server
         self._policy = policy
         self._front = front

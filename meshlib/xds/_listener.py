@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["ListenerUpdate", "ServerListenerUpdate", "decode_listener"]
 
 _DOWNSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+_LOCAL_RATE_LIMIT = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 _HCM_TYPE = hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 _ROUTER_TYPE = "type.googleapis.com/" + router_pb2.Router.DESCRIPTOR.full_name
 
@@ -63,6 +65,7 @@ class ServerListenerUpdate:
     name: str
     mtls_mode: str
     authorization: AuthorizationPolicy | None = None
+    rate_limit: tuple[float, int] | None = None  # (requests per second, burst)
 
 
 def decode_listener(any_msg: any_pb2.Any) -> ListenerUpdate | ServerListenerUpdate:
@@ -135,7 +138,26 @@ def _server_listener(listener: listener_pb2.Listener,
     except (XdsError, ValueError) as err:
         raise invalid(f"RBAC: {err}") from err
     return ServerListenerUpdate(name=listener.name, mtls_mode=mode,
-                                authorization=authorization)
+                                authorization=authorization,
+                                rate_limit=_rate_limit(hcm, invalid))
+
+
+def _rate_limit(hcm: hcm_pb2.HttpConnectionManager,
+                invalid: Callable[[str], ResourceValidationError]) -> tuple[float, int] | None:
+    """The LocalRateLimit filter's bucket as (tokens per second, burst), if any."""
+    for http_filter in hcm.http_filters:
+        if http_filter.typed_config.type_url.rsplit("/", 1)[-1] != _LOCAL_RATE_LIMIT:
+            continue
+        config = local_rate_limit_pb2.LocalRateLimit()
+        http_filter.typed_config.Unpack(config)
+        bucket = config.token_bucket
+        interval = bucket.fill_interval.seconds + bucket.fill_interval.nanos / 1e9
+        tokens = bucket.tokens_per_fill.value if bucket.HasField("tokens_per_fill") else 1
+        if interval <= 0 or bucket.max_tokens < 1 or tokens < 1:
+            raise invalid(f"{http_filter.name}: token_bucket needs max_tokens, "
+                          "tokens_per_fill >= 1 and a positive fill_interval")
+        return tokens / interval, bucket.max_tokens
+    return None
 
 
 def _http_filters(hcm: hcm_pb2.HttpConnectionManager,

@@ -105,13 +105,14 @@ spec:
 def secure_mesh(tmp_path: Path, control_plane_factory) -> Iterator:
     made: list[SecureMesh] = []
 
-    def start(mode: str = "STRICT", rules: str = "") -> SecureMesh:
+    def start(mode: str = "STRICT", rules: str = "", extra: str = "") -> SecureMesh:
         port = free_port()
         directory = tmp_path / "mesh"
         directory.mkdir()
         (directory / "services.yaml").write_text(
             service_yaml("reviews", [port]) + service_yaml("frontend", [free_port()]))
         (directory / "policy.yaml").write_text(policy_yaml(mode, rules))
+        (directory / "extra.yaml").write_text(extra)
         tokens = tmp_path / "tokens.yaml"
         tokens.write_text("tokens:\n" + "".join(
             f"- serviceAccount: default/{sa}\n  token: {token}\n" for sa, token in TOKENS.items()))
@@ -321,3 +322,27 @@ async def test_aio_server_and_aio_channel_over_mtls(secure_mesh):
         assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
     finally:
         await server.stop(None)
+
+
+def test_local_rate_limit_per_caller_identity(secure_mesh):
+    env = secure_mesh("STRICT", extra="""---
+apiVersion: meshlib.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: reviews, namespace: default}
+spec:
+  targetRef: {kind: Service, name: reviews}
+  rateLimit: {requestsPerSecond: 0.5, burst: 2}
+""")
+    env.serve(env.mesh("reviews"), Seen())
+    who = env.mesh("frontend").channel("reviews").unary_unary(WHO, _identity, _identity)
+    who(b"", timeout=5)
+    who(b"", timeout=5)  # the burst
+    with pytest.raises(grpc.RpcError) as err:
+        who(b"", timeout=5)
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    pushback = int(dict(err.value.trailing_metadata() or ())["grpc-retry-pushback-ms"])
+    assert 1500 <= pushback <= 2000  # a token every 2 s
+    assert f"retry in {pushback} ms" in (err.value.details() or "")
+    # Another caller has a bucket of its own.
+    other = env.mesh("intruder").channel("reviews").unary_unary(WHO, _identity, _identity)
+    assert json.loads(other(b"", timeout=5))["peer"].endswith("/sa/intruder")

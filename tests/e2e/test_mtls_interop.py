@@ -42,6 +42,18 @@ spec:
 """
 
 
+# gRPC's xDS server has no local rate limit: the filter is optional, so it must accept
+# the Listener (a NACK would leave the native server unserved) and skip the filter.
+RATINGS_LIMIT = """---
+apiVersion: meshlib.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: ratings, namespace: default}
+spec:
+  targetRef: {kind: Service, name: ratings}
+  rateLimit: {requestsPerSecond: 1000, burst: 100}
+"""
+
+
 @pytest.fixture
 def interop(tmp_path: Path, control_plane_factory):
     ports = {"reviews": free_port(), "ratings": free_port()}
@@ -49,7 +61,7 @@ def interop(tmp_path: Path, control_plane_factory):
     config.mkdir()
     (config / "mesh.yaml").write_text(
         service_yaml("reviews", [ports["reviews"]]) + service_yaml("ratings", [ports["ratings"]])
-        + strict("reviews") + strict("ratings"))
+        + strict("reviews") + strict("ratings") + RATINGS_LIMIT)
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text("tokens:\n" + "".join(
         f"- serviceAccount: default/{sa}\n  token: {t}\n" for sa, t in TOKENS.items()))
@@ -86,6 +98,7 @@ def interop(tmp_path: Path, control_plane_factory):
         return m
 
     yield ports, native, mesh
+    assert cp.metric("meshlib_xds_nacks_total") == 0
     for m in meshes:
         m.close()
     for proc in procs:

@@ -18,17 +18,26 @@ from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from google.protobuf import any_pb2
+from envoy.type.v3 import percent_pb2, token_bucket_pb2
+from google.protobuf import any_pb2, wrappers_pb2
 
-from xds_server.model import MeshModel, Service
+from xds_server.model import MeshModel, RateLimit, Service
 from xds_server.node import NodeGroup
-from xds_server.translate._protos import ads_config_source, fault_filter, pack, router_filter
+from xds_server.translate._protos import (
+    ads_config_source,
+    duration,
+    fault_filter,
+    pack,
+    router_filter,
+)
 from xds_server.translate.names import (
     ENVOY_OUTBOUND_LISTENER,
     ENVOY_OUTBOUND_ROUTE,
+    LOCAL_RATE_LIMIT_FILTER,
     default_service_port,
     listener_names,
     route_config_name,
@@ -138,8 +147,37 @@ def grpc_server_listener(address: str, port: int, security: InboundSecurity, *,
 
 
 def server_hcm(security: InboundSecurity) -> any_pb2.Any:
-    """The packed HttpConnectionManager of a server Listener: RBAC, then the router."""
-    return pack(_server_hcm(rbac_filters(security.policies, security.trust_domain)))
+    """The packed HttpConnectionManager of a server Listener: RBAC, the local rate
+    limit, then the router."""
+    filters = rbac_filters(security.policies, security.trust_domain)
+    if security.rate_limit is not None:
+        filters.append(local_rate_limit_filter(security.rate_limit))
+    return pack(_server_hcm(filters))
+
+
+def local_rate_limit_filter(limit: RateLimit) -> hcm_pb2.HttpFilter:
+    """TrafficPolicy ``rateLimit`` as Envoy's ``LocalRateLimit`` HTTP filter.
+
+    The bucket holds ``burst`` tokens and gains ``requestsPerSecond``: one token per
+    ``1/rate`` s for fractional rates, else ``rate`` tokens per second. gRPC servers
+    do not implement the filter, so it is optional (they skip it); meshlib servers
+    enforce it, one bucket per caller identity.
+    """
+    rate = limit.requests_per_second
+    if rate >= 1 and rate == int(rate):
+        tokens, interval = int(rate), 1.0
+    else:
+        tokens, interval = 1, 1.0 / rate
+    always = base_pb2.RuntimeFractionalPercent(default_value=percent_pb2.FractionalPercent(
+        numerator=100, denominator=percent_pb2.FractionalPercent.HUNDRED))
+    config = local_rate_limit_pb2.LocalRateLimit(
+        stat_prefix="inbound_rate_limit",
+        token_bucket=token_bucket_pb2.TokenBucket(
+            max_tokens=limit.burst, tokens_per_fill=wrappers_pb2.UInt32Value(value=tokens),
+            fill_interval=duration(interval)),
+        filter_enabled=always, filter_enforced=always)
+    return hcm_pb2.HttpFilter(name=LOCAL_RATE_LIMIT_FILTER, typed_config=pack(config),
+                              is_optional=True)
 
 
 def envoy_outbound_listener(model: MeshModel, group: NodeGroup) -> listener_pb2.Listener:

@@ -15,6 +15,7 @@ __all__ = [
     "ENVOY_OUTBOUND_LISTENER",
     "ENVOY_OUTBOUND_ROUTE",
     "FAULT_FILTER",
+    "LOCAL_RATE_LIMIT_FILTER",
     "RBAC_ALLOW_FILTER",
     "RBAC_DENY_FILTER",
     "ROUTER_FILTER",
@@ -39,6 +40,7 @@ ROUTER_FILTER = "envoy.filters.http.router"
 # duplicates); gRPC and Envoy find the filter by its typed_config type, not its name.
 RBAC_DENY_FILTER = "meshlib.rbac.deny"
 RBAC_ALLOW_FILTER = "meshlib.rbac.allow"
+LOCAL_RATE_LIMIT_FILTER = "meshlib.local_rate_limit"
 
 _DEFAULT_PROTOCOLS = ("grpc", "http2")
 

@@ -39,6 +39,7 @@ from xds_server.model import (
     AccessPolicy,
     MeshModel,
     MtlsMode,
+    RateLimit,
     Service,
 )
 from xds_server.translate._protos import pack
@@ -126,6 +127,7 @@ class InboundSecurity:
     mode: MtlsMode
     policies: tuple[AccessPolicy, ...]
     trust_domain: str
+    rate_limit: RateLimit | None = None  # TrafficPolicy rateLimit; the lowest rate wins
 
 
 def inbound_security(model: MeshModel, services: Iterable[Service],
@@ -141,17 +143,22 @@ def inbound_security(model: MeshModel, services: Iterable[Service],
 def service_inbound_security(model: MeshModel, service: Service,
                              policies: tuple[AccessPolicy, ...]) -> InboundSecurity:
     """What ``service`` alone asks of its servers; ``policies`` are its AccessPolicies."""
+    traffic = model.traffic_policy_for(service)
     return InboundSecurity(effective_mtls_mode(model, service, policies), policies,
-                           model.mesh_config.trust_domain)
+                           model.mesh_config.trust_domain,
+                           traffic.rate_limit if traffic is not None else None)
 
 
 def merge_inbound(parts: list[InboundSecurity]) -> InboundSecurity:
-    """One listener's security from its Services': the strictest mode, every policy."""
+    """One listener's security from its Services': the strictest mode, every policy,
+    the lowest rate limit."""
     if len(parts) == 1:
         return parts[0]
+    limits = [p.rate_limit for p in parts if p.rate_limit is not None]
     return InboundSecurity(strictest_mode(p.mode for p in parts),
                            tuple(policy for p in parts for policy in p.policies),
-                           parts[0].trust_domain if parts else "")
+                           parts[0].trust_domain if parts else "",
+                           min(limits, key=lambda r: r.requests_per_second, default=None))
 
 
 def upstream_tls_socket(identities: Iterable[SpiffeId]) -> base_pb2.TransportSocket:
