@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-__all__ = ["HANDLER_FACTORIES", "Wrap", "rewrap_handler"]
+__all__ = ["HANDLER_FACTORIES", "Wrap", "rewrap_generic", "rewrap_handler"]
 
 HANDLER_FACTORIES: dict[str, Callable[..., grpc.RpcMethodHandler]] = {
     "unary_unary": grpc.unary_unary_rpc_method_handler,
@@ -46,3 +46,40 @@ def rewrap_handler(handler: grpc.RpcMethodHandler | None, *, plain: Wrap, genera
         return factory(wrapped, request_deserializer=handler.request_deserializer,
                        response_serializer=handler.response_serializer)
     return handler
+
+
+HandlerWrap = Callable[[Any, str], Any]  # (RpcMethodHandler, method path) -> handler
+
+
+def rewrap_generic(handler: grpc.GenericRpcHandler, wrap: HandlerWrap
+                   ) -> grpc.GenericRpcHandler:
+    """A generic handler whose method handlers pass through ``wrap`` once.
+
+    A dictionary handler (what generated code and ``method_handlers_generic_handler``
+    make) is rebuilt at once, keeping grpc's fast lookup; any other is wrapped, its
+    wrapped handlers kept per method.
+    """
+    methods = getattr(handler, "_method_handlers", None)
+    service = getattr(handler, "_name", None)
+    if isinstance(methods, dict) and isinstance(service, str):
+        return grpc.method_handlers_generic_handler(service, {
+            path.rsplit("/", 1)[1]: wrap(h, path) for path, h in methods.items()})
+    return _WrappedGeneric(handler, wrap)
+
+
+class _WrappedGeneric(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler, wrap: HandlerWrap) -> None:
+        self._inner = inner
+        self._wrap = wrap
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = self._inner.service(handler_call_details)
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = None if handler is None else self._wrap(handler, method)
+        if len(self._wrapped) < 4096:
+            self._wrapped[method] = (handler, wrapped)
+        return wrapped

@@ -49,6 +49,7 @@ from meshlib.security._certificates import (
     IssuedCertificates,
     WorkloadCertificate,
 )
+from meshlib.telemetry import MeshMetrics
 from meshlib.xds import LISTENER, WatcherFuncs, XdsClient, XdsClientConfig, XdsProtocol
 
 __all__ = ["DEFAULT_RESOLVE_TIMEOUT", "Mesh"]
@@ -124,6 +125,7 @@ class Mesh:
         self.identity: SpiffeId | None = None
         self.certificates: CertificateSource | None = None
         self.first_certificate_seconds: float | None = None  # time to the first cert
+        self.metrics = MeshMetrics()
         self._thread = threading.Thread(target=self._run_loop, name="meshlib-xds", daemon=True)
         self._thread.start()
         self._on_loop(self._start_client).result()
@@ -285,6 +287,13 @@ class Mesh:
         for pool in list(self._aio_pools.values()):
             pool.set_credentials(credentials)
 
+    # ------------------------------------------------------------ telemetry
+
+    def serve_metrics(self, port: int = 0, host: str = "127.0.0.1") -> int:
+        """Serve this Mesh's Prometheus metrics at ``http://host:port/metrics`` from a
+        daemon thread; returns the port (``port=0``: any free one)."""
+        return self.metrics.serve(port, host)
+
     # ------------------------------------------------------------ servers
 
     def server(self, service: str | None = None, port: int = 0, *, host: str = "[::]",
@@ -298,7 +307,7 @@ class Mesh:
         it; ``mtls=`` forces one. Add servicers as usual, then ``start()``. Handlers
         learn their caller with :func:`meshlib.peer_identity`.
         """
-        return self._server(port, host=host, mtls=mtls, interceptors=interceptors,
+        return self._server(service, port, host=host, mtls=mtls, interceptors=interceptors,
                             options=options, max_workers=max_workers, aio=False)
 
     def aio_server(self, service: str | None = None, port: int = 0, *, host: str = "[::]",
@@ -306,10 +315,10 @@ class Mesh:
                    options: Sequence[tuple[str, Any]] = ()) -> MeshServer:
         """The ``grpc.aio.Server`` counterpart of :meth:`server` (``await
         server.start()``)."""
-        return self._server(port, host=host, mtls=mtls, interceptors=interceptors,
+        return self._server(service, port, host=host, mtls=mtls, interceptors=interceptors,
                             options=options, max_workers=0, aio=True)
 
-    def _server(self, port: int, *, host: str, mtls: str | None,
+    def _server(self, service: str | None, port: int, *, host: str, mtls: str | None,
                 interceptors: Sequence[Any], options: Sequence[tuple[str, Any]],
                 max_workers: int, aio: bool) -> MeshServer:
         if self._closed:
@@ -345,7 +354,8 @@ class Mesh:
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(fn)
         return MeshServer(server, front, port=port, mtls_mode=mode, on_stop=stop_watching,
-                          policy=policy.check)
+                          policy=policy.check, service=service or self.service,
+                          metrics=self.metrics)
 
     # ------------------------------------------------------------ the xDS thread
 

@@ -37,6 +37,7 @@ from meshlib.xds._listener import ServerListenerUpdate
 
 if TYPE_CHECKING:
     from meshlib.security._authz import AuthorizationPolicy
+    from meshlib.telemetry import MeshMetrics
 
 __all__ = ["MTLS_MODES", "MeshServer", "ServerPolicy", "build_server", "server_credentials",
            "server_listener_name"]
@@ -250,8 +251,11 @@ class MeshServer:
 
     def __init__(self, server: Any, front: _Front | None, *, port: int, mtls_mode: str,
                  on_stop: Callable[[], None],
-                 policy: Callable[[str, Any], tuple[grpc.StatusCode, str] | None]) -> None:
+                 policy: Callable[[str, Any], tuple[grpc.StatusCode, str] | None],
+                 service: str = "", metrics: MeshMetrics | None = None) -> None:
         self._server = server
+        self._service = service
+        self._metrics = metrics
         self._policy = policy
         self._front = front
         self.port = port
@@ -261,20 +265,29 @@ class MeshServer:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._server, name)
 
+    def _wrap(self, handler: Any, method: str) -> Any:
+        from interceptors._handlers import rewrap_handler
+        from interceptors.authz import guard_handler
+
+        guarded = guard_handler(handler, self._policy, method)
+        if self._metrics is None:
+            return guarded
+        return rewrap_handler(guarded, **self._metrics.server_wrappers(self._service, method))
+
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[Any]) -> None:
-        """Add handlers, each guarded by the mesh's authorization once, here."""
-        from interceptors.authz import authorize_generic
+        """Add handlers, each guarded by the mesh's authorization and rate limit and
+        timed for its metrics — once, here, not by a per-call interceptor."""
+        from interceptors._handlers import rewrap_generic
 
         self._server.add_generic_rpc_handlers(tuple(
-            authorize_generic(h, self._policy) for h in generic_rpc_handlers))
+            rewrap_generic(h, self._wrap) for h in generic_rpc_handlers))
 
     def add_registered_method_handlers(self, service_name: str,
                                        method_handlers: dict[str, Any]) -> None:
         """Generated code's registration (grpcio ≥ 1.63), guarded the same way."""
-        from interceptors.authz import authorize_methods
-
-        self._server.add_registered_method_handlers(
-            service_name, authorize_methods(service_name, method_handlers, self._policy))
+        self._server.add_registered_method_handlers(service_name, {
+            name: self._wrap(h, f"/{service_name}/{name}")
+            for name, h in method_handlers.items()})
 
     def start(self) -> Any:
         result = self._server.start()

@@ -346,3 +346,39 @@ spec:
     # Another caller has a bucket of its own.
     other = env.mesh("intruder").channel("reviews").unary_unary(WHO, _identity, _identity)
     assert json.loads(other(b"", timeout=5))["peer"].endswith("/sa/intruder")
+
+
+def test_server_golden_metrics_are_scraped(secure_mesh):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    env = secure_mesh("STRICT", rules="""  rules:
+    - action: DENY
+      from: [{serviceAccounts: [intruder]}]
+""")
+    server_mesh = env.mesh("reviews")
+    env.serve(server_mesh, Seen())
+    port = server_mesh.serve_metrics()
+    ok = env.mesh("frontend").channel("reviews").unary_unary(WHO, _identity, _identity)
+    for _ in range(7):
+        ok(b"", timeout=5)
+    bad = env.mesh("intruder").channel("reviews").unary_unary(WHO, _identity, _identity)
+    for _ in range(3):
+        with pytest.raises(grpc.RpcError):
+            bad(b"", timeout=5)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    counts: dict[tuple[str, str], float] = {}
+    durations = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "meshlib_server_requests_total":
+                assert sample.labels["destination_service"] == "reviews"
+                assert sample.labels["method"] == WHO
+                counts[(sample.labels["code"], sample.labels["source_identity"])] = sample.value
+            if sample.name == "meshlib_server_request_duration_seconds_count":
+                durations += sample.value
+    assert counts == {("OK", "default/frontend"): 7,
+                      ("PERMISSION_DENIED", "default/intruder"): 3}
+    assert durations == 10
