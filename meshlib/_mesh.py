@@ -125,7 +125,7 @@ class Mesh:
         self.identity: SpiffeId | None = None
         self.certificates: CertificateSource | None = None
         self.first_certificate_seconds: float | None = None  # time to the first cert
-        self.metrics = MeshMetrics()
+        self._metrics: MeshMetrics | None = None  # made by the first server or scrape
         self._thread = threading.Thread(target=self._run_loop, name="meshlib-xds", daemon=True)
         self._thread.start()
         self._on_loop(self._start_client).result()
@@ -288,6 +288,15 @@ class Mesh:
             pool.set_credentials(credentials)
 
     # ------------------------------------------------------------ telemetry
+
+    @property
+    def metrics(self) -> MeshMetrics:
+        """This Mesh's metrics (created on first use: a client-only Mesh pays nothing)."""
+        if self._metrics is None:
+            with self._lock:
+                if self._metrics is None:
+                    self._metrics = MeshMetrics()
+        return self._metrics
 
     def serve_metrics(self, port: int = 0, host: str = "127.0.0.1") -> int:
         """Serve this Mesh's Prometheus metrics at ``http://host:port/metrics`` from a
