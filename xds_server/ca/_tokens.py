@@ -43,7 +43,9 @@ __all__ = [
 
 log = logging.getLogger("xds_server.ca")
 
-_MAX_TOKEN_BYTES = 8 * 1024
+# Kubernetes projected tokens are ~1 KiB; gRPC itself starts refusing metadata
+# past 8 KiB in total (RESOURCE_EXHAUSTED), so anything bigger is not a token.
+_MAX_TOKEN_BYTES = 4 * 1024
 
 
 class AuthenticationError(MeshError):
