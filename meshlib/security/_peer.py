@@ -1,7 +1,13 @@
 """Who is calling: the peer's SPIFFE ID from a server call's TLS auth context.
 
-gRPC puts a verified client certificate's single SPIFFE URI SAN in the auth context
-as ``peer_spiffe_id``; a plaintext caller has none.
+The caller's identity is the one SPIFFE URI SAN of the client certificate the mTLS
+handshake verified (what gRPC also reports as ``peer_spiffe_id`` in the auth context);
+a plaintext caller, or a certificate without exactly one SPIFFE ID, has none.
+
+Example::
+
+    def Get(self, request, context):
+        caller = meshlib.peer_identity(context)   # SpiffeId(..., "frontend") or None
 """
 
 from __future__ import annotations
@@ -12,25 +18,28 @@ from meshlib._spiffe import SpiffeId
 
 __all__ = ["peer_identity", "peer_principal"]
 
+_SAN = "x509_subject_alternative_name"
+
 
 def peer_principal(context: Any) -> str | None:
     """The caller's SPIFFE ID as sent (a string), or None for a plaintext peer.
     Works with sync and ``grpc.aio`` servicer contexts.
 
-    It reads the peer's identities (its certificate's SANs: 0.4 µs) rather than the
-    whole auth context (which copies the PEM certificate: ~9 µs), and takes the one
-    SPIFFE URI among them, as gRPC's ``peer_spiffe_id`` does.
+    It reads the peer's identities (its verified certificate's SANs: ~1 µs in all)
+    rather than the whole auth context (which copies the PEM certificate: ~5 µs), and
+    takes the one SPIFFE URI among them, like gRPC's ``peer_spiffe_id``; a certificate
+    with several SPIFFE IDs has none.
     """
     identities = context.peer_identities()
-    if not identities:
-        return None
+    if not identities or context.peer_identity_key() != _SAN:
+        return None  # plaintext, or a certificate without SANs (its CN is no identity)
     found = None
     for value in identities:
         if value.startswith(b"spiffe://"):
             if found is not None:
                 return None  # several SPIFFE IDs: none is the peer's
             found = value
-    return found.decode() if found is not None else None
+    return found.decode("ascii", "replace") if found is not None else None
 
 
 def peer_identity(context: Any) -> SpiffeId | None:
