@@ -32,12 +32,14 @@ from meshlib._attempts import (
     rpc_code,
 )
 from meshlib._call_context import RETRIES_OWNED
-from meshlib._channel import resolve_failure
+from meshlib._channel import code_name, finish_stream, resolve_failure
 from meshlib._cluster_state import ClusterState, EndpointState
 from meshlib._pool import AioChannelPool
 from meshlib._resolver import Target
 from meshlib._route_table import Metadata, RouteEntry, RouteTable
 from meshlib.errors import CallError
+from meshlib.telemetry._client import CallRecord, ClientTelemetry
+from meshlib.telemetry._metrics import counting_codec
 
 __all__ = ["AioMeshChannel"]
 
@@ -53,6 +55,10 @@ class _AioBase:
         self._channel = channel
         self._target = channel._target
         self._method = method
+        telemetry = channel._telemetry
+        if telemetry is not None:
+            ser, deser = counting_codec(ser, deser, *telemetry.metrics.byte_counters(
+                "client", channel._target.name, method))
         self._ser = ser
         self._deser = deser
         self._cache: dict[EndpointState, Any] = {}
@@ -107,7 +113,7 @@ class _AioBase:
         return entry, timeout, delay
 
     async def _start(self, timeout: float | None, metadata: Metadata
-                     ) -> tuple[RouteEntry, ClusterState, float | None]:
+                     ) -> tuple[RouteEntry, ClusterState, float | None, CallRecord | None]:
         table = self._target.table
         if table is None:
             table = await self._table(timeout)
@@ -117,7 +123,15 @@ class _AioBase:
             timeout = after_delay(timeout, delay, self._target.name)
         cluster = entry.pick_cluster()
         cluster.budget.record_request()
-        return entry, cluster, timeout
+        return entry, cluster, timeout, self._record(table, entry, cluster, metadata)
+
+    def _record(self, table: RouteTable, entry: RouteEntry, cluster: ClusterState,
+                metadata: Metadata) -> CallRecord | None:
+        telemetry = self._channel._telemetry
+        if telemetry is None:
+            return None
+        return telemetry.start(table.target, entry.route.name, cluster.service,
+                               self._method, metadata, table.sampling, table.access_log)
 
     async def _fault_delay(self, entry: RouteEntry, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -141,10 +155,15 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
 
     async def _invoke(self, call: _AioUnaryCall) -> Any:
         try:
-            return await self._attempts(call)
+            result = await self._attempts(call)
         except BaseException as err:
             call._error = err
+            if call._record is not None:
+                call._record.finish(code_name(err), True)
             raise
+        if call._record is not None:
+            call._record.finish("OK", False)
+        return result
 
     async def _attempts(self, call: _AioUnaryCall) -> Any:
         timeout, metadata = call._timeout, call._metadata
@@ -157,6 +176,7 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
             timeout = after_delay(timeout, delay, self._target.name)
         cluster = entry.pick_cluster()
         cluster.budget.record_request()
+        call._record = self._record(table, entry, cluster, metadata)
         retry = entry.retry
         deadline = None
         if retry is not None:
@@ -185,19 +205,28 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
         """One attempt: pick an endpoint, call it, report the outcome."""
         credentials, wait_for_ready, compression = call._options
         endpoint = cluster.pick(hash_key)
+        record = call._record
+        metadata = call._metadata if record is None else record.attempt(endpoint)
         try:
             multi = self._cache.get(endpoint) or self._callable(endpoint)
-            rpc = call._rpc = multi(call._request, timeout=timeout, metadata=call._metadata,
+            rpc = call._rpc = multi(call._request, timeout=timeout, metadata=metadata,
                                     credentials=credentials, wait_for_ready=wait_for_ready,
                                     compression=compression)
             response = await rpc
         except grpc.RpcError as err:
-            cluster.release(endpoint, rpc_code(err), err)
+            code = rpc_code(err)
+            cluster.release(endpoint, code, err)
+            if record is not None:
+                record.attempt_end(code.name if code else "UNKNOWN", True)
             raise
         except BaseException:
             cluster.release(endpoint, _CANCELLED)
+            if record is not None:
+                record.attempt_end("CANCELLED", True)
             raise
         cluster.release(endpoint, None)
+        if record is not None:
+            record.attempt_end("OK", False)
         return response
 
 
@@ -206,8 +235,8 @@ class _AioUnaryCall(grpc.aio.UnaryUnaryCall):
     task (no extra task); the other methods wait for it to finish, then answer from
     the last attempt."""
 
-    __slots__ = ("_callable", "_done", "_error", "_metadata", "_options", "_request",
-                 "_result", "_rpc", "_task", "_timeout")
+    __slots__ = ("_callable", "_done", "_error", "_metadata", "_options", "_record",
+                 "_request", "_result", "_rpc", "_task", "_timeout")
 
     def __init__(self, callable_: _AioUnaryUnary, request: Any, timeout: float | None,
                  metadata: Metadata, options: tuple[Any, Any, Any]) -> None:
@@ -219,6 +248,7 @@ class _AioUnaryCall(grpc.aio.UnaryUnaryCall):
         self._rpc: Any = None
         self._task: asyncio.Task[Any] | None = None
         self._error: BaseException | None = None
+        self._record: CallRecord | None = None
 
     def __await__(self) -> Any:
         if self._task is None:
@@ -325,25 +355,28 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
         self._received = False  # the first message (or EOF) has been read
         self._iter: AsyncIterator[Any] | None = None
         self._setup: tuple[RouteEntry, ClusterState, float | None, Any] | None = None
+        self._record: CallRecord | None = None
 
     async def _attempt(self) -> Any:
         if self._setup is None:
-            entry, cluster, timeout = await self._callable._start(self._timeout,
-                                                                  self._metadata)
+            entry, cluster, timeout, self._record = await self._callable._start(
+                self._timeout, self._metadata)
             retry = None if RETRIES_OWNED.get() else entry.retry
             deadline = None if timeout is None else time.monotonic() + timeout
             self._setup = (entry, cluster, deadline, retry)
         entry, cluster, deadline, retry = self._setup
         per_try = retry.per_try_timeout if retry is not None else None
+        record = self._record
 
         def start(endpoint: EndpointState) -> Any:
             multi = self._callable._cache.get(endpoint) or self._callable._callable(endpoint)
+            sent = self._metadata if record is None else record.attempt(endpoint)
             return multi(self._request, timeout=attempt_timeout(per_try, deadline),
-                         metadata=self._metadata, **self._kwargs)
+                         metadata=sent, **self._kwargs)
 
         rpc = self._rpc = cluster.start_call(
             entry.hash_key(self._metadata) if entry.hash_headers else None, start,
-            _stream_releaser)
+            _stream_releaser if record is None else _recording_releaser(record))
         return rpc
 
     async def _first(self) -> Any:
@@ -417,12 +450,20 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
             self._rpc.add_done_callback(lambda _: callback(self))
 
 
-def _stream_releaser(cluster: ClusterState, endpoint: EndpointState) -> Callable[[Any], None]:
+def _recording_releaser(record: CallRecord
+                        ) -> Callable[[ClusterState, EndpointState], Callable[[Any], None]]:
+    return lambda cluster, endpoint: _stream_releaser(cluster, endpoint, record)
+
+
+def _stream_releaser(cluster: ClusterState, endpoint: EndpointState,
+                     record: CallRecord | None = None) -> Callable[[Any], None]:
     """Release on completion; the aio call's code is only awaitable, so read it from a
     task when the call did not simply succeed."""
     def done(rpc: Any) -> None:
         if rpc.cancelled():
             cluster.release(endpoint, _CANCELLED)
+            if record is not None:
+                finish_stream(record, _CANCELLED)
             return
 
         async def settle() -> None:
@@ -431,6 +472,8 @@ def _stream_releaser(cluster: ClusterState, endpoint: EndpointState) -> Callable
                 code = await rpc.code()
             finally:  # released even when the loop shuts down first
                 cluster.release(endpoint, None if code is grpc.StatusCode.OK else code)
+                if record is not None:
+                    finish_stream(record, code)
 
         task = asyncio.get_running_loop().create_task(settle())
         _SETTLING.add(task)
@@ -447,7 +490,7 @@ class _AioStreamRequest(_AioBase):
     __slots__ = ()
 
     def _sync_start(self, timeout: float | None, metadata: Metadata
-                    ) -> tuple[RouteEntry, ClusterState, float | None]:
+                    ) -> tuple[RouteEntry, ClusterState, float | None, CallRecord | None]:
         table = self._target.table
         if table is None:
             raise resolve_failure(self._target, 0.0, self._channel._xds_address)
@@ -458,18 +501,22 @@ class _AioStreamRequest(_AioBase):
                 raise error
         cluster = entry.pick_cluster()
         cluster.budget.record_request()
-        return entry, cluster, call_timeout(timeout, entry.timeout, self._target.name)
+        return (entry, cluster, call_timeout(timeout, entry.timeout, self._target.name),
+                self._record(table, entry, cluster, metadata))
 
     def __call__(self, request_iterator: Any = None, *, timeout: float | None = None,
                  metadata: Metadata = None, **kwargs: Any) -> Any:
-        entry, cluster, timeout = self._sync_start(timeout, metadata)
+        entry, cluster, timeout, record = self._sync_start(timeout, metadata)
 
         def start(endpoint: EndpointState) -> Any:
             multi = self._cache.get(endpoint) or self._callable(endpoint)
-            return multi(request_iterator, timeout=timeout, metadata=metadata, **kwargs)
+            sent = metadata if record is None else record.attempt(endpoint)
+            return multi(request_iterator, timeout=timeout, metadata=sent, **kwargs)
 
         return cluster.start_call(entry.hash_key(metadata) if entry.hash_headers else None,
-                                  start, _stream_releaser)
+                                  start,
+                                  _stream_releaser if record is None
+                                  else _recording_releaser(record))
 
 
 class _AioStreamUnary(_AioStreamRequest, grpc.aio.StreamUnaryMultiCallable):
@@ -496,8 +543,10 @@ class AioMeshChannel(grpc.aio.Channel):
     """
 
     def __init__(self, target: Target, pools: Callable[[], AioChannelPool], *,
-                 xds_address: str, resolve_timeout: float) -> None:
+                 xds_address: str, resolve_timeout: float,
+                 telemetry: ClientTelemetry | None = None) -> None:
         self._target = target
+        self._telemetry = telemetry
         self._pools = pools
         self._xds_address = xds_address
         self._resolve_timeout = resolve_timeout

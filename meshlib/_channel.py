@@ -36,8 +36,10 @@ from meshlib._pool import ChannelPool
 from meshlib._resolver import Target
 from meshlib._route_table import Metadata, RouteEntry, RouteTable
 from meshlib.errors import CallError, NoHealthyEndpointError, ServiceNotFoundError
+from meshlib.telemetry._client import CallRecord, ClientTelemetry
+from meshlib.telemetry._metrics import counting_codec
 
-__all__ = ["MeshChannel", "resolve_failure"]
+__all__ = ["MeshChannel", "code_name", "finish_stream", "resolve_failure"]
 
 _monotonic = time.monotonic
 _CANCELLED = grpc.StatusCode.CANCELLED
@@ -55,12 +57,37 @@ def resolve_failure(target: Target, waited: float, xds_address: str) -> CallErro
     return NoHealthyEndpointError(f"{target.name}: {why}", service=target.name)
 
 
-def _done_releaser(cluster: ClusterState, endpoint: EndpointState
-                   ) -> Callable[[grpc.Future], None]:
+def _done_releaser(cluster: ClusterState, endpoint: EndpointState,
+                   record: CallRecord | None = None) -> Callable[[grpc.Future], None]:
     def done(call: Any) -> None:
         code = call.code()
         cluster.release(endpoint, None if code is grpc.StatusCode.OK else code)
+        if record is not None:
+            finish_stream(record, code)
     return done
+
+
+def finish_stream(record: CallRecord, code: grpc.StatusCode | None) -> None:
+    """A streaming (or ``future``) attempt ended: it is the call's one attempt."""
+    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    error = code is not grpc.StatusCode.OK
+    record.attempt_end(name, error)
+    record.finish(name, error)
+
+
+def code_name(error: BaseException | None) -> str:
+    """The gRPC code name of a call's outcome (None: OK)."""
+    if error is None:
+        return "OK"
+    code = rpc_code(error)
+    return code.name if code is not None else "CANCELLED"
+
+
+def _releaser(record: CallRecord | None
+              ) -> Callable[[ClusterState, EndpointState], Callable[[grpc.Future], None]]:
+    if record is None:
+        return _done_releaser
+    return lambda cluster, endpoint: _done_releaser(cluster, endpoint, record)
 
 
 class _Base:
@@ -70,6 +97,10 @@ class _Base:
         self._channel = channel
         self._target = channel._target
         self._method = method
+        telemetry = channel._telemetry
+        if telemetry is not None:
+            ser, deser = counting_codec(ser, deser, *telemetry.metrics.byte_counters(
+                "client", channel._target.name, method))
         self._ser = ser
         self._deser = deser
         self._cache: dict[EndpointState, Any] = {}
@@ -105,9 +136,11 @@ class _Base:
                                             _registered_method=True)
 
     def _start(self, timeout: float | None, metadata: Metadata
-               ) -> tuple[RouteEntry, ClusterState, float | None]:
-        """Route, apply faults, pick the cluster: everything before the first pick."""
-        entry = self._table(timeout).route(self._method, metadata)
+               ) -> tuple[RouteEntry, ClusterState, float | None, CallRecord | None]:
+        """Route, apply faults, pick the cluster: everything before the first pick;
+        and the call's telemetry record (None with telemetry off)."""
+        table = self._table(timeout)
+        entry = table.route(self._method, metadata)
         timeout = call_timeout(timeout, entry.timeout, self._target.name)
         fault = entry.fault
         if fault is not None:
@@ -120,7 +153,12 @@ class _Base:
                 raise error
         cluster = entry.pick_cluster()
         cluster.budget.record_request()
-        return entry, cluster, timeout
+        telemetry = self._channel._telemetry
+        if telemetry is None:
+            return entry, cluster, timeout, None
+        return entry, cluster, timeout, telemetry.start(
+            table.target, entry.route.name, cluster.service, self._method, metadata,
+            table.sampling, table.access_log)
 
 
 class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
@@ -146,21 +184,38 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
                credentials: grpc.CallCredentials | None = None,
                wait_for_ready: bool | None = None,
                compression: grpc.Compression | None = None) -> grpc.Future:
-        entry, cluster, timeout = self._start(timeout, metadata)
+        entry, cluster, timeout, record = self._start(timeout, metadata)
 
         def start(endpoint: EndpointState) -> grpc.Future:
             call = self._cache.get(endpoint) or self._callable(endpoint)
-            return call.future(request, timeout=timeout, metadata=metadata,
+            sent = metadata if record is None else record.attempt(endpoint)
+            return call.future(request, timeout=timeout, metadata=sent,
                                credentials=credentials, wait_for_ready=wait_for_ready,
                                compression=compression)
 
         return cluster.start_call(entry.hash_key(metadata) if entry.hash_headers else None,
-                                  start, _done_releaser)
+                                  start, _releaser(record))
 
     def _invoke(self, request: Any, timeout: float | None, metadata: Metadata,
                 credentials: Any, wait_for_ready: bool | None, compression: Any,
                 with_call: bool) -> Any:
-        entry, cluster, timeout = self._start(timeout, metadata)
+        entry, cluster, timeout, record = self._start(timeout, metadata)
+        if record is None:
+            return self._attempts(entry, cluster, timeout, request, metadata, credentials,
+                                  wait_for_ready, compression, with_call, None)
+        try:
+            result = self._attempts(entry, cluster, timeout, request, metadata, credentials,
+                                    wait_for_ready, compression, with_call, record)
+        except BaseException as err:
+            record.finish(code_name(err), True)
+            raise
+        record.finish("OK", False)
+        return result
+
+    def _attempts(self, entry: RouteEntry, cluster: ClusterState, timeout: float | None,
+                  request: Any, metadata: Metadata, credentials: Any,
+                  wait_for_ready: bool | None, compression: Any, with_call: bool,
+                  record: CallRecord | None) -> Any:
         retry = entry.retry
         deadline = None
         if retry is not None:
@@ -171,7 +226,7 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
                 if retry.per_try_timeout is not None:
                     timeout = attempt_timeout(retry.per_try_timeout, deadline)
         hash_key = entry.hash_key(metadata) if entry.hash_headers else None
-        options = (metadata, credentials, wait_for_ready, compression, with_call)
+        options = (metadata, credentials, wait_for_ready, compression, with_call, record)
         try:
             return self._once(cluster, hash_key, request, timeout, options)
         except grpc.RpcError as err:
@@ -188,20 +243,29 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
     def _once(self, cluster: ClusterState, hash_key: str | None, request: Any,
               timeout: float | None, options: tuple[Any, ...]) -> Any:
         """One attempt: pick an endpoint, call it, report the outcome."""
-        metadata, credentials, wait_for_ready, compression, with_call = options
+        metadata, credentials, wait_for_ready, compression, with_call, record = options
         endpoint = cluster.pick(hash_key)
+        if record is not None:
+            metadata = record.attempt(endpoint)
         try:
             call = self._cache.get(endpoint) or self._callable(endpoint)
             result = (call.with_call if with_call else call)(
                 request, timeout=timeout, metadata=metadata, credentials=credentials,
                 wait_for_ready=wait_for_ready, compression=compression)
         except grpc.RpcError as err:
-            cluster.release(endpoint, rpc_code(err), err)
+            code = rpc_code(err)
+            cluster.release(endpoint, code, err)
+            if record is not None:
+                record.attempt_end(code.name if code else "UNKNOWN", True)
             raise
         except BaseException:
             cluster.release(endpoint, _CANCELLED)
+            if record is not None:
+                record.attempt_end("CANCELLED", True)
             raise
         cluster.release(endpoint, None)
+        if record is not None:
+            record.attempt_end("OK", False)
         return result
 
 
@@ -214,7 +278,7 @@ class _UnaryStream(_Base, grpc.UnaryStreamMultiCallable):
                  credentials: grpc.CallCredentials | None = None,
                  wait_for_ready: bool | None = None,
                  compression: grpc.Compression | None = None) -> _RetryingStream:
-        entry, cluster, timeout = self._start(timeout, metadata)
+        entry, cluster, timeout, record = self._start(timeout, metadata)
         retry = None if RETRIES_OWNED.get() else entry.retry
         deadline = None if timeout is None else _monotonic() + timeout
 
@@ -223,12 +287,13 @@ class _UnaryStream(_Base, grpc.UnaryStreamMultiCallable):
 
         def start_on(endpoint: EndpointState) -> Any:
             call = self._cache.get(endpoint) or self._callable(endpoint)
+            sent = metadata if record is None else record.attempt(endpoint)
             return call(request, timeout=attempt_timeout(per_try, deadline),
-                        metadata=metadata, credentials=credentials,
+                        metadata=sent, credentials=credentials,
                         wait_for_ready=wait_for_ready, compression=compression)
 
         def start() -> Any:
-            return cluster.start_call(hash_key, start_on, _done_releaser)
+            return cluster.start_call(hash_key, start_on, _releaser(record))
 
         return _RetryingStream(start, retry, cluster, deadline, self._channel._sleep)
 
@@ -324,22 +389,29 @@ class _StreamUnary(_Base, grpc.StreamUnaryMultiCallable):
 
     def _once(self, how: str, request_iterator: Iterator[Any], timeout: float | None,
               metadata: Metadata, kwargs: dict[str, Any]) -> Any:
-        entry, cluster, timeout = self._start(timeout, metadata)
+        entry, cluster, timeout, record = self._start(timeout, metadata)
         endpoint = cluster.pick(entry.hash_key(metadata) if entry.hash_headers else None)
+        sent = metadata if record is None else record.attempt(endpoint)
         try:
             call = self._cache.get(endpoint) or self._callable(endpoint)
-            result = getattr(call, how)(request_iterator, timeout=timeout, metadata=metadata,
+            result = getattr(call, how)(request_iterator, timeout=timeout, metadata=sent,
                                         **kwargs)
         except grpc.RpcError as err:
             cluster.release(endpoint, rpc_code(err), err)
+            if record is not None:
+                finish_stream(record, rpc_code(err))
             raise
         except BaseException:
             cluster.release(endpoint, _CANCELLED)
+            if record is not None:
+                finish_stream(record, _CANCELLED)
             raise
         if how == "future":
-            result.add_done_callback(_done_releaser(cluster, endpoint))
+            result.add_done_callback(_done_releaser(cluster, endpoint, record))
         else:
             cluster.release(endpoint, None)
+            if record is not None:
+                finish_stream(record, grpc.StatusCode.OK)
         return result
 
     def __call__(self, request_iterator: Iterator[Any], timeout: float | None = None,
@@ -362,14 +434,15 @@ class _StreamStream(_Base, grpc.StreamStreamMultiCallable):
 
     def __call__(self, request_iterator: Iterator[Any], timeout: float | None = None,
                  metadata: Metadata = None, **kwargs: Any) -> Any:
-        entry, cluster, timeout = self._start(timeout, metadata)
+        entry, cluster, timeout, record = self._start(timeout, metadata)
 
         def start(endpoint: EndpointState) -> Any:
             call = self._cache.get(endpoint) or self._callable(endpoint)
-            return call(request_iterator, timeout=timeout, metadata=metadata, **kwargs)
+            sent = metadata if record is None else record.attempt(endpoint)
+            return call(request_iterator, timeout=timeout, metadata=sent, **kwargs)
 
         return cluster.start_call(entry.hash_key(metadata) if entry.hash_headers else None,
-                                  start, _done_releaser)
+                                  start, _releaser(record))
 
 
 class MeshChannel(grpc.Channel):
@@ -383,8 +456,10 @@ class MeshChannel(grpc.Channel):
     """
 
     def __init__(self, target: Target, pool: ChannelPool, *, xds_address: str,
-                 resolve_timeout: float, sleep: Callable[[float], Any] | None = None) -> None:
+                 resolve_timeout: float, sleep: Callable[[float], Any] | None = None,
+                 telemetry: ClientTelemetry | None = None) -> None:
         self._target = target
+        self._telemetry = telemetry
         self._pool = pool
         self._xds_address = xds_address
         self._resolve_timeout = resolve_timeout

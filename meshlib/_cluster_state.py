@@ -95,6 +95,7 @@ class ClusterState:
         self.in_flight = 0
         self.budget = RetryBudget()
         self.has_endpoints = False  # EDS received at least once
+        self.ejections_total = 0  # outlier ejections so far (metrics)
         self._next_return = 0.0  # earliest ejected_until, 0 when none ejected
         self._lock = threading.Lock()
         self._clock = clock
@@ -288,6 +289,7 @@ class ClusterState:
             duration = min(od.base_ejection_time * endpoint.ejections,
                            max(od.base_ejection_time, od.max_ejection_time))
             endpoint.ejected_until = now + duration
+            self.ejections_total += 1
             self._rebuild_locked()
         log.warning("%s: endpoint %s ejected for %.1fs after %d consecutive failures",
                     self.service, endpoint.address, duration, endpoint.consecutive_failures)

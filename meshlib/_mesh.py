@@ -50,6 +50,7 @@ from meshlib.security._certificates import (
     WorkloadCertificate,
 )
 from meshlib.telemetry import MeshMetrics
+from meshlib.telemetry._client import ClientTelemetry
 from meshlib.xds import LISTENER, WatcherFuncs, XdsClient, XdsClientConfig, XdsProtocol
 
 __all__ = ["DEFAULT_RESOLVE_TIMEOUT", "Mesh"]
@@ -80,6 +81,10 @@ class Mesh:
     its lifetime. With ``cert_dir`` it reads ``cert.pem``, ``key.pem`` and ``ca.pem``
     there and follows changes. Without either it has no identity and speaks
     plaintext.
+
+    Telemetry (``telemetry=True``, the default): every call is counted in
+    :attr:`metrics`, traced with OpenTelemetry as MeshConfig samples it and, when
+    MeshConfig turns access logs on, logged as a JSON line (docs/telemetry.md).
     """
 
     def __init__(self, xds_address: str, *, node_id: str | None = None, service: str = "",
@@ -92,7 +97,8 @@ class Mesh:
                  service_account: str | None = None,
                  trust_domain: str = DEFAULT_TRUST_DOMAIN,
                  token: str | None = None, token_file: str | None = None,
-                 cert_dir: str | None = None, cert_ttl: float | None = None) -> None:
+                 cert_dir: str | None = None, cert_ttl: float | None = None,
+                 telemetry: bool = True) -> None:
         if not xds_address:
             raise MeshError("Mesh needs xds_address (host:port of the control plane)")
         self.xds_address = xds_address
@@ -126,6 +132,9 @@ class Mesh:
         self.certificates: CertificateSource | None = None
         self.first_certificate_seconds: float | None = None  # time to the first cert
         self._metrics: MeshMetrics | None = None  # made by the first server or scrape
+        self._telemetry: ClientTelemetry | None = None
+        if telemetry:
+            self._telemetry = ClientTelemetry(self.metrics, service)
         self._thread = threading.Thread(target=self._run_loop, name="meshlib-xds", daemon=True)
         self._thread.start()
         self._on_loop(self._start_client).result()
@@ -150,7 +159,8 @@ class Mesh:
         ``MESHLIB_XDS_PROTOCOL`` (``auto``, ``delta`` or ``sotw``) and
         ``MESHLIB_RESOLVE_TIMEOUT`` (seconds); for the identity
         ``MESHLIB_SERVICE_ACCOUNT``, ``MESHLIB_TRUST_DOMAIN``, ``MESHLIB_TOKEN_FILE``,
-        ``MESHLIB_CERT_DIR`` and ``MESHLIB_CERT_TTL`` (seconds). Keyword arguments
+        ``MESHLIB_CERT_DIR`` and ``MESHLIB_CERT_TTL`` (seconds); ``MESHLIB_TELEMETRY``
+        (``off`` turns metrics, tracing and access logs off). Keyword arguments
         override them.
         """
         env = os.environ if environ is None else environ
@@ -188,6 +198,8 @@ class Mesh:
                          ("MESHLIB_CERT_DIR", "cert_dir")):
             if env.get(var):
                 kwargs[arg] = env[var]
+        if env.get("MESHLIB_TELEMETRY", "").lower() in ("off", "0", "false", "no"):
+            kwargs["telemetry"] = False
         if env.get("MESHLIB_CERT_TTL"):
             try:
                 kwargs["cert_ttl"] = float(env["MESHLIB_CERT_TTL"])
@@ -203,13 +215,15 @@ class Mesh:
         """A ``grpc.Channel`` to ``target`` (``name``, ``name.namespace`` or the FQDN,
         each with an optional ``:port``) running the whole client pipeline."""
         return MeshChannel(self._target(target), self._pool, xds_address=self.xds_address,
-                           resolve_timeout=self.resolve_timeout, sleep=self._sleep)
+                           resolve_timeout=self.resolve_timeout, sleep=self._sleep,
+                           telemetry=self._telemetry)
 
     def aio_channel(self, target: str) -> AioMeshChannel:
         """A ``grpc.aio.Channel`` to ``target``; use it on one event loop."""
         return AioMeshChannel(self._target(target), self._aio_pool,
                               xds_address=self.xds_address,
-                              resolve_timeout=self.resolve_timeout)
+                              resolve_timeout=self.resolve_timeout,
+                              telemetry=self._telemetry)
 
     def wait_ready(self, target: str, timeout: float | None = None) -> bool:
         """Block until ``target``'s configuration is known; False on timeout or if the
@@ -291,12 +305,17 @@ class Mesh:
 
     @property
     def metrics(self) -> MeshMetrics:
-        """This Mesh's metrics (created on first use: a client-only Mesh pays nothing)."""
+        """This Mesh's metrics: its clients' and servers' golden metrics, and its
+        clusters' breakers and ejections (read when scraped)."""
         if self._metrics is None:
             with self._lock:
                 if self._metrics is None:
-                    self._metrics = MeshMetrics()
+                    self._metrics = MeshMetrics(clusters=self._cluster_states)
         return self._metrics
+
+    def _cluster_states(self) -> list[ClusterState]:
+        registry = self._registry
+        return registry.states() if registry is not None else []
 
     def serve_metrics(self, port: int = 0, host: str = "127.0.0.1") -> int:
         """Serve this Mesh's Prometheus metrics at ``http://host:port/metrics`` from a
@@ -364,7 +383,8 @@ class Mesh:
                     self._loop.call_soon_threadsafe(fn)
         return MeshServer(server, front, port=port, mtls_mode=mode, on_stop=stop_watching,
                           policy=policy.check, service=service or self.service,
-                          metrics=self.metrics)
+                          metrics=self.metrics if self._telemetry is not None else None,
+                          observe=policy.observability)
 
     # ------------------------------------------------------------ the xDS thread
 

@@ -39,6 +39,7 @@ from meshlib.xds import (
     XdsClient,
     pick_virtual_host,
 )
+from meshlib.xds._listener import DEFAULT_SAMPLING
 
 __all__ = ["ClusterRegistry", "Target", "TargetResolver"]
 
@@ -183,6 +184,10 @@ class ClusterRegistry:
         for user in list(entry.users):
             user.clusters_changed()
 
+    def states(self) -> list[ClusterState]:
+        """Every cluster in use (a snapshot; for metrics)."""
+        return [entry.state for entry in list(self._entries.values())]
+
     def is_settled(self, name: str) -> bool:
         entry = self._entries.get(name)
         return entry is not None and entry.status != "pending"
@@ -203,6 +208,7 @@ class TargetResolver:
         self._routes: RouteConfigUpdate | None = None
         self._clusters: set[str] = set()
         self._stale: set[str] = set()
+        self._observability: tuple[float, bool] = (DEFAULT_SAMPLING, False)
         self._cancel_lds = client.watch(LISTENER, target.name, WatcherFuncs(
             changed=self._on_listener, removed=self._on_listener_removed,
             error=self._on_error, ambient_error=self._on_ambient_error))
@@ -216,6 +222,7 @@ class TargetResolver:
 
     def _on_listener(self, update: Update) -> None:
         assert isinstance(update, ListenerUpdate)
+        self._observability = (update.tracing_sampling, update.access_log)
         if update.route_config is not None:
             self._cancel_rds()
             self._cancel_rds, self._route_name = _noop, ""
@@ -273,7 +280,9 @@ class TargetResolver:
         if not all(self._registry.is_settled(n) for n in names):
             return
         clusters = {n: self._registry.state(n) for n in names}
-        self.target.settle("ready", RouteTable.build(self.target.name, vhost, clusters))
+        sampling, access_log = self._observability
+        self.target.settle("ready", RouteTable.build(self.target.name, vhost, clusters,
+                                                     sampling=sampling, access_log=access_log))
         stale, self._stale = self._stale, set()
         for name in stale:
             self._registry.release(name, self)

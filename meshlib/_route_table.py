@@ -87,17 +87,21 @@ class RouteTable:
     entries: tuple[RouteEntry, ...]
     clusters: Mapping[str, ClusterState]
     by_method_only: bool
+    sampling: float = 0.01  # MeshConfig tracing: the share of root calls traced
+    access_log: bool = False  # MeshConfig accessLogs: one JSON line per call
     _memo: dict[str, RouteEntry] = field(default_factory=dict)
     _by_id: dict[int, RouteEntry] = field(default_factory=dict)
 
     @classmethod
     def build(cls, target: str, virtual_host: VirtualHost,
-              clusters: Mapping[str, ClusterState]) -> RouteTable:
+              clusters: Mapping[str, ClusterState], *, sampling: float = 0.01,
+              access_log: bool = False) -> RouteTable:
         entries = tuple(RouteEntry.build(r, clusters) for r in virtual_host.routes)
         method_only = all(not r.match.headers and r.match.fraction_percent is None
                           and not r.match.query_parameters for r in virtual_host.routes)
         return cls(target=target, virtual_host=virtual_host, entries=entries,
                    clusters=dict(clusters), by_method_only=method_only,
+                   sampling=sampling, access_log=access_log,
                    _by_id={id(e.route): e for e in entries})
 
     def route(self, method: str, metadata: Metadata) -> RouteEntry:

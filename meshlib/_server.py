@@ -33,7 +33,9 @@ from meshlib.errors import MeshError
 from meshlib.resilience import RateLimit
 from meshlib.security._certificates import CertificateSource, WorkloadCertificate
 from meshlib.security._peer import peer_principal
-from meshlib.xds._listener import ServerListenerUpdate
+from meshlib.telemetry._metrics import counting_codec
+from meshlib.telemetry._server import server_wrappers
+from meshlib.xds._listener import DEFAULT_SAMPLING, ServerListenerUpdate
 
 if TYPE_CHECKING:
     from meshlib.security._authz import AuthorizationPolicy
@@ -68,6 +70,8 @@ class ServerPolicy:
         self.mode: str | None = None
         self.authorization: AuthorizationPolicy | None = None
         self.rate_limit: tuple[float, int] | None = None
+        self.sampling = DEFAULT_SAMPLING  # MeshConfig tracing share, for root calls
+        self.access_log = False  # MeshConfig access logs
         self._buckets: dict[str | None, RateLimit] = {}  # per caller identity
         self.ready = threading.Event()
 
@@ -83,10 +87,16 @@ class ServerPolicy:
         else:
             self.mode = listener.mtls_mode
         self.authorization = listener.authorization
+        self.sampling = listener.tracing_sampling
+        self.access_log = listener.access_log
         self.ready.set()
 
     def removed(self) -> None:
         self.ready.set()  # no Listener for this address: the caller picks a default
+
+    def observability(self) -> tuple[float, bool]:
+        """(tracing sampling share, access logs on), as the control plane says now."""
+        return self.sampling, self.access_log
 
     def current_authorization(self) -> AuthorizationPolicy | None:
         return self.authorization
@@ -239,6 +249,21 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
+def _no_observability() -> tuple[float, bool]:
+    return DEFAULT_SAMPLING, False
+
+
+def count_bytes(handler: Any, on_request: Callable[[float], None],
+                on_response: Callable[[float], None]) -> Any:
+    """``handler`` with its (de)serializers counting the bytes they see."""
+    if not hasattr(handler, "_replace"):
+        return handler
+    serialize, deserialize = counting_codec(handler.response_serializer,
+                                            handler.request_deserializer,
+                                            on_response, on_request)
+    return handler._replace(request_deserializer=deserialize, response_serializer=serialize)
+
+
 class MeshServer:
     """A ``grpc.Server`` (or ``grpc.aio.Server``) plus what the mesh runs beside it.
 
@@ -252,8 +277,10 @@ class MeshServer:
     def __init__(self, server: Any, front: _Front | None, *, port: int, mtls_mode: str,
                  on_stop: Callable[[], None],
                  policy: Callable[[str, Any], tuple[grpc.StatusCode, str] | None],
-                 service: str = "", metrics: MeshMetrics | None = None) -> None:
+                 service: str = "", metrics: MeshMetrics | None = None,
+                 observe: Callable[[], tuple[float, bool]] | None = None) -> None:
         self._server = server
+        self._observe = observe or _no_observability
         self._service = service
         self._metrics = metrics
         self._policy = policy
@@ -270,9 +297,12 @@ class MeshServer:
         from interceptors.authz import guard_handler
 
         guarded = guard_handler(handler, self._policy, method)
-        if self._metrics is None:
+        if self._metrics is None or guarded is None:
             return guarded
-        return rewrap_handler(guarded, **self._metrics.server_wrappers(self._service, method))
+        wrapped = rewrap_handler(guarded, **server_wrappers(self._metrics, self._service,
+                                                             method, self._observe))
+        return count_bytes(wrapped, *self._metrics.byte_counters("server", self._service,
+                                                                 method))
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[Any]) -> None:
         """Add handlers, each guarded by the mesh's authorization and rate limit and

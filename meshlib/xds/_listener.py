@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
@@ -34,7 +34,10 @@ from meshlib.xds._route_config import RouteConfigUpdate, decode_route_configurat
 if TYPE_CHECKING:
     from meshlib.security._authz import AuthorizationPolicy
 
-__all__ = ["ListenerUpdate", "ServerListenerUpdate", "decode_listener"]
+__all__ = ["DEFAULT_SAMPLING", "ListenerUpdate", "ServerListenerUpdate", "decode_listener"]
+
+#: Tracing's share of calls when the HttpConnectionManager has no ``tracing`` (1 %).
+DEFAULT_SAMPLING = 0.01
 
 _DOWNSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 _LOCAL_RATE_LIMIT = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
@@ -51,6 +54,8 @@ class ListenerUpdate:
     route_config_name: str | None = None
     route_config: RouteConfigUpdate | None = None
     http_filters: tuple[str, ...] = ()
+    tracing_sampling: float = DEFAULT_SAMPLING  # share of calls that start a trace
+    access_log: bool = False  # one JSON line per call
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +71,8 @@ class ServerListenerUpdate:
     mtls_mode: str
     authorization: AuthorizationPolicy | None = None
     rate_limit: tuple[float, int] | None = None  # (requests per second, burst)
+    tracing_sampling: float = DEFAULT_SAMPLING
+    access_log: bool = False
 
 
 def decode_listener(any_msg: any_pb2.Any) -> ListenerUpdate | ServerListenerUpdate:
@@ -96,13 +103,14 @@ def decode_listener(any_msg: any_pb2.Any) -> ListenerUpdate | ServerListenerUpda
         if not hcm.rds.route_config_name:
             raise invalid("rds.route_config_name is empty")
         return ListenerUpdate(name=name, route_config_name=hcm.rds.route_config_name,
-                              http_filters=filters)
+                              http_filters=filters, **_observability(hcm))
     if kind == "route_config":
         try:
             inline = decode_route_configuration(hcm.route_config)
         except ResourceValidationError as err:
             raise invalid(f"inline route_config: {err.detail}") from err
-        return ListenerUpdate(name=name, route_config=inline, http_filters=filters)
+        return ListenerUpdate(name=name, route_config=inline, http_filters=filters,
+                              **_observability(hcm))
     raise invalid(f"HttpConnectionManager: unsupported route specifier {kind or 'unset'}")
 
 
@@ -139,7 +147,16 @@ def _server_listener(listener: listener_pb2.Listener,
         raise invalid(f"RBAC: {err}") from err
     return ServerListenerUpdate(name=listener.name, mtls_mode=mode,
                                 authorization=authorization,
-                                rate_limit=_rate_limit(hcm, invalid))
+                                rate_limit=_rate_limit(hcm, invalid), **_observability(hcm))
+
+
+def _observability(hcm: hcm_pb2.HttpConnectionManager) -> dict[str, Any]:
+    """MeshConfig's tracing share and access-log switch, from Envoy's own HCM fields:
+    ``tracing.random_sampling`` (a percent) and ``access_log`` (any logger: on)."""
+    sampling = DEFAULT_SAMPLING
+    if hcm.HasField("tracing") and hcm.tracing.HasField("random_sampling"):
+        sampling = min(max(hcm.tracing.random_sampling.value / 100.0, 0.0), 1.0)
+    return {"tracing_sampling": sampling, "access_log": len(hcm.access_log) > 0}
 
 
 def _rate_limit(hcm: hcm_pb2.HttpConnectionManager,

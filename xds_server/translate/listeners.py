@@ -14,16 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, substitution_format_string_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
-from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf import any_pb2, struct_pb2, wrappers_pb2
 
 from xds_server.model import MeshModel, RateLimit, Service
 from xds_server.node import NodeGroup
@@ -58,11 +60,30 @@ __all__ = [
     "grpc_api_listeners",
     "grpc_server_listener",
     "grpc_server_listeners",
+    "observe",
     "server_addresses",
     "server_hcm",
 ]
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
+ACCESS_LOG_NAME = "envoy.access_loggers.stdout"
+#: The JSON fields of Envoy's access log lines: the same names as meshlib's.
+ENVOY_ACCESS_LOG_FORMAT = {
+    "start_time": "%START_TIME%",
+    "kind": "envoy",
+    "protocol": "%PROTOCOL%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "status": "%RESPONSE_CODE%",
+    "grpc_status": "%GRPC_STATUS%",
+    "duration_ms": "%DURATION%",
+    "request_bytes": "%BYTES_RECEIVED%",
+    "response_bytes": "%BYTES_SENT%",
+    "upstream": "%UPSTREAM_HOST%",
+    "source_identity": "%DOWNSTREAM_PEER_URI_SAN%",
+    "traceparent": "%REQ(TRACEPARENT)%",
+}
 _ANY_ADDRESSES = ("0.0.0.0", "::")
 _HCM = hcm_pb2.HttpConnectionManager
 
@@ -77,7 +98,9 @@ def grpc_api_listeners(model: MeshModel, group: NodeGroup,
     for service in model.services if services is None else services:
         default_port = default_service_port(service)
         for port in service.distinct_ports:
-            hcm = pack(_rds_hcm(route_config_name(service, port.port, cluster_domain=domain)))
+            hcm = _rds_hcm(route_config_name(service, port.port, cluster_domain=domain))
+            observe(hcm, model.mesh_config.tracing_sampling, model.mesh_config.access_logs)
+            hcm = pack(hcm)
             for name in listener_names(service, port.port, group.namespace, default_port,
                                        cluster_domain=domain):
                 out[name] = listener_pb2.Listener(
@@ -152,7 +175,30 @@ def server_hcm(security: InboundSecurity) -> any_pb2.Any:
     filters = rbac_filters(security.policies, security.trust_domain)
     if security.rate_limit is not None:
         filters.append(local_rate_limit_filter(security.rate_limit))
-    return pack(_server_hcm(filters))
+    hcm = _server_hcm(filters)
+    observe(hcm, security.tracing_sampling, security.access_logs)
+    return pack(hcm)
+
+
+def observe(hcm: hcm_pb2.HttpConnectionManager, sampling: float, access_logs: bool) -> None:
+    """MeshConfig's tracing and access logs on an HttpConnectionManager, in Envoy's own
+    fields: ``tracing.random_sampling`` (percent of requests that start a trace) and an
+    ``access_log`` writing JSON lines to stdout. meshlib reads the same two fields;
+    gRPC's xDS client ignores both."""
+    hcm.tracing.random_sampling.value = round(sampling * 100, 6)
+    if access_logs:
+        hcm.access_log.append(access_log())
+
+
+def access_log() -> accesslog_pb2.AccessLog:
+    """Envoy's stdout access logger with JSON lines shaped like meshlib's
+    (docs/telemetry.md)."""
+    fields = struct_pb2.Struct()
+    fields.update(ENVOY_ACCESS_LOG_FORMAT)
+    log_format = substitution_format_string_pb2.SubstitutionFormatString(json_format=fields)
+    return accesslog_pb2.AccessLog(
+        name=ACCESS_LOG_NAME, typed_config=pack(stream_pb2.StdoutAccessLog(
+            log_format=log_format)))
 
 
 def local_rate_limit_filter(limit: RateLimit) -> hcm_pb2.HttpFilter:
@@ -189,6 +235,7 @@ def envoy_outbound_listener(model: MeshModel, group: NodeGroup) -> listener_pb2.
     hcm = _rds_hcm(ENVOY_OUTBOUND_ROUTE)
     hcm.codec_type = _HCM.AUTO
     hcm.stat_prefix = "outbound"
+    observe(hcm, model.mesh_config.tracing_sampling, model.mesh_config.access_logs)
     return _socket_listener(ENVOY_OUTBOUND_LISTENER, "0.0.0.0", port, pack(hcm),
                             base_pb2.OUTBOUND)
 

@@ -128,6 +128,8 @@ class InboundSecurity:
     policies: tuple[AccessPolicy, ...]
     trust_domain: str
     rate_limit: RateLimit | None = None  # TrafficPolicy rateLimit; the lowest rate wins
+    tracing_sampling: float = 0.01  # MeshConfig tracing.sampling (0..1)
+    access_logs: bool = False  # MeshConfig accessLogs.enabled
 
 
 def inbound_security(model: MeshModel, services: Iterable[Service],
@@ -144,9 +146,11 @@ def service_inbound_security(model: MeshModel, service: Service,
                              policies: tuple[AccessPolicy, ...]) -> InboundSecurity:
     """What ``service`` alone asks of its servers; ``policies`` are its AccessPolicies."""
     traffic = model.traffic_policy_for(service)
+    mesh = model.mesh_config
     return InboundSecurity(effective_mtls_mode(model, service, policies), policies,
-                           model.mesh_config.trust_domain,
-                           traffic.rate_limit if traffic is not None else None)
+                           mesh.trust_domain,
+                           traffic.rate_limit if traffic is not None else None,
+                           mesh.tracing_sampling, mesh.access_logs)
 
 
 def merge_inbound(parts: list[InboundSecurity]) -> InboundSecurity:
@@ -158,7 +162,8 @@ def merge_inbound(parts: list[InboundSecurity]) -> InboundSecurity:
     return InboundSecurity(strictest_mode(p.mode for p in parts),
                            tuple(policy for p in parts for policy in p.policies),
                            parts[0].trust_domain if parts else "",
-                           min(limits, key=lambda r: r.requests_per_second, default=None))
+                           min(limits, key=lambda r: r.requests_per_second, default=None),
+                           parts[0].tracing_sampling, parts[0].access_logs)
 
 
 def upstream_tls_socket(identities: Iterable[SpiffeId]) -> base_pb2.TransportSocket:
