@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
+import httpx
 
 from meshlib._aio_channel import AioMeshChannel
 from meshlib._channel import MeshChannel
@@ -225,6 +226,20 @@ class Mesh:
                               resolve_timeout=self.resolve_timeout,
                               telemetry=self._telemetry)
 
+    def http_client(self, **client_options: Any) -> httpx.Client:
+        """An ``httpx.Client`` whose requests to ``http://<service>/...`` run the mesh
+        pipeline (routing, balancing, retries of idempotent methods, breakers, mTLS,
+        tracing, metrics); ``client_options`` go to ``httpx.Client``."""
+        from meshlib._http import MeshTransport
+
+        return httpx.Client(transport=MeshTransport(self), **client_options)
+
+    def async_http_client(self, **client_options: Any) -> httpx.AsyncClient:
+        """The ``httpx.AsyncClient`` counterpart of :meth:`http_client`."""
+        from meshlib._http import AsyncMeshTransport
+
+        return httpx.AsyncClient(transport=AsyncMeshTransport(self), **client_options)
+
     def wait_ready(self, target: str, timeout: float | None = None) -> bool:
         """Block until ``target``'s configuration is known; False on timeout or if the
         target is not in the mesh."""
@@ -346,6 +361,31 @@ class Mesh:
         return self._server(service, port, host=host, mtls=mtls, interceptors=interceptors,
                             options=options, max_workers=0, aio=True)
 
+    def server_policy(self, port: int, host: str = "[::]"
+                      ) -> tuple[ServerPolicy, Callable[[], None]]:
+        """Follow the server Listener of ``host:port``: what the control plane says
+        servers there enforce (mTLS mode, authorization, rate limit, tracing, access
+        logs), kept current; and the function that stops following it. The HTTP
+        middleware and :meth:`server` use it."""
+        if self._closed:
+            raise MeshError("this Mesh is closed")
+        listener_host = "0.0.0.0" if host.strip("[]") in ("::", "", "0.0.0.0") \
+            else host.strip("[]")
+        policy = ServerPolicy(server_listener_name(listener_host, port))
+        cancel: list[Callable[[], None]] = []
+
+        def watch() -> None:
+            assert self._client is not None
+            cancel.append(self._client.watch(LISTENER, policy.name, WatcherFuncs(
+                changed=policy.update, removed=policy.removed)))
+        self._on_loop(watch).result()
+
+        def stop_watching() -> None:
+            for fn in cancel:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(fn)
+        return policy, stop_watching
+
     def _server(self, service: str | None, port: int, *, host: str, mtls: str | None,
                 interceptors: Sequence[Any], options: Sequence[tuple[str, Any]],
                 max_workers: int, aio: bool) -> MeshServer:
@@ -353,17 +393,8 @@ class Mesh:
             raise MeshError("this Mesh is closed")
         if port == 0:
             port = _free_port(host)
-        policy = ServerPolicy()
-        listener_host = "0.0.0.0" if host.strip("[]") in ("::", "", "0.0.0.0") \
-            else host.strip("[]")
-        name = server_listener_name(listener_host, port)
-        cancel: list[Callable[[], None]] = []
-
-        def watch() -> None:
-            assert self._client is not None
-            cancel.append(self._client.watch(LISTENER, name, WatcherFuncs(
-                changed=policy.update, removed=policy.removed)))
-        self._on_loop(watch).result()
+        policy, stop_watching = self.server_policy(port, host)
+        name = policy.name
         mode = mtls
         if mode is None:
             policy.ready.wait(self.resolve_timeout)
@@ -372,15 +403,14 @@ class Mesh:
                 mode = "STRICT" if self.certificates is not None else "DISABLE"
                 log.warning("no server Listener %s from the control plane; serving %s",
                             name, mode)
+        if mode == "PERMISSIVE" and self.certificates is None:
+            log.warning("mTLS mode PERMISSIVE but this Mesh has no identity: serving %s in "
+                        "plaintext only", name)
+            mode = "DISABLE"
         server, front = build_server(
             mode=mode, source=self.certificates, host=host, port=port,
             interceptors=interceptors, aio=aio,
             options=options, max_workers=max_workers, loop=self._loop)
-
-        def stop_watching() -> None:
-            for fn in cancel:
-                with contextlib.suppress(RuntimeError):
-                    self._loop.call_soon_threadsafe(fn)
         return MeshServer(server, front, port=port, mtls_mode=mode, on_stop=stop_watching,
                           policy=policy.check, service=service or self.service,
                           metrics=self.metrics if self._telemetry is not None else None,

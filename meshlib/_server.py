@@ -63,9 +63,10 @@ def server_listener_name(host: str, port: int) -> str:
 class ServerPolicy:
     """What the control plane says about one server address (set on the xDS thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "") -> None:
         from interceptors.authz import authorization_check
 
+        self.name = name  # the server Listener followed
         self._authorize = authorization_check(self.current_authorization)
         self.mode: str | None = None
         self.authorization: AuthorizationPolicy | None = None
@@ -109,22 +110,28 @@ class ServerPolicy:
             refusal = self._authorize(method, context)
             if refusal is not None:
                 return refusal
-        limit = self.rate_limit
-        if limit is None:
+        if self.rate_limit is None:
             return None
-        principal = peer_principal(context)
-        bucket = self._buckets.get(principal)
-        if bucket is None:
-            if len(self._buckets) >= _MAX_BUCKETS:
-                self._buckets = {}
-            bucket = self._buckets[principal] = RateLimit(limit[0], limit[1])
-        wait = bucket.try_acquire()
+        wait = self.throttle(peer_principal(context))
         if not wait:
             return None
         millis = max(1, round(wait * 1000))
         context.set_trailing_metadata((("grpc-retry-pushback-ms", str(millis)),))
         return (grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"rate limited: retry in {millis} ms")
+
+    def throttle(self, principal: str | None) -> float:
+        """Take a token of ``principal``'s bucket: 0.0 to go on, else the seconds
+        until one is due (no rate limit: always 0.0)."""
+        limit = self.rate_limit
+        if limit is None:
+            return 0.0
+        bucket = self._buckets.get(principal)
+        if bucket is None:
+            if len(self._buckets) >= _MAX_BUCKETS:
+                self._buckets = {}
+            bucket = self._buckets[principal] = RateLimit(limit[0], limit[1])
+        return bucket.try_acquire()
 
 
 def server_credentials(source: CertificateSource) -> grpc.ServerCredentials:

@@ -1,0 +1,271 @@
+"""ASGI and WSGI middleware: an HTTP server in the mesh, as ``mesh.server()`` is for gRPC.
+
+Per request, before the application runs: the caller's identity, the AccessPolicy
+of the server's address (rules on paths; a denied request gets ``403`` with the
+body ``permission denied``, the reason logged on ``meshlib.authz``), and the
+TrafficPolicy's local rate limit per caller identity (``429`` with ``Retry-After``).
+Around it: a ``SERVER`` span continuing the caller's W3C trace (the application
+runs with it current, so calls it makes through meshlib are its children), the
+golden metrics (``meshlib_server_*``, labelled by the HTTP method — paths are
+unbounded) and, when MeshConfig turns them on, access-log lines.
+
+The server's address is the ``port`` (and ``host``) it listens on: the control
+plane sends the rules for it as a server Listener, and they apply live.
+
+Caller identity, in this order: the ASGI ``tls`` extension's client certificate
+(servers that implement it), the WSGI ``SSL_CLIENT_CERT`` variable (Apache
+mod_wsgi, and servers that copy it), or — only with ``trust_forwarded_identity`` —
+the ``URI=`` of an ``x-forwarded-client-cert`` header set by a trusted proxy such as
+the mesh's Envoy sidecar. Anything else is a caller without identity.
+
+Example::
+
+    app = FastAPI()
+    app.add_middleware(MeshASGIMiddleware, mesh=mesh, port=8000)
+
+    flask_app.wsgi_app = MeshWSGIMiddleware(flask_app.wsgi_app, mesh=mesh, port=5000)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+
+from meshlib.telemetry._access_log import write_access_log
+from meshlib.telemetry._metrics import caller_label
+from meshlib.telemetry._tracing import start_server_span
+
+if TYPE_CHECKING:
+    from meshlib._mesh import Mesh
+    from meshlib._server import ServerPolicy
+
+__all__ = ["MeshASGIMiddleware", "MeshWSGIMiddleware", "spiffe_id_of_pem"]
+
+log = logging.getLogger("meshlib.authz")
+_DENIED = b"permission denied"
+_perf = time.perf_counter
+
+
+def spiffe_id_of_pem(pem: str | bytes) -> str | None:
+    """The one SPIFFE URI SAN of a PEM certificate (None: not exactly one)."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem)
+        names = cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value.get_values_for_type(
+                x509.UniformResourceIdentifier)
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    spiffe = [n for n in names if n.startswith("spiffe://")]
+    return spiffe[0] if len(spiffe) == 1 else None
+
+
+def _xfcc_identity(value: str) -> str | None:
+    """The URI of the last element of an ``x-forwarded-client-cert`` header (the
+    one the nearest proxy added)."""
+    last = value.split(",")[-1]
+    for part in last.split(";"):
+        key, _, found = part.strip().partition("=")
+        if key.lower() == "uri" and found.strip('"').startswith("spiffe://"):
+            return found.strip('"')
+    return None
+
+
+class _Guard:
+    """What both middlewares do around one request."""
+
+    def __init__(self, mesh: Mesh, port: int, host: str, service: str | None,
+                 trust_forwarded_identity: bool) -> None:
+        self.mesh = mesh
+        self.service = service or mesh.service
+        self.policy: ServerPolicy
+        self.policy, self.stop = mesh.server_policy(port, host)
+        self.policy.ready.wait(mesh.resolve_timeout)
+        self.trust_xfcc = trust_forwarded_identity
+        self.metrics = mesh.metrics if mesh._telemetry is not None else None
+
+    def refusal(self, principal: str | None, method: str, path: str,
+                peer: str) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """None to go on, or the (status, headers, body) to answer with."""
+        policy = self.policy
+        authorization = policy.authorization
+        if authorization is not None:
+            decision = authorization.check(principal, path)
+            if not decision.allowed:
+                log.info("denied %s %s to %s (%s): %s", method, path,
+                         principal or "a caller without identity", peer, decision.reason)
+                return 403, [(b"content-type", b"text/plain")], _DENIED
+        wait = policy.throttle(principal)
+        if wait:
+            return 429, [(b"content-type", b"text/plain"),
+                         (b"retry-after", str(max(1, math.ceil(wait))).encode())], \
+                f"rate limited: retry in {max(1, round(wait * 1000))} ms".encode()
+        return None
+
+    def begin(self, method: str, traceparent: str | None,
+              headers: Callable[[], dict[str, str]]) -> Any:
+        sampling, _ = self.policy.observability()
+        return start_server_span(method, traceparent, headers, sampling, {
+            "http.request.method": method, "meshlib.destination": self.service})
+
+    def done(self, span: Any, started: float, wall: float, principal: str | None,
+             method: str, path: str, status: int, request_bytes: int | None,
+             response_bytes: int) -> None:
+        seconds = _perf() - started
+        caller = caller_label(principal)
+        code = str(status)
+        if self.metrics is not None:
+            self.metrics.record_server(self.service, method, code, caller, seconds)
+            on_request, on_response = self.metrics.byte_counters("server", self.service,
+                                                                 method)
+            if request_bytes:
+                on_request(request_bytes)
+            on_response(response_bytes)
+        trace_id, span_id = span.ids
+        span.end(code, status >= 500, {"http.response.status_code": status,
+                                       "meshlib.source_identity": caller})
+        if self.policy.access_log:
+            write_access_log("server", "http", started=wall, seconds=seconds,
+                             source_identity=principal, destination_service=self.service,
+                             method=f"{method} {path}", code=code,
+                             request_bytes=request_bytes, response_bytes=response_bytes,
+                             trace_id=trace_id or None, span_id=span_id or None)
+
+
+class MeshASGIMiddleware:
+    """ASGI middleware (Starlette/FastAPI ``add_middleware``, or wrap any ASGI app).
+
+    ``port``/``host``: where the server listens (its server Listener). ``service``:
+    the metrics' ``destination_service`` (default: the Mesh's).
+    """
+
+    def __init__(self, app: Any, *, mesh: Mesh, port: int, host: str = "0.0.0.0",
+                 service: str | None = None, trust_forwarded_identity: bool = False) -> None:
+        self.app = app
+        self._guard = _Guard(mesh, port, host, service, trust_forwarded_identity)
+
+    def _principal(self, scope: dict[str, Any]) -> str | None:
+        tls = (scope.get("extensions") or {}).get("tls") or {}
+        chain = tls.get("client_cert_chain") or ()
+        if chain:
+            return spiffe_id_of_pem(chain[0])
+        if self._guard.trust_xfcc:
+            for key, value in scope.get("headers") or ():
+                if key == b"x-forwarded-client-cert":
+                    return _xfcc_identity(value.decode("latin-1"))
+        return None
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any],
+                       send: Callable[..., Any]) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        guard = self._guard
+        wall, started = time.time(), _perf()
+        method, path = scope.get("method", "GET"), scope.get("path", "/")
+        principal = self._principal(scope)
+        raw = scope.get("headers") or ()
+        traceparent = next((v.decode("latin-1") for k, v in raw if k == b"traceparent"),
+                           None)
+        span = guard.begin(method, traceparent,
+                           lambda: {k.decode("latin-1"): v.decode("latin-1")
+                                    for k, v in raw})
+        client = scope.get("client")
+        refusal = guard.refusal(principal, method, path,
+                                f"{client[0]}:{client[1]}" if client else "?")
+        outcome = {"status": 500, "bytes": 0}
+        request_bytes = 0
+
+        async def counting_receive() -> Any:
+            nonlocal request_bytes
+            message = await receive()
+            request_bytes += len(message.get("body", b""))
+            return message
+
+        async def recording_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                outcome["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                outcome["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            if refusal is not None:
+                status, headers, body = refusal
+                await recording_send({"type": "http.response.start", "status": status,
+                                      "headers": headers})
+                await recording_send({"type": "http.response.body", "body": body})
+            else:
+                await self.app(scope, counting_receive, recording_send)
+        finally:
+            guard.done(span, started, wall, principal, method, path, outcome["status"],
+                       request_bytes, outcome["bytes"])
+
+
+class MeshWSGIMiddleware:
+    """WSGI middleware (Flask: ``app.wsgi_app = MeshWSGIMiddleware(app.wsgi_app,
+    mesh=mesh, port=5000)``); arguments as :class:`MeshASGIMiddleware`."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], *, mesh: Mesh, port: int,
+                 host: str = "0.0.0.0", service: str | None = None,
+                 trust_forwarded_identity: bool = False) -> None:
+        self.app = app
+        self._guard = _Guard(mesh, port, host, service, trust_forwarded_identity)
+
+    def _principal(self, environ: dict[str, Any]) -> str | None:
+        pem = environ.get("SSL_CLIENT_CERT")
+        if pem:
+            return spiffe_id_of_pem(pem)
+        if self._guard.trust_xfcc and environ.get("HTTP_X_FORWARDED_CLIENT_CERT"):
+            return _xfcc_identity(environ["HTTP_X_FORWARDED_CLIENT_CERT"])
+        return None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Iterator[bytes]:
+        guard = self._guard
+        wall, started = time.time(), _perf()
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "/") or "/"
+        principal = self._principal(environ)
+        span = guard.begin(method, environ.get("HTTP_TRACEPARENT"), lambda: {
+            k[5:].lower().replace("_", "-"): v for k, v in environ.items()
+            if k.startswith("HTTP_") and isinstance(v, str)})
+        size = environ.get("CONTENT_LENGTH") or ""
+        request_bytes = int(size) if size.isdigit() else None
+        refusal = guard.refusal(principal, method, path,
+                                f"{environ.get('REMOTE_ADDR', '?')}:"
+                                f"{environ.get('REMOTE_PORT', '?')}")
+        status = [500]
+        sent = 0
+        try:
+            if refusal is not None:
+                code, headers, body = refusal
+                status[0] = code
+                reason = {403: "Forbidden", 429: "Too Many Requests"}[code]
+                start_response(f"{code} {reason}",
+                               [(k.decode(), v.decode()) for k, v in headers])
+                sent = len(body)
+                yield body
+                return
+
+            def recording_start(line: str, headers: Any, exc_info: Any = None) -> Any:
+                status[0] = int(line.split(" ", 1)[0])
+                return start_response(line, headers, exc_info) if exc_info is not None \
+                    else start_response(line, headers)
+
+            result = self.app(environ, recording_start)
+            try:
+                for chunk in result:
+                    sent += len(chunk)
+                    yield chunk
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        finally:
+            guard.done(span, started, wall, principal, method, path, status[0],
+                       request_bytes, sent)
