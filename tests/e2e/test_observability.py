@@ -318,16 +318,16 @@ def test_metrics_count_the_traffic_sent(world):
 def _canary_world(start, servers, hits: Counter, fail_first: bool) -> meshlib.Mesh:  # type: ignore[no-untyped-def]
     stable, canary = free_port(), free_port()
     mesh = start(http_service("shop", stable) + http_service("shop-canary", canary)
-                 + http_service("shop-stable", stable) + f"""---
+                 + http_service("shop-stable", stable) + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {{name: shop-split, namespace: default}}
+metadata: {name: shop-split, namespace: default}
 spec:
-  parentRefs: [{{group: "", kind: Service, name: shop}}]
+  parentRefs: [{group: "", kind: Service, name: shop}]
   rules:
   - backendRefs:
-    - {{name: shop-stable, port: 80, weight: 80}}
-    - {{name: shop-canary, port: 80, weight: 20}}
+    - {name: shop-stable, port: 80, weight: 80}
+    - {name: shop-canary, port: 80, weight: 20}
 """ + retries("shop") + mesh_config(0.0, False))
     failed = set()
 
