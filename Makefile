@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/push_latency_bench.py
 	$(BIN)/python benchmarks/client_bench.py
 	$(BIN)/python benchmarks/mtls_bench.py
+	$(BIN)/python benchmarks/telemetry_bench.py
 
 check: $(STAMP)
 	$(BIN)/meshctl check examples/mesh

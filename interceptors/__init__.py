@@ -47,6 +47,7 @@ from interceptors._deadline import (
 from interceptors._details import CallDetails
 from interceptors._retry import AioRetryClientInterceptor, RetryClientInterceptor
 from interceptors.authz import AioAuthorizationInterceptor, AuthorizationInterceptor
+from interceptors.http import MeshASGIMiddleware, MeshWSGIMiddleware
 
 __all__ = [
     "AioAuthorizationInterceptor",
@@ -59,6 +60,8 @@ __all__ = [
     "CircuitBreakerClientInterceptor",
     "DeadlineClientInterceptor",
     "DeadlineServerInterceptor",
+    "MeshASGIMiddleware",
+    "MeshWSGIMiddleware",
     "RetryClientInterceptor",
     "aio_interceptors",
 ]

@@ -32,7 +32,7 @@ from meshlib._attempts import (
     rpc_code,
 )
 from meshlib._call_context import RETRIES_OWNED
-from meshlib._channel import code_name, finish_stream, resolve_failure
+from meshlib._channel import code_name, count_raw, finish_stream, resolve_failure
 from meshlib._cluster_state import ClusterState, EndpointState
 from meshlib._pool import AioChannelPool
 from meshlib._resolver import Target
@@ -48,17 +48,22 @@ _MAX_CACHED = 1024
 
 
 class _AioBase:
-    __slots__ = ("__weakref__", "_cache", "_channel", "_deser", "_method", "_pool", "_ser",
-                 "_target")
+    __slots__ = ("__weakref__", "_bytes", "_cache", "_channel", "_deser", "_method", "_pool",
+                 "_ser", "_target")
 
     def __init__(self, channel: AioMeshChannel, method: str, ser: Any, deser: Any) -> None:
         self._channel = channel
         self._target = channel._target
         self._method = method
         telemetry = channel._telemetry
+        self._bytes: tuple[Any, Any] | None = None
         if telemetry is not None:
-            ser, deser = counting_codec(ser, deser, *telemetry.metrics.byte_counters(
-                "client", channel._target.name, method))
+            counters = telemetry.metrics.byte_counters("client", channel._target.name,
+                                                       method)
+            if ser is None and deser is None and self._kind == "unary_unary":
+                self._bytes = counters  # raw bytes: len() inline, no serializer callback
+            else:
+                ser, deser = counting_codec(ser, deser, *counters)
         self._ser = ser
         self._deser = deser
         self._cache: dict[EndpointState, Any] = {}
@@ -218,6 +223,7 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
             cluster.release(endpoint, code, err)
             if record is not None:
                 record.attempt_end(code.name if code else "UNKNOWN", True)
+                count_raw(self._bytes, call._request, None)
             raise
         except BaseException:
             cluster.release(endpoint, _CANCELLED)
@@ -227,6 +233,7 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
         cluster.release(endpoint, None)
         if record is not None:
             record.attempt_end("OK", False)
+            count_raw(self._bytes, call._request, response)
         return response
 
 

@@ -39,7 +39,7 @@ from meshlib.errors import CallError, NoHealthyEndpointError, ServiceNotFoundErr
 from meshlib.telemetry._client import CallRecord, ClientTelemetry
 from meshlib.telemetry._metrics import counting_codec
 
-__all__ = ["MeshChannel", "code_name", "finish_stream", "resolve_failure"]
+__all__ = ["MeshChannel", "code_name", "count_raw", "finish_stream", "resolve_failure"]
 
 _monotonic = time.monotonic
 _CANCELLED = grpc.StatusCode.CANCELLED
@@ -75,6 +75,19 @@ def finish_stream(record: CallRecord, code: grpc.StatusCode | None) -> None:
     record.finish(name, error)
 
 
+def count_raw(counters: tuple[Any, Any] | None, request: Any, response: Any) -> None:
+    """Count a raw-bytes unary attempt's sizes (``counters`` is None when the
+    serializers count instead)."""
+    if counters is not None:
+        if isinstance(request, bytes):
+            counters[0](len(request))
+        if isinstance(response, bytes):
+            counters[1](len(response))
+
+
+_count = count_raw
+
+
 def code_name(error: BaseException | None) -> str:
     """The gRPC code name of a call's outcome (None: OK)."""
     if error is None:
@@ -91,16 +104,22 @@ def _releaser(record: CallRecord | None
 
 
 class _Base:
-    __slots__ = ("__weakref__", "_cache", "_channel", "_deser", "_method", "_ser", "_target")
+    __slots__ = ("__weakref__", "_bytes", "_cache", "_channel", "_deser", "_method", "_ser",
+                 "_target")
 
     def __init__(self, channel: MeshChannel, method: str, ser: Any, deser: Any) -> None:
         self._channel = channel
         self._target = channel._target
         self._method = method
         telemetry = channel._telemetry
+        self._bytes: tuple[Any, Any] | None = None
         if telemetry is not None:
-            ser, deser = counting_codec(ser, deser, *telemetry.metrics.byte_counters(
-                "client", channel._target.name, method))
+            counters = telemetry.metrics.byte_counters("client", channel._target.name,
+                                                       method)
+            if ser is None and deser is None and self._kind == "unary_unary":
+                self._bytes = counters  # raw bytes: len() inline, no serializer callback
+            else:
+                ser, deser = counting_codec(ser, deser, *counters)
         self._ser = ser
         self._deser = deser
         self._cache: dict[EndpointState, Any] = {}
@@ -257,6 +276,7 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
             cluster.release(endpoint, code, err)
             if record is not None:
                 record.attempt_end(code.name if code else "UNKNOWN", True)
+                _count(self._bytes, request, None)
             raise
         except BaseException:
             cluster.release(endpoint, _CANCELLED)
@@ -266,6 +286,7 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
         cluster.release(endpoint, None)
         if record is not None:
             record.attempt_end("OK", False)
+            _count(self._bytes, request, result[0] if with_call else result)
         return result
 
 

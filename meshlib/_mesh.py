@@ -325,7 +325,8 @@ class Mesh:
         if self._metrics is None:
             with self._lock:
                 if self._metrics is None:
-                    self._metrics = MeshMetrics(clusters=self._cluster_states)
+                    self._metrics = MeshMetrics(clusters=self._cluster_states,
+                                                source_service=self.service)
         return self._metrics
 
     def _cluster_states(self) -> list[ClusterState]:

@@ -15,13 +15,12 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.status import Status, StatusCode
 
 from meshlib.telemetry._access_log import write_access_log
-from meshlib.telemetry._tracing import TRACEPARENT, format_traceparent, tracer, w3c_only
+from meshlib.telemetry._tracing import TRACEPARENT, tracer, w3c_only
 
 if TYPE_CHECKING:
     from meshlib._cluster_state import EndpointState
@@ -33,7 +32,9 @@ _perf = time.perf_counter
 _CLIENT = SpanKind.CLIENT
 _INTERNAL = SpanKind.INTERNAL
 _random = random.random
-_getrandbits = random.getrandbits
+_randbytes = random.randbytes
+_current_span = trace.get_current_span
+_INVALID = trace.INVALID_SPAN_CONTEXT
 
 Headers = Sequence[tuple[str, Any]] | None
 
@@ -51,18 +52,16 @@ class ClientTelemetry:
               sampling: float, access_log: bool, protocol: str = "grpc") -> CallRecord:
         """A routed call begins: ``route`` is the route's name, ``backend`` the
         cluster's service, ``sampling`` and ``access_log`` the target's settings."""
-        record = CallRecord(self, target, route, backend, method, protocol)
-        parent = trace.get_current_span().get_span_context()
-        if parent.trace_flags.sampled if parent.is_valid else _random() < sampling:
-            record.start_span(parent.is_valid)
-        if record.span is None:  # not sampled: pass the decision on, cheaply
+        record = CallRecord(self, target, route, backend, method, protocol, access_log)
+        parent = _current_span().get_span_context()
+        root = parent is _INVALID or not parent.is_valid
+        if parent.trace_flags.sampled if not root else _random() < sampling:
+            record.start_span()
+        if record.span is None and not root:  # not sampled: pass the decision on
             if self._w3c and not parent.trace_state:
-                if parent.is_valid:
-                    ids = (parent.trace_id, _getrandbits(64) or 1)
-                else:
-                    ids = (_getrandbits(128) or 1, _getrandbits(64) or 1)
-                record.trace_ids = ids
-                value = format_traceparent(ids[0], ids[1], False)
+                ids = f"{parent.trace_id:032x}{_randbytes(8).hex()}"
+                record.trace_hex = ids
+                value = "00-" + ids[:32] + "-" + ids[32:] + "-00"
                 headers = (*headers, (TRACEPARENT, value)) if headers else \
                     ((TRACEPARENT, value),)
             else:
@@ -70,7 +69,6 @@ class ClientTelemetry:
                 propagate.inject(carrier)
                 headers = (*(headers or ()), *carrier.items())
         record.headers = headers
-        record.log = access_log
         return record
 
 
@@ -78,29 +76,26 @@ class CallRecord:
     """One client call's telemetry (see :class:`ClientTelemetry`)."""
 
     __slots__ = ("_attempt_span", "_ctx", "attempts", "backend", "headers", "log", "method",
-                 "protocol", "route", "span", "started", "target", "telemetry", "trace_ids",
-                 "upstream", "wall")
+                 "protocol", "route", "span", "started", "target", "telemetry", "trace_hex",
+                 "upstream")
 
     def __init__(self, telemetry: ClientTelemetry, target: str, route: str, backend: str,
-                 method: str, protocol: str) -> None:
+                 method: str, protocol: str, log: bool = False) -> None:
         self.telemetry = telemetry
         self.target = target
         self.route = route
         self.backend = backend
         self.method = method
         self.protocol = protocol
+        self.log = log
         self.started = _perf()
-        self.wall = 0.0
         self.attempts = 0
         self.span: trace.Span | None = None
-        self._attempt_span: trace.Span | None = None
-        self._ctx: otel_context.Context | None = None
         self.headers: Headers = None
-        self.log = False
-        self.trace_ids: tuple[int, int] | None = None
+        self.trace_hex: str | None = None  # unsampled: trace id + span id, in hex
         self.upstream = ""
 
-    def start_span(self, has_parent: bool) -> None:
+    def start_span(self) -> None:
         """Start the call's span (sampled); unsampled by the SDK, it is dropped."""
         name = (f"Sent.{self.method.lstrip('/')}" if self.protocol == "grpc"
                 else self.method)
@@ -112,8 +107,9 @@ class CallRecord:
             return
         self.span = span
         self._ctx = trace.set_span_in_context(span)
+        self._attempt_span: trace.Span | None = None
 
-    def attempt(self, endpoint: EndpointState | str, headers: Headers = None) -> Headers:
+    def attempt(self, endpoint: EndpointState | str) -> Headers:
         """An attempt begins on ``endpoint``: the headers (metadata) to send it with."""
         self.attempts += 1
         address = endpoint if isinstance(endpoint, str) else endpoint.address
@@ -132,6 +128,8 @@ class CallRecord:
 
     def attempt_end(self, code: str, error: bool) -> None:
         """The current attempt ended with ``code`` (a gRPC code name, HTTP status)."""
+        if self.span is None:
+            return
         span, self._attempt_span = self._attempt_span, None
         if span is not None:
             span.set_attribute("meshlib.outcome", code)
@@ -143,9 +141,11 @@ class CallRecord:
                response_bytes: int | None = None) -> None:
         """The call ended with ``code`` after its last attempt."""
         seconds = _perf() - self.started
-        telemetry = self.telemetry
-        telemetry.metrics.record_client(telemetry.source, self.target, self.route,
-                                        self.backend, code, seconds, self.attempts)
+        metrics = self.telemetry.metrics
+        series = metrics._client.get((self.target, self.route, self.backend, code))
+        if series is None:
+            series = metrics.client_series(self.target, self.route, self.backend, code)
+        series.add(seconds, self.attempts - 1)
         span = self.span
         if span is not None:
             span.set_attribute("meshlib.outcome", code)
@@ -157,7 +157,7 @@ class CallRecord:
             trace_id, span_id = self.ids()
             write_access_log(
                 "client", self.protocol, started=time.time() - seconds, seconds=seconds,
-                source_service=telemetry.source, destination_service=self.target,
+                source_service=self.telemetry.source, destination_service=self.target,
                 method=self.method, route=self.route, backend=self.backend,
                 upstream=self.upstream or None, code=code, attempts=self.attempts,
                 request_bytes=request_bytes, response_bytes=response_bytes,
@@ -168,6 +168,6 @@ class CallRecord:
         if self.span is not None:
             ctx = self.span.get_span_context()
             return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
-        if self.trace_ids is not None:
-            return f"{self.trace_ids[0]:032x}", f"{self.trace_ids[1]:016x}"
+        if self.trace_hex is not None:
+            return self.trace_hex[:32], self.trace_hex[32:]
         return None, None

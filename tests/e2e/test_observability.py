@@ -48,9 +48,12 @@ def _raw(b: bytes) -> bytes:
 
 @pytest.fixture(scope="module", autouse=True)
 def _tracer_provider() -> None:
-    provider = TracerProvider()
+    # The global provider is set once per process: join it if another module set it.
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
     provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-    trace.set_tracer_provider(provider)  # once per process; later sets are ignored
 
 
 @pytest.fixture

@@ -28,7 +28,8 @@ def test_interceptors_public_api_is_pinned():
         "AioDeadlineClientInterceptor", "AuthorizationInterceptor",
         "AioDeadlineServerInterceptor", "AioRetryClientInterceptor", "CallDetails",
         "CircuitBreakerClientInterceptor", "DeadlineClientInterceptor",
-        "DeadlineServerInterceptor", "RetryClientInterceptor", "aio_interceptors",
+        "DeadlineServerInterceptor", "MeshASGIMiddleware", "MeshWSGIMiddleware",
+        "RetryClientInterceptor", "aio_interceptors",
     ])
 
 
