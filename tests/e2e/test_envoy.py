@@ -19,6 +19,16 @@ pytestmark = pytest.mark.envoy
 ENVOY = envoy_binary()
 
 
+MESH_CONFIG = """---
+apiVersion: meshlib.dev/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec:
+  tracing: {sampling: 0.5}
+  accessLogs: {enabled: true}
+"""
+
+
 def envoy_bootstrap(xds_port: int, admin_port: int, outbound_port: int, api_type: str) -> dict:
     return {
         "node": {
@@ -68,6 +78,7 @@ def test_envoy_acks_and_proxies_grpc(api_type, tmp_path: Path, backends, control
     config = tmp_path / "mesh"
     write_mesh(config, ports, {"reviews-v1": 100, "reviews-v2": 0},
                header=("x-canary", "true", "reviews-v2"))
+    (config / "meshconfig.yaml").write_text(MESH_CONFIG)  # Envoy takes the same fields
     cp = control_plane_factory(config)
     admin_port, outbound_port = free_port(), free_port()
     bootstrap = tmp_path / "envoy.json"
@@ -104,6 +115,14 @@ def test_envoy_acks_and_proxies_grpc(api_type, tmp_path: Path, backends, control
         assert call(b"", timeout=5, wait_for_ready=True) == b"reviews-v1-a"
         assert call(b"", timeout=5, metadata=(("x-canary", "true"),)) == b"reviews-v2-a"
         channel.close()
+        # MeshConfig's access logs: Envoy writes JSON lines with meshlib's field names.
+        deadline = time.monotonic() + 5
+        while '"kind":"envoy"' not in (tmp_path / "envoy.log").read_text():
+            assert time.monotonic() < deadline, "no access-log line from Envoy"
+            time.sleep(0.1)
+        line = next(json.loads(text) for text in (tmp_path / "envoy.log").read_text()
+                    .splitlines() if '"kind":"envoy"' in text)
+        assert line["path"] == "/demo.Reviews/Get" and line["grpc_status"] == "OK"
     finally:
         stop_process(envoy)
         log.close()

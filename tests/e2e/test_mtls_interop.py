@@ -44,6 +44,16 @@ spec:
 
 # gRPC's xDS server has no local rate limit: the filter is optional, so it must accept
 # the Listener (a NACK would leave the native server unserved) and skip the filter.
+# MeshConfig's tracing and access logs ride on every HttpConnectionManager: gRPC's native
+# client and server must accept them (0 NACKs, asserted at teardown).
+OBSERVED = """---
+apiVersion: meshlib.dev/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec:
+  tracing: {sampling: 0.25}
+  accessLogs: {enabled: true}
+"""
 RATINGS_LIMIT = """---
 apiVersion: meshlib.dev/v1alpha1
 kind: TrafficPolicy
@@ -61,7 +71,7 @@ def interop(tmp_path: Path, control_plane_factory):
     config.mkdir()
     (config / "mesh.yaml").write_text(
         service_yaml("reviews", [ports["reviews"]]) + service_yaml("ratings", [ports["ratings"]])
-        + strict("reviews") + strict("ratings") + RATINGS_LIMIT)
+        + strict("reviews") + strict("ratings") + RATINGS_LIMIT + OBSERVED)
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text("tokens:\n" + "".join(
         f"- serviceAccount: default/{sa}\n  token: {t}\n" for sa, t in TOKENS.items()))
