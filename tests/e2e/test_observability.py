@@ -484,3 +484,57 @@ def test_middleware_rate_limits_per_caller(world, kind):
     assert status == 429
     assert headers["retry-after"] == "2"  # one token per 2 s
     assert body.startswith("rate limited: retry in")
+
+
+def test_a_plain_server_with_opentelemetry_instrumentation_grpc_joins_the_trace(world, spans):
+    """Servers that are not meshlib's use opentelemetry-instrumentation-grpc; its server
+    span continues meshlib's attempt span (the same W3C traceparent)."""
+    from concurrent import futures
+
+    from opentelemetry.instrumentation.grpc import server_interceptor
+
+    start, servers = world
+    port = free_port()
+    mesh = start(service_yaml("store", [port]) + mesh_config(1.0, False))
+    plain = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
+                        interceptors=[server_interceptor()])
+    plain.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "demo.Store", {"Get": grpc.unary_unary_rpc_method_handler(
+            lambda request, context: b"plain", _raw, _raw)}),))
+    plain.add_insecure_port(f"127.0.0.1:{port}")
+    plain.start()
+    servers.stops.append(lambda: plain.stop(None))
+    stub = mesh("frontend").channel("store").unary_unary(GET, _raw, _raw)
+    assert stub(b"", timeout=5) == b"plain"
+    finished = spans.get_finished_spans()
+    attempt = next(s for s in finished if s.name == "Attempt.demo.Store/Get")
+    served = next(s for s in finished if s.kind == trace.SpanKind.SERVER)
+    assert served.parent.span_id == attempt.context.span_id
+    assert served.context.trace_id == attempt.context.trace_id
+
+
+def _example(name: str):  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "http" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_flask_example_calls_the_starlette_example_through_the_mesh(world):
+    start, servers = world
+    reviews_port, products_port = free_port(), free_port()
+    mesh = start(http_service("reviews-http", reviews_port)
+                 + http_service("products", products_port) + mesh_config(0.0, False))
+    reviews = _example("starlette_app").make_app("reviews-http-0")
+    reviews.add_middleware(MeshASGIMiddleware, mesh=mesh("reviews-http"), port=reviews_port)
+    servers.uvicorn(reviews, reviews_port)
+    servers.wsgi(_example("flask_app").make_app(mesh("products"), products_port),
+                 products_port)
+    status, _, body = _get(products_port, "/products/7", None)
+    assert status == 200
+    assert json.loads(body) == {"id": 7, "reviews": {"id": "7", "stars": 5,
+                                                     "served_by": "reviews-http-0"}}
