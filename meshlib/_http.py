@@ -5,22 +5,28 @@ FQDN, as for gRPC targets) is routed by its HTTPRoute (path, headers, ``:method`
 sent to a cluster by weight (canary, A/B) and to an endpoint by the cluster's
 balancer, breaker and limits, and retried on a failure the route's policy names —
 for idempotent methods only (``GET``, ``HEAD``, ``OPTIONS``, ``PUT``, ``DELETE``,
-``TRACE``) unless ``retry_methods`` says otherwise. Statuses map to the policy's
-gRPC codes as Envoy maps them: 502, 503 and 504 and connection failures are
-``UNAVAILABLE``, 500 is ``INTERNAL``. When retries run out the caller gets the last
-response (or the last connection error), as from a plain httpx client.
+``TRACE``) with a body that can be sent again, unless ``retry_methods`` says
+otherwise. Statuses map to the policy's gRPC codes as Envoy maps them: 502, 503 and
+504 and connection failures are ``UNAVAILABLE``, other 5xx ``INTERNAL``; 4xx are the
+caller's business (not retried, not counted against the endpoint). When retries run
+out the caller gets the last response (or the last connection error), as from a plain
+httpx client.
 
 With an identity, a destination that takes mTLS gets it: the client certificate is
 the Mesh's current one, and the server must present the destination's identity,
 checked by the TLS handshake against the certificate's DNS SAN (the
 ``sni_hostname`` httpx passes down) — the same check gRPC calls make.
 
-Other hosts (not in the mesh) go out unchanged through a plain httpx transport.
+``https://`` URLs, IP literals and ``localhost`` go out unchanged through a plain
+httpx transport (mesh services are called as ``http://<service>``: the mesh adds the
+TLS); so does a host the control plane says is not in the mesh.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ipaddress
 import os
 import ssl
 import tempfile
@@ -72,11 +78,31 @@ class _FailedAttempt(CallError):
 
 
 def _status_code(status: int) -> grpc.StatusCode | None:
-    """The gRPC code an HTTP status counts as for breakers, outliers and retries
-    (None: a success as far as the mesh is concerned)."""
-    if status < 500 and status != 429:
+    """The gRPC code a 5xx counts as for breakers, outliers and retries (None: not a
+    failure of the endpoint — 4xx, 429 included, are the caller's business)."""
+    if status < 500:
         return None
-    return _HTTP_TO_GRPC.get(status, grpc.StatusCode.INTERNAL if status >= 500 else None)
+    return _HTTP_TO_GRPC.get(status, grpc.StatusCode.INTERNAL)
+
+
+def _direct(url: httpx.URL) -> bool:
+    """Requests the mesh leaves alone: ``https://`` (the caller's own TLS, to a host
+    outside the mesh), IP literals and localhost."""
+    if url.scheme != "http":
+        return True
+    host = url.host
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _replayable(request: httpx.Request) -> bool:
+    """Whether the body can be sent again (bytes, not a one-shot iterator)."""
+    return isinstance(request.stream, httpx.ByteStream)
 
 
 class _Pipeline:
@@ -232,10 +258,14 @@ class MeshTransport(httpx.BaseTransport):
                                                                   **self._options)
             self._secure_context = context
             if old is not None:  # in-flight requests finish; new ones use the new cert
-                threading.Timer(30.0, old.close).start()
+                timer = threading.Timer(30.0, old.close)
+                timer.daemon = True
+                timer.start()
         return self._secure
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if _direct(request.url):
+            return self._plain.handle_request(request)
         pipeline = self._pipeline
         target = pipeline.target(request)
         table = target.table
@@ -255,7 +285,8 @@ class MeshTransport(httpx.BaseTransport):
             return aborted
         cluster.budget.record_request()
         record = _start_record(pipeline.mesh, table, entry, cluster, request)
-        retry = entry.retry if request.method in pipeline.retry_methods else None
+        retry = entry.retry if request.method in pipeline.retry_methods \
+            and _replayable(request) else None
         deadline = None if timeout is None else time.monotonic() + timeout
         per_try = retry.per_try_timeout if retry is not None else None
         hash_key = entry.hash_key(headers) if entry.hash_headers else None
@@ -322,8 +353,8 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         return self._secure
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        import asyncio
-
+        if _direct(request.url):
+            return await self._plain.handle_async_request(request)
         pipeline = self._pipeline
         target = pipeline.target(request)
         table = target.table
@@ -344,7 +375,8 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
             return aborted
         cluster.budget.record_request()
         record = _start_record(pipeline.mesh, table, entry, cluster, request)
-        retry = entry.retry if request.method in pipeline.retry_methods else None
+        retry = entry.retry if request.method in pipeline.retry_methods \
+            and _replayable(request) else None
         deadline = None if timeout is None else time.monotonic() + timeout
         per_try = retry.per_try_timeout if retry is not None else None
         hash_key = entry.hash_key(headers) if entry.hash_headers else None

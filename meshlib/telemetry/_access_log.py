@@ -2,8 +2,8 @@
 
 Off by default; MeshConfig ``accessLogs: {enabled: true}`` switches them on for the
 whole mesh (it reaches meshlib as the Listener's ``access_log``, the field Envoy
-sidecars use for the same lines). Lines go to the ``meshlib.access`` logger at INFO;
-if nothing handles that logger, meshlib writes them to stdout, one per line.
+sidecars use for the same lines). Lines go to the ``meshlib.access`` logger at INFO:
+to stdout, one per line, unless the application put its own handlers on that logger.
 
 Fields (docs/telemetry.md): ``time`` (RFC 3339, UTC), ``kind`` (``client`` or
 ``server``), ``protocol`` (``grpc`` or ``http``), ``source_service``,
@@ -33,15 +33,30 @@ _ready = False
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is at each line (it may be replaced)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def access_logger() -> logging.Logger:
-    """The ``meshlib.access`` logger, with a stdout handler if it would have none."""
+    """The ``meshlib.access`` logger. Unless the application gave it handlers of its
+    own, meshlib gives it one writing bare lines to stdout and stops it propagating
+    (a root handler's format would wrap the JSON)."""
     global _ready
     if not _ready:
         _ready = True
-        if not _logger.hasHandlers():
-            handler = logging.StreamHandler(sys.stdout)
+        if not _logger.handlers:
+            handler = _Stdout()
             handler.setFormatter(logging.Formatter("%(message)s"))
             _logger.addHandler(handler)
+            _logger.propagate = False
         if _logger.level == logging.NOTSET:
             _logger.setLevel(logging.INFO)
     return _logger
