@@ -38,7 +38,7 @@ from meshlib._pool import AioChannelPool
 from meshlib._resolver import Target
 from meshlib._route_table import Metadata, RouteEntry, RouteTable
 from meshlib.errors import CallError
-from meshlib.telemetry._client import CallRecord, ClientTelemetry
+from meshlib.telemetry._client import ClientTelemetry, Record
 from meshlib.telemetry._metrics import counting_codec
 
 __all__ = ["AioMeshChannel"]
@@ -118,7 +118,7 @@ class _AioBase:
         return entry, timeout, delay
 
     async def _start(self, timeout: float | None, metadata: Metadata
-                     ) -> tuple[RouteEntry, ClusterState, float | None, CallRecord | None]:
+                     ) -> tuple[RouteEntry, ClusterState, float | None, Record | None]:
         table = self._target.table
         if table is None:
             table = await self._table(timeout)
@@ -131,7 +131,7 @@ class _AioBase:
         return entry, cluster, timeout, self._record(table, entry, cluster, metadata)
 
     def _record(self, table: RouteTable, entry: RouteEntry, cluster: ClusterState,
-                metadata: Metadata) -> CallRecord | None:
+                metadata: Metadata) -> Record | None:
         telemetry = self._channel._telemetry
         if telemetry is None:
             return None
@@ -255,7 +255,7 @@ class _AioUnaryCall(grpc.aio.UnaryUnaryCall):
         self._rpc: Any = None
         self._task: asyncio.Task[Any] | None = None
         self._error: BaseException | None = None
-        self._record: CallRecord | None = None
+        self._record: Record | None = None
 
     def __await__(self) -> Any:
         if self._task is None:
@@ -362,7 +362,7 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
         self._received = False  # the first message (or EOF) has been read
         self._iter: AsyncIterator[Any] | None = None
         self._setup: tuple[RouteEntry, ClusterState, float | None, Any] | None = None
-        self._record: CallRecord | None = None
+        self._record: Record | None = None
 
     async def _attempt(self) -> Any:
         if self._setup is None:
@@ -457,13 +457,13 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
             self._rpc.add_done_callback(lambda _: callback(self))
 
 
-def _recording_releaser(record: CallRecord
+def _recording_releaser(record: Record
                         ) -> Callable[[ClusterState, EndpointState], Callable[[Any], None]]:
     return lambda cluster, endpoint: _stream_releaser(cluster, endpoint, record)
 
 
 def _stream_releaser(cluster: ClusterState, endpoint: EndpointState,
-                     record: CallRecord | None = None) -> Callable[[Any], None]:
+                     record: Record | None = None) -> Callable[[Any], None]:
     """Release on completion; the aio call's code is only awaitable, so read it from a
     task when the call did not simply succeed."""
     def done(rpc: Any) -> None:
@@ -497,7 +497,7 @@ class _AioStreamRequest(_AioBase):
     __slots__ = ()
 
     def _sync_start(self, timeout: float | None, metadata: Metadata
-                    ) -> tuple[RouteEntry, ClusterState, float | None, CallRecord | None]:
+                    ) -> tuple[RouteEntry, ClusterState, float | None, Record | None]:
         table = self._target.table
         if table is None:
             raise resolve_failure(self._target, 0.0, self._channel._xds_address)

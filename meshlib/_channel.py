@@ -36,7 +36,7 @@ from meshlib._pool import ChannelPool
 from meshlib._resolver import Target
 from meshlib._route_table import Metadata, RouteEntry, RouteTable
 from meshlib.errors import CallError, NoHealthyEndpointError, ServiceNotFoundError
-from meshlib.telemetry._client import CallRecord, ClientTelemetry
+from meshlib.telemetry._client import ClientTelemetry, Record
 from meshlib.telemetry._metrics import counting_codec
 
 __all__ = ["MeshChannel", "code_name", "count_raw", "finish_stream", "resolve_failure"]
@@ -58,7 +58,7 @@ def resolve_failure(target: Target, waited: float, xds_address: str) -> CallErro
 
 
 def _done_releaser(cluster: ClusterState, endpoint: EndpointState,
-                   record: CallRecord | None = None) -> Callable[[grpc.Future], None]:
+                   record: Record | None = None) -> Callable[[grpc.Future], None]:
     def done(call: Any) -> None:
         code = call.code()
         cluster.release(endpoint, None if code is grpc.StatusCode.OK else code)
@@ -67,7 +67,7 @@ def _done_releaser(cluster: ClusterState, endpoint: EndpointState,
     return done
 
 
-def finish_stream(record: CallRecord, code: grpc.StatusCode | None) -> None:
+def finish_stream(record: Record, code: grpc.StatusCode | None) -> None:
     """A streaming (or ``future``) attempt ended: it is the call's one attempt."""
     name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
     error = code is not grpc.StatusCode.OK
@@ -96,7 +96,7 @@ def code_name(error: BaseException | None) -> str:
     return code.name if code is not None else "CANCELLED"
 
 
-def _releaser(record: CallRecord | None
+def _releaser(record: Record | None
               ) -> Callable[[ClusterState, EndpointState], Callable[[grpc.Future], None]]:
     if record is None:
         return _done_releaser
@@ -155,7 +155,7 @@ class _Base:
                                             _registered_method=True)
 
     def _start(self, timeout: float | None, metadata: Metadata
-               ) -> tuple[RouteEntry, ClusterState, float | None, CallRecord | None]:
+               ) -> tuple[RouteEntry, ClusterState, float | None, Record | None]:
         """Route, apply faults, pick the cluster: everything before the first pick;
         and the call's telemetry record (None with telemetry off)."""
         table = self._table(timeout)
@@ -234,7 +234,7 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
     def _attempts(self, entry: RouteEntry, cluster: ClusterState, timeout: float | None,
                   request: Any, metadata: Metadata, credentials: Any,
                   wait_for_ready: bool | None, compression: Any, with_call: bool,
-                  record: CallRecord | None) -> Any:
+                  record: Record | None) -> Any:
         retry = entry.retry
         deadline = None
         if retry is not None:

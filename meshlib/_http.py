@@ -51,7 +51,7 @@ from meshlib._attempts import (
 from meshlib._channel import resolve_failure
 from meshlib._cluster_state import ClusterState, EndpointState
 from meshlib.errors import CallError
-from meshlib.telemetry._client import CallRecord
+from meshlib.telemetry._client import Record
 
 if TYPE_CHECKING:
     from meshlib._mesh import Mesh
@@ -130,7 +130,7 @@ class _Pipeline:
         return entry, entry.pick_cluster(), timeout, headers
 
     def attempt_request(self, request: httpx.Request, endpoint: EndpointState,
-                        record: CallRecord | None, timeout: float | None) -> httpx.Request:
+                        record: Record | None, timeout: float | None) -> httpx.Request:
         tls = endpoint.server_name is not None and self.mesh.certificates is not None
         key = ("https://" if tls else "http://", endpoint.address, request.url.raw_path)
         url = self._urls.get(key)
@@ -163,7 +163,7 @@ class _Pipeline:
                 self._tls = (cert, _client_context(cert))
             return self._tls[1]
 
-    def outcome(self, record: CallRecord | None, cluster: ClusterState,
+    def outcome(self, record: Record | None, cluster: ClusterState,
                 endpoint: EndpointState, response: httpx.Response | None,
                 error: BaseException | None, retry: bool) -> None:
         """Account for one attempt; raise :class:`_FailedAttempt` when it failed in a
@@ -198,7 +198,7 @@ def _client_context(cert: WorkloadCertificate) -> ssl.SSLContext:
     return context
 
 
-def _finish(record: CallRecord | None, response: httpx.Response | None,
+def _finish(record: Record | None, response: httpx.Response | None,
             error: BaseException | None) -> None:
     if record is None:
         return
@@ -212,7 +212,7 @@ def _finish(record: CallRecord | None, response: httpx.Response | None,
 
 
 def _start_record(mesh: Mesh, table: RouteTable, entry: RouteEntry, cluster: ClusterState,
-                  request: httpx.Request) -> CallRecord | None:
+                  request: httpx.Request) -> Record | None:
     telemetry = mesh._telemetry
     if telemetry is None:
         return None
@@ -420,7 +420,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
                 await transport.aclose()
 
 
-def _last(err: BaseException, record: CallRecord | None) -> httpx.Response:
+def _last(err: BaseException, record: Record | None) -> httpx.Response:
     """What the caller gets when the attempts failed: the last response, or else the
     last connection error (as httpx raised it) or meshlib's refusal, raised."""
     failed: BaseException | None = err

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from meshlib._cluster_state import EndpointState
     from meshlib.telemetry._metrics import MeshMetrics
 
-__all__ = ["CallRecord", "ClientTelemetry"]
+__all__ = ["CallRecord", "ClientTelemetry", "Counted", "Record"]
 
 _perf = time.perf_counter
 _CLIENT = SpanKind.CLIENT
@@ -49,13 +49,16 @@ class ClientTelemetry:
         self._w3c = w3c_only()
 
     def start(self, target: str, route: str, backend: str, method: str, headers: Headers,
-              sampling: float, access_log: bool, protocol: str = "grpc") -> CallRecord:
+              sampling: float, access_log: bool, protocol: str = "grpc"
+              ) -> Record:
         """A routed call begins: ``route`` is the route's name, ``backend`` the
         cluster's service, ``sampling`` and ``access_log`` the target's settings."""
-        record = CallRecord(self, target, route, backend, method, protocol, access_log)
         parent = _current_span().get_span_context()
         root = parent is _INVALID or not parent.is_valid
-        if parent.trace_flags.sampled if not root else _random() < sampling:
+        if root and not access_log and _random() >= sampling:
+            return Counted(self.metrics, (target, route, backend), headers)  # most calls
+        record = CallRecord(self, target, route, backend, method, protocol, access_log)
+        if parent.trace_flags.sampled if not root else True:
             record.start_span()
         if record.span is None and not root:  # not sampled: pass the decision on
             if self._w3c and not parent.trace_state:
@@ -72,8 +75,45 @@ class ClientTelemetry:
         return record
 
 
+class Counted:
+    """The telemetry of most calls — a root not sampled, no access log: only counted
+    and timed (the same methods as :class:`CallRecord`, doing almost nothing)."""
+
+    __slots__ = ("attempts", "headers", "labels", "metrics", "started")
+    span = None
+    log = False
+
+    def __init__(self, metrics: MeshMetrics, labels: tuple[str, str, str],
+                 headers: Headers) -> None:
+        self.metrics = metrics
+        self.labels = labels
+        self.headers = headers
+        self.attempts = 0
+        self.started = _perf()
+
+    def attempt(self, endpoint: EndpointState | str) -> Headers:
+        self.attempts += 1
+        return self.headers
+
+    def attempt_end(self, code: str, error: bool) -> None:
+        pass
+
+    def finish(self, code: str, error: bool, request_bytes: int | None = None,
+               response_bytes: int | None = None) -> None:
+        seconds = _perf() - self.started
+        metrics = self.metrics
+        series = metrics._client.get((*self.labels, code))
+        if series is None:
+            series = metrics.client_series(*self.labels, code)
+        series.add(seconds, self.attempts - 1)
+
+    def ids(self) -> tuple[None, None]:
+        return None, None
+
+
 class CallRecord:
-    """One client call's telemetry (see :class:`ClientTelemetry`)."""
+    """One client call's telemetry (see :class:`ClientTelemetry`): a sampled call, a
+    call inside a trace (it passes the decision on) or one access-logged."""
 
     __slots__ = ("_attempt_span", "_ctx", "attempts", "backend", "headers", "log", "method",
                  "protocol", "route", "span", "started", "target", "telemetry", "trace_hex",
@@ -171,3 +211,7 @@ class CallRecord:
         if self.trace_hex is not None:
             return self.trace_hex[:32], self.trace_hex[32:]
         return None, None
+
+
+#: What :meth:`ClientTelemetry.start` returns; channels use either the same way.
+Record = CallRecord | Counted
