@@ -32,14 +32,19 @@ from meshlib._attempts import (
     rpc_code,
 )
 from meshlib._call_context import RETRIES_OWNED
-from meshlib._channel import code_name, count_raw, finish_stream, resolve_failure
+from meshlib._channel import (
+    byte_counting,
+    code_name,
+    count_raw,
+    finish_stream,
+    resolve_failure,
+)
 from meshlib._cluster_state import ClusterState, EndpointState
 from meshlib._pool import AioChannelPool
 from meshlib._resolver import Target
 from meshlib._route_table import Metadata, RouteEntry, RouteTable
 from meshlib.errors import CallError
 from meshlib.telemetry._client import ClientTelemetry, Record
-from meshlib.telemetry._metrics import counting_codec
 
 __all__ = ["AioMeshChannel"]
 
@@ -56,14 +61,8 @@ class _AioBase:
         self._target = channel._target
         self._method = method
         telemetry = channel._telemetry
-        self._bytes: tuple[Any, Any] | None = None
-        if telemetry is not None:
-            counters = telemetry.metrics.byte_counters("client", channel._target.name,
-                                                       method)
-            if ser is None and deser is None and self._kind == "unary_unary":
-                self._bytes = counters  # raw bytes: len() inline, no serializer callback
-            else:
-                ser, deser = counting_codec(ser, deser, *counters)
+        ser, deser, self._bytes = byte_counting(telemetry, channel._target.name, method,
+                                                self._kind, ser, deser)
         self._ser = ser
         self._deser = deser
         self._cache: dict[EndpointState, Any] = {}

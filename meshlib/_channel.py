@@ -39,7 +39,8 @@ from meshlib.errors import CallError, NoHealthyEndpointError, ServiceNotFoundErr
 from meshlib.telemetry._client import ClientTelemetry, Record
 from meshlib.telemetry._metrics import counting_codec
 
-__all__ = ["MeshChannel", "code_name", "count_raw", "finish_stream", "resolve_failure"]
+__all__ = ["MeshChannel", "byte_counting", "code_name", "count_raw", "finish_stream",
+           "resolve_failure"]
 
 _monotonic = time.monotonic
 _CANCELLED = grpc.StatusCode.CANCELLED
@@ -73,6 +74,19 @@ def finish_stream(record: Record, code: grpc.StatusCode | None) -> None:
     error = code is not grpc.StatusCode.OK
     record.attempt_end(name, error)
     record.finish(name, error)
+
+
+def byte_counting(telemetry: ClientTelemetry | None, target: str, method: str, kind: str,
+                  ser: Any, deser: Any) -> tuple[Any, Any, tuple[Any, Any] | None]:
+    """A multicallable's (serializer, deserializer, inline counters): raw-bytes unary
+    calls are counted inline (:func:`count_raw`: no serializer callback into Python);
+    the others through counting (de)serializers."""
+    if telemetry is None:
+        return ser, deser, None
+    counters = telemetry.metrics.byte_counters("client", target, method)
+    if ser is None and deser is None and kind == "unary_unary":
+        return ser, deser, counters
+    return (*counting_codec(ser, deser, *counters), None)
 
 
 def count_raw(counters: tuple[Any, Any] | None, request: Any, response: Any) -> None:
@@ -112,14 +126,8 @@ class _Base:
         self._target = channel._target
         self._method = method
         telemetry = channel._telemetry
-        self._bytes: tuple[Any, Any] | None = None
-        if telemetry is not None:
-            counters = telemetry.metrics.byte_counters("client", channel._target.name,
-                                                       method)
-            if ser is None and deser is None and self._kind == "unary_unary":
-                self._bytes = counters  # raw bytes: len() inline, no serializer callback
-            else:
-                ser, deser = counting_codec(ser, deser, *counters)
+        ser, deser, self._bytes = byte_counting(telemetry, channel._target.name, method,
+                                                self._kind, ser, deser)
         self._ser = ser
         self._deser = deser
         self._cache: dict[EndpointState, Any] = {}

@@ -129,6 +129,22 @@ class _Pipeline:
         timeout = call_timeout(None, entry.timeout, table.target)
         return entry, entry.pick_cluster(), timeout, headers
 
+    def plan(self, table: RouteTable, request: httpx.Request
+             ) -> tuple[float, _Plan | httpx.Response]:
+        """Route ``request``: the fault delay to wait first (0 mostly), then the
+        request's plan, or the response of an injected abort."""
+        entry, cluster, timeout, headers = self.route(table, request)
+        delay = 0.0
+        if entry.fault is not None:
+            delay = fault_delay(entry.fault)
+            aborted = _abort_response(entry, table.target, request)
+            if aborted is not None:
+                return delay, aborted
+        retry = entry.retry if request.method in self.retry_methods \
+            and _replayable(request) else None
+        return delay, _Plan(self.mesh, table, entry, cluster, timeout, headers, retry,
+                            request)
+
     def attempt_request(self, request: httpx.Request, endpoint: EndpointState,
                         record: Record | None, timeout: float | None) -> httpx.Request:
         tls = endpoint.server_name is not None and self.mesh.certificates is not None
@@ -184,6 +200,27 @@ class _Pipeline:
             record.attempt_end(str(response.status_code), code is not None)
         if code is not None and retry:
             raise _FailedAttempt(code, response, None)
+
+
+class _Plan:
+    """A routed request, ready for its attempts once :meth:`begin` is called."""
+
+    def __init__(self, mesh: Mesh, table: RouteTable, entry: RouteEntry,
+                 cluster: ClusterState, timeout: float | None,
+                 headers: list[tuple[str, str]], retry: Any, request: httpx.Request) -> None:
+        self._args = (mesh, table, entry, cluster, timeout, headers, retry, request)
+
+    def begin(self) -> tuple[ClusterState, Record | None, Any, float | None, float | None,
+                             str | None]:
+        """Start the clock: (cluster, telemetry record, retry policy, deadline,
+        per-try timeout, ring-hash key)."""
+        mesh, table, entry, cluster, timeout, headers, retry, request = self._args
+        cluster.budget.record_request()
+        record = _start_record(mesh, table, entry, cluster, request)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        per_try = retry.per_try_timeout if retry is not None else None
+        hash_key = entry.hash_key(headers) if entry.hash_headers else None
+        return cluster, record, retry, deadline, per_try, hash_key
 
 
 def _client_context(cert: WorkloadCertificate) -> ssl.SSLContext:
@@ -277,19 +314,12 @@ class MeshTransport(httpx.BaseTransport):
                 if target.status == "not_found":  # not a mesh service: plain HTTP
                     return self._plain.handle_request(request)
                 raise resolve_failure(target, mesh.resolve_timeout, mesh.xds_address)
-        entry, cluster, timeout, headers = pipeline.route(table, request)
-        aborted = _abort_response(entry, table.target, request)
-        if entry.fault is not None and (delay := fault_delay(entry.fault)):
+        delay, plan = pipeline.plan(table, request)
+        if delay:
             time.sleep(delay)
-        if aborted is not None:
-            return aborted
-        cluster.budget.record_request()
-        record = _start_record(pipeline.mesh, table, entry, cluster, request)
-        retry = entry.retry if request.method in pipeline.retry_methods \
-            and _replayable(request) else None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        per_try = retry.per_try_timeout if retry is not None else None
-        hash_key = entry.hash_key(headers) if entry.hash_headers else None
+        if isinstance(plan, httpx.Response):
+            return plan  # an injected abort
+        cluster, record, retry, deadline, per_try, hash_key = plan.begin()
 
         def once() -> httpx.Response:
             endpoint = cluster.pick(hash_key)
@@ -367,19 +397,12 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
                 if target.status == "not_found":
                     return await self._plain.handle_async_request(request)
                 raise resolve_failure(target, mesh.resolve_timeout, mesh.xds_address)
-        entry, cluster, timeout, headers = pipeline.route(table, request)
-        aborted = _abort_response(entry, table.target, request)
-        if entry.fault is not None and (delay := fault_delay(entry.fault)):
+        delay, plan = pipeline.plan(table, request)
+        if delay:
             await asyncio.sleep(delay)
-        if aborted is not None:
-            return aborted
-        cluster.budget.record_request()
-        record = _start_record(pipeline.mesh, table, entry, cluster, request)
-        retry = entry.retry if request.method in pipeline.retry_methods \
-            and _replayable(request) else None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        per_try = retry.per_try_timeout if retry is not None else None
-        hash_key = entry.hash_key(headers) if entry.hash_headers else None
+        if isinstance(plan, httpx.Response):
+            return plan  # an injected abort
+        cluster, record, retry, deadline, per_try, hash_key = plan.begin()
 
         async def once() -> httpx.Response:
             endpoint = cluster.pick(hash_key)
