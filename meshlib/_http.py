@@ -7,7 +7,7 @@ balancer, breaker and limits, and retried on a failure the route's policy names 
 for idempotent methods only (``GET``, ``HEAD``, ``OPTIONS``, ``PUT``, ``DELETE``,
 ``TRACE``) with a body that can be sent again, unless ``retry_methods`` says
 otherwise. Statuses map to the policy's gRPC codes as Envoy maps them: 502, 503 and
-504 and connection failures are ``UNAVAILABLE``, other 5xx ``INTERNAL``; 4xx are the
+504 and connection failures are ``UNAVAILABLE``, other 5xx ``UNKNOWN``; 4xx are the
 caller's business (not retried, not counted against the endpoint). When retries run
 out the caller gets the last response (or the last connection error), as from a plain
 httpx client.
@@ -50,7 +50,7 @@ from meshlib._attempts import (
 )
 from meshlib._channel import resolve_failure
 from meshlib._cluster_state import ClusterState, EndpointState
-from meshlib.errors import CallError
+from meshlib.errors import CallError, CertificateError
 from meshlib.telemetry._client import Record
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ __all__ = ["IDEMPOTENT_METHODS", "AsyncMeshTransport", "MeshTransport"]
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 _MAX_URLS = 4096  # endpoint URLs kept per transport
+_RETIRE_AFTER = 300.0  # s a rotated-out TLS transport lives on for in-flight responses
 
 
 class _FailedAttempt(CallError):
@@ -82,7 +83,7 @@ def _status_code(status: int) -> grpc.StatusCode | None:
     failure of the endpoint — 4xx, 429 included, are the caller's business)."""
     if status < 500:
         return None
-    return _HTTP_TO_GRPC.get(status, grpc.StatusCode.INTERNAL)
+    return _HTTP_TO_GRPC.get(status, grpc.StatusCode.UNKNOWN)  # as Envoy maps them
 
 
 def _direct(url: httpx.URL) -> bool:
@@ -125,7 +126,7 @@ class _Pipeline:
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1"))
                    for k, v in request.headers.raw]
         headers.append((":method", request.method))
-        entry = table.route(request.url.path, headers)
+        entry = table.route(request.url.raw_path.decode("ascii"), headers)  # path?query
         timeout = call_timeout(None, entry.timeout, table.target)
         return entry, entry.pick_cluster(), timeout, headers
 
@@ -168,12 +169,13 @@ class _Pipeline:
         return httpx.Request(request.method, url, headers=headers,
                              stream=request.stream, extensions=extensions)
 
-    def ssl_context(self) -> ssl.SSLContext | None:
+    def ssl_context(self) -> ssl.SSLContext:
         """mTLS as the Mesh's current certificate, remade when it rotates."""
         source = self.mesh.certificates
         cert = source.current if source is not None else None
         if cert is None:
-            return None
+            raise CertificateError("this Mesh has no workload certificate yet: cannot "
+                                   "call an mTLS destination")
         with self._tls_lock:
             if self._tls is None or self._tls[0] is not cert:
                 self._tls = (cert, _client_context(cert))
@@ -221,6 +223,11 @@ class _Plan:
         per_try = retry.per_try_timeout if retry is not None else None
         hash_key = entry.hash_key(headers) if entry.hash_headers else None
         return cluster, record, retry, deadline, per_try, hash_key
+
+
+def _secure_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Transport options for the mesh's mTLS transport: its ``verify`` is the mesh's."""
+    return {k: v for k, v in options.items() if k != "verify"}
 
 
 def _client_context(cert: WorkloadCertificate) -> ssl.SSLContext:
@@ -285,20 +292,22 @@ class MeshTransport(httpx.BaseTransport):
         self._plain = httpx.HTTPTransport(**transport_options)
         self._secure: httpx.HTTPTransport | None = None
         self._secure_context: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
 
     def _transport_for(self, tls: bool) -> httpx.HTTPTransport:
         if not tls:
             return self._plain
         context = self._pipeline.ssl_context()
-        if self._secure is None or context is not self._secure_context:
-            old, self._secure = self._secure, httpx.HTTPTransport(verify=context,
-                                                                  **self._options)
-            self._secure_context = context
-            if old is not None:  # in-flight requests finish; new ones use the new cert
-                timer = threading.Timer(30.0, old.close)
-                timer.daemon = True
-                timer.start()
-        return self._secure
+        with self._lock:
+            if self._secure is None or context is not self._secure_context:
+                old, self._secure = self._secure, httpx.HTTPTransport(
+                    verify=context, **_secure_options(self._options))
+                self._secure_context = context
+                if old is not None:  # in-flight requests finish; new ones use the new cert
+                    timer = threading.Timer(_RETIRE_AFTER, old.close)
+                    timer.daemon = True
+                    timer.start()
+            return self._secure
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if _direct(request.url):
@@ -328,7 +337,7 @@ class MeshTransport(httpx.BaseTransport):
             try:
                 response = self._transport_for(attempt.url.scheme == "https"
                                                ).handle_request(attempt)
-            except Exception as err:
+            except BaseException as err:  # cancellation too: the endpoint is released
                 pipeline.outcome(record, cluster, endpoint, None, err, False)
                 raise
             try:
@@ -378,7 +387,8 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         if self._secure is None or context is not self._secure_context:
             if self._secure is not None:
                 self._retired.append(self._secure)  # closed with the client
-            self._secure = httpx.AsyncHTTPTransport(verify=context, **self._options)
+            self._secure = httpx.AsyncHTTPTransport(verify=context,
+                                                    **_secure_options(self._options))
             self._secure_context = context
         return self._secure
 
@@ -411,7 +421,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
             try:
                 response = await self._transport_for(
                     attempt.url.scheme == "https").handle_async_request(attempt)
-            except Exception as err:
+            except BaseException as err:  # cancellation too: the endpoint is released
                 pipeline.outcome(record, cluster, endpoint, None, err, False)
                 raise
             try:

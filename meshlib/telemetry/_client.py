@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import baggage as _baggage
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.status import Status, StatusCode
@@ -55,16 +56,18 @@ class ClientTelemetry:
         cluster's service, ``sampling`` and ``access_log`` the target's settings."""
         parent = _current_span().get_span_context()
         root = parent is _INVALID or not parent.is_valid
-        if root and not access_log and _random() >= sampling:
+        sampled = parent.trace_flags.sampled if not root else _random() < sampling
+        if root and not sampled and not access_log:
             return Counted(self.metrics, (target, route, backend), headers)  # most calls
         record = CallRecord(self, target, route, backend, method, protocol, access_log)
-        if parent.trace_flags.sampled if not root else True:
+        if sampled:
             record.start_span()
-        if record.span is None and not root:  # not sampled: pass the decision on
-            if self._w3c and not parent.trace_state:
+        if record.span is None and not root:  # pass the parent's decision on
+            if self._w3c and not parent.trace_state and not _baggage.get_all():
                 ids = f"{parent.trace_id:032x}{_randbytes(8).hex()}"
                 record.trace_hex = ids
-                value = "00-" + ids[:32] + "-" + ids[32:] + "-00"
+                flags = "-01" if parent.trace_flags.sampled else "-00"  # no SDK: still 01
+                value = "00-" + ids[:32] + "-" + ids[32:] + flags
                 headers = (*headers, (TRACEPARENT, value)) if headers else \
                     ((TRACEPARENT, value),)
             else:
@@ -105,7 +108,7 @@ class Counted:
         series = metrics._client.get((*self.labels, code))
         if series is None:
             series = metrics.client_series(*self.labels, code)
-        series.add(seconds, self.attempts - 1)
+        series.add(seconds, max(self.attempts - 1, 0))
 
     def ids(self) -> tuple[None, None]:
         return None, None
@@ -185,7 +188,7 @@ class CallRecord:
         series = metrics._client.get((self.target, self.route, self.backend, code))
         if series is None:
             series = metrics.client_series(self.target, self.route, self.backend, code)
-        series.add(seconds, self.attempts - 1)
+        series.add(seconds, max(self.attempts - 1, 0))
         span = self.span
         if span is not None:
             span.set_attribute("meshlib.outcome", code)

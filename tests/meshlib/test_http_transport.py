@@ -28,9 +28,9 @@ def test_only_bodies_that_can_be_sent_again_are_retried():
 
 
 @pytest.mark.parametrize(("status", "code"), [
-    (200, None), (404, None), (429, None), (500, grpc.StatusCode.INTERNAL),
+    (200, None), (404, None), (429, None), (500, grpc.StatusCode.UNKNOWN),
     (502, grpc.StatusCode.UNAVAILABLE), (503, grpc.StatusCode.UNAVAILABLE),
-    (504, grpc.StatusCode.UNAVAILABLE), (599, grpc.StatusCode.INTERNAL),
+    (504, grpc.StatusCode.UNAVAILABLE), (599, grpc.StatusCode.UNKNOWN),
 ])
 def test_which_statuses_count_against_the_endpoint(status, code):
     assert _status_code(status) is code

@@ -183,3 +183,41 @@ def test_an_unsampled_root_call_leaves_the_decision_to_the_next_hop():
     record = _telemetry().start("store", "r", "b", "/a/B", (("x", "1"),), 0.0, False)
     assert record.attempt("127.0.0.1:1") == (("x", "1"),)  # no traceparent: it costs
     assert record.ids() == (None, None)                     # ~10 % of a call's CPU
+
+
+def test_a_non_hex_version_is_refused():
+    assert parse_traceparent(f"zz-{TID:032x}-{SID:016x}-01") is None
+
+
+def test_access_logs_do_not_make_every_root_call_sampled():
+    records = [_telemetry().start("s", "r", "b", "/a/B", None, 0.0, True) for _ in range(50)]
+    assert all(r.span is None for r in records)
+    assert EXPORTER.get_finished_spans() == ()
+
+
+def test_a_call_refused_before_any_attempt_counts_no_retry():
+    telemetry = _telemetry()
+    telemetry.start("s", "r", "b", "/a/B", None, 0.0, False).finish("UNAVAILABLE", True)
+    telemetry.start("s", "r", "b", "/a/B", None, 1.0, True).finish("UNAVAILABLE", True)
+    assert telemetry.metrics.registry.get_sample_value("meshlib_client_retries_total", {
+        "destination_service": "s", "route": "r", "backend": "b"}) == 0
+
+
+def test_a_sampled_parent_stays_sampled_when_no_span_is_recorded():
+    from opentelemetry.trace import NonRecordingSpan as Span
+
+    parent = SpanContext(TID, SID, is_remote=True, trace_flags=TraceFlags(1))
+    telemetry = _telemetry()
+    token = otel_context.attach(trace.set_span_in_context(Span(parent)))
+    try:
+        original = trace.get_tracer_provider
+        trace.get_tracer_provider = lambda: trace.NoOpTracerProvider()  # no SDK
+        try:
+            record = telemetry.start("s", "r", "b", "/a/B", None, 0.0, False)
+        finally:
+            trace.get_tracer_provider = original
+        sent = dict(record.attempt("127.0.0.1:1"))
+    finally:
+        otel_context.detach(token)
+    assert record.span is None  # nothing recorded here, yet the decision travels on
+    assert parse_traceparent(sent["traceparent"]).trace_flags.sampled
