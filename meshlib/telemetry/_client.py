@@ -78,6 +78,15 @@ class ClientTelemetry:
         return record
 
 
+def _count(metrics: MeshMetrics, labels: tuple[str, str, str], code: str, seconds: float,
+           attempts: int) -> None:
+    """Add one finished call to its client series (retries: the attempts after one)."""
+    series = metrics._client.get((*labels, code))
+    if series is None:
+        series = metrics.client_series(*labels, code)
+    series.add(seconds, max(attempts - 1, 0))
+
+
 class Counted:
     """The telemetry of most calls — a root not sampled, no access log: only counted
     and timed (the same methods as :class:`CallRecord`, doing almost nothing)."""
@@ -103,12 +112,7 @@ class Counted:
 
     def finish(self, code: str, error: bool, request_bytes: int | None = None,
                response_bytes: int | None = None) -> None:
-        seconds = _perf() - self.started
-        metrics = self.metrics
-        series = metrics._client.get((*self.labels, code))
-        if series is None:
-            series = metrics.client_series(*self.labels, code)
-        series.add(seconds, max(self.attempts - 1, 0))
+        _count(self.metrics, self.labels, code, _perf() - self.started, self.attempts)
 
     def ids(self) -> tuple[None, None]:
         return None, None
@@ -184,11 +188,8 @@ class CallRecord:
                response_bytes: int | None = None) -> None:
         """The call ended with ``code`` after its last attempt."""
         seconds = _perf() - self.started
-        metrics = self.telemetry.metrics
-        series = metrics._client.get((self.target, self.route, self.backend, code))
-        if series is None:
-            series = metrics.client_series(self.target, self.route, self.backend, code)
-        series.add(seconds, max(self.attempts - 1, 0))
+        _count(self.telemetry.metrics, (self.target, self.route, self.backend), code, seconds,
+               self.attempts)
         span = self.span
         if span is not None:
             span.set_attribute("meshlib.outcome", code)
