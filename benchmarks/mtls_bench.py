@@ -167,7 +167,7 @@ def run(args: argparse.Namespace, xds: str, bare_port: int, certs: Path) -> None
         call(b"", timeout=5)
         calls += 1
     rotations = rotating.certificates.rotations  # type: ignore[union-attr]
-    opened = rotating._pool.handshake_channels
+    opened = rotating.clients.pool.handshake_channels
     print(f"rotation: {calls} calls in {args.rotation_seconds:.0f} s, {rotations} rotations, "
           f"{opened} secure channels opened (1 endpoint): "
           f"{opened / max(1, rotations + 1):.2f} handshakes per certificate, "

@@ -2,7 +2,7 @@
 
 * Server side (:class:`DeadlineServerInterceptor`, :class:`AioDeadlineServerInterceptor`):
   while a handler runs — in its own thread or task — the meshlib deadline
-  (:mod:`meshlib._deadline`) is the incoming call's deadline, so every mesh call the
+  (:func:`meshlib.current_deadline`) is the incoming call's deadline, so every mesh call the
   handler makes inherits what is left of it. All four handler kinds are covered; a
   streaming handler has the deadline in force while it produces each message, and
   nothing leaks into the next call a worker thread serves.
@@ -27,10 +27,9 @@ from typing import Any
 import grpc
 
 from interceptors._details import CallDetails, details_of, method_name
-from interceptors._handlers import rewrap_handler
 from interceptors._outcome import settled
-from meshlib._deadline import remaining, reset_deadline, set_deadline
-from meshlib.errors import DeadlineExceededError
+from meshlib.resilience import cap_timeout, current_deadline, reset_deadline, set_deadline
+from meshlib.security import rewrap_handler
 
 __all__ = [
     "AioDeadlineClientInterceptor",
@@ -156,16 +155,11 @@ class AioDeadlineServerInterceptor(grpc.aio.ServerInterceptor):
 def _capped(details: grpc.ClientCallDetails) -> CallDetails:
     """``details`` with the timeout capped by the deadline in force."""
     call = details_of(details)
-    left = remaining()
-    if left is None:
+    deadline = current_deadline()
+    if deadline is None:
         return call
-    if left <= 0:
-        raise DeadlineExceededError(
-            f"{method_name(call)}: the propagated deadline passed {-left:.3f}s ago",
-            service=method_name(call))
-    if call.timeout is None or left < call.timeout:
-        return dataclasses.replace(call, timeout=left)
-    return call
+    timeout = cap_timeout(call.timeout, deadline, time.monotonic(), what=method_name(call))
+    return call if timeout == call.timeout else dataclasses.replace(call, timeout=timeout)
 
 
 class DeadlineClientInterceptor(grpc.UnaryUnaryClientInterceptor,

@@ -25,9 +25,14 @@ import grpc
 
 from interceptors._details import CallDetails, details_of, method_name
 from interceptors._outcome import settled
-from meshlib.errors import DeadlineExceededError
-from meshlib.resilience import Retry, acall_with_retry, call_with_retry
-from meshlib.resilience._clock import Clock, Sleep
+from meshlib.resilience import (
+    Clock,
+    Retry,
+    Sleep,
+    acall_with_retry,
+    call_with_retry,
+    cap_timeout,
+)
 
 __all__ = ["AioRetryClientInterceptor", "RetryClientInterceptor"]
 
@@ -46,15 +51,8 @@ class _Attempts:
         self.deadline = None if timeout is None else clock() + timeout
 
     def next(self) -> CallDetails:
-        timeout = self.per_try
-        if self.deadline is not None:
-            left = self.deadline - self.clock()
-            if left <= 0:
-                raise DeadlineExceededError(
-                    f"{method_name(self.details)}: the call's deadline passed",
-                    service=method_name(self.details))
-            if timeout is None or left < timeout:
-                timeout = left
+        timeout = cap_timeout(self.per_try, self.deadline, self.clock(),
+                              what=method_name(self.details))
         if timeout == self.details.timeout:
             return self.details
         return dataclasses.replace(self.details, timeout=timeout)

@@ -28,27 +28,21 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import math
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from meshlib.telemetry._access_log import write_access_log
-from meshlib.telemetry._metrics import caller_label
-from meshlib.telemetry._tracing import start_server_span
+from meshlib.security import DENIED
+from meshlib.telemetry import ServerCall, ServerObserver
 
 if TYPE_CHECKING:
-    from meshlib._mesh import Mesh
-    from meshlib._server import ServerPolicy
+    from meshlib import Mesh
 
 __all__ = ["MeshASGIMiddleware", "MeshWSGIMiddleware", "spiffe_id_of_pem"]
 
-log = logging.getLogger("meshlib.authz")
-_DENIED = b"permission denied"
-_perf = time.perf_counter
+_DENIED = DENIED.encode()
 
 
 def spiffe_id_of_pem(pem: str | bytes) -> str | None:
@@ -76,30 +70,25 @@ def _xfcc_identity(value: str) -> str | None:
 
 
 class _Guard:
-    """What both middlewares do around one request."""
+    """What both middlewares do around one request: the server address's admission
+    (authorization, rate limit) and the request's telemetry."""
 
     def __init__(self, mesh: Mesh, port: int, host: str, service: str | None,
                  trust_forwarded_identity: bool) -> None:
-        self.mesh = mesh
         self.service = service or mesh.service
-        self.policy: ServerPolicy
         self.policy, self.stop = mesh.server_policy(port, host)
         self.policy.ready.wait(mesh.resolve_timeout)
         self.trust_xfcc = trust_forwarded_identity
-        self.metrics = mesh.metrics if mesh._telemetry is not None else None
+        self.observer = ServerObserver(mesh.metrics if mesh.settings.telemetry else None,
+                                       self.service, "http", self.policy.observability)
 
     def refusal(self, principal: str | None, method: str, path: str,
                 peer: str) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         """None to go on, or the (status, headers, body) to answer with."""
-        policy = self.policy
-        authorization = policy.authorization
-        if authorization is not None:
-            decision = authorization.check(principal, path)
-            if not decision.allowed:
-                log.info("denied %s %s to %s (%s): %s", method, path,
-                         principal or "a caller without identity", peer, decision.reason)
-                return 403, [(b"content-type", b"text/plain")], _DENIED
-        wait = policy.throttle(principal)
+        admission = self.policy.admission
+        if not admission.authorize(principal, path, peer, what=f"{method} {path}"):
+            return 403, [(b"content-type", b"text/plain")], _DENIED
+        wait = admission.throttle(principal)
         if wait:
             return 429, [(b"content-type", b"text/plain"),
                          (b"retry-after", str(max(1, math.ceil(wait))).encode())], \
@@ -107,33 +96,17 @@ class _Guard:
         return None
 
     def begin(self, method: str, traceparent: str | None,
-              headers: Callable[[], dict[str, str]]) -> Any:
-        sampling, _ = self.policy.observability()
-        return start_server_span(method, traceparent, headers, sampling, {
+              headers: Callable[[], dict[str, str]]) -> ServerCall:
+        return self.observer.begin(method, traceparent, headers, {
             "http.request.method": method, "meshlib.destination": self.service})
 
-    def done(self, span: Any, started: float, wall: float, principal: str | None,
-             method: str, path: str, status: int, request_bytes: int | None,
-             response_bytes: int) -> None:
-        seconds = _perf() - started
-        caller = caller_label(principal)
-        code = str(status)
-        if self.metrics is not None:
-            self.metrics.record_server(self.service, method, code, caller, seconds)
-            on_request, on_response = self.metrics.byte_counters("server", self.service,
-                                                                 method)
-            if request_bytes:
-                on_request(request_bytes)
-            on_response(response_bytes)
-        trace_id, span_id = span.ids
-        span.end(code, status >= 500, {"http.response.status_code": status,
-                                       "meshlib.source_identity": caller})
-        if self.policy.access_log:
-            write_access_log("server", "http", started=wall, seconds=seconds,
-                             source_identity=principal, destination_service=self.service,
-                             method=f"{method} {path}", code=code,
-                             request_bytes=request_bytes, response_bytes=response_bytes,
-                             trace_id=trace_id or None, span_id=span_id or None)
+    @staticmethod
+    def done(call: ServerCall, principal: str | None, method: str, path: str, status: int,
+             request_bytes: int | None, response_bytes: int) -> None:
+        call.end(method, str(status), status >= 500, principal,
+                 request_bytes=request_bytes, response_bytes=response_bytes,
+                 log_method=f"{method} {path}",
+                 attributes={"http.response.status_code": status})
 
 
 class MeshASGIMiddleware:
@@ -165,7 +138,6 @@ class MeshASGIMiddleware:
             await self.app(scope, receive, send)
             return
         guard = self._guard
-        wall, started = time.time(), _perf()
         method, path = scope.get("method", "GET"), scope.get("path", "/")
         principal = self._principal(scope)
         raw = scope.get("headers") or ()
@@ -202,8 +174,8 @@ class MeshASGIMiddleware:
             else:
                 await self.app(scope, counting_receive, recording_send)
         finally:
-            guard.done(span, started, wall, principal, method, path, outcome["status"],
-                       request_bytes, outcome["bytes"])
+            guard.done(span, principal, method, path, outcome["status"], request_bytes,
+                       outcome["bytes"])
 
 
 class MeshWSGIMiddleware:
@@ -227,7 +199,6 @@ class MeshWSGIMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterator[bytes]:
         guard = self._guard
-        wall, started = time.time(), _perf()
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "/") or "/"
         principal = self._principal(environ)
@@ -267,5 +238,4 @@ class MeshWSGIMiddleware:
                 if close is not None:
                     close()
         finally:
-            guard.done(span, started, wall, principal, method, path, status[0],
-                       request_bytes, sent)
+            guard.done(span, principal, method, path, status[0], request_bytes, sent)

@@ -7,6 +7,7 @@ Import it, point it at the control plane, and call services by name::
     mesh = meshlib.Mesh(xds_address="127.0.0.1:15010", service="frontend")
     stub = ReviewsStub(mesh.channel("reviews"))          # a grpc.Channel
     astub = ReviewsStub(mesh.aio_channel("reviews"))     # a grpc.aio.Channel
+    http = mesh.http_client()                            # an httpx.Client
 
     @meshlib.retry(attempts=3, on=[grpc.StatusCode.UNAVAILABLE])
     @meshlib.circuit_breaker(failures=5, reset_timeout=30)
@@ -14,41 +15,55 @@ Import it, point it at the control plane, and call services by name::
     def get_reviews(...): ...
 
 Routing, load balancing, retries with a budget, circuit breaking, outlier ejection,
-deadline propagation and fault injection come from the control plane over xDS.
+deadline propagation, fault injection, mTLS and authorization come from the control
+plane over xDS.
+
+``__all__`` is what an application uses. Subpackages hold the rest, each with a
+public API of its own: :mod:`meshlib.resilience` (policies, decorators, deadlines),
+:mod:`meshlib.security` (certificates, peer identity, authorization),
+:mod:`meshlib.telemetry` (metrics, tracing, access logs), :mod:`meshlib.xds` (the
+xDS client) and :mod:`meshlib.contract` (what the library and the control plane
+agree on). Names are imported when first used (:mod:`meshlib._lazy`), so
+``import meshlib`` costs a few milliseconds.
 """
 
-from meshlib._aio_channel import AioMeshChannel
-from meshlib._channel import MeshChannel
-from meshlib._deadline import current_deadline, deadline_scope
-from meshlib._mesh import DEFAULT_RESOLVE_TIMEOUT, Mesh
-from meshlib._server import MeshServer
-from meshlib._spiffe import SpiffeId
-from meshlib.errors import (
-    CallError,
-    CertificateError,
-    CircuitOpenError,
-    ConfigError,
-    DeadlineExceededError,
-    InconsistentSnapshotError,
-    MeshError,
-    NoHealthyEndpointError,
-    Problem,
-    RateLimitedError,
-    RetryExhaustedError,
-    ServiceNotFoundError,
-    XdsError,
-)
-from meshlib.resilience import (
-    CircuitBreaker,
-    RateLimit,
-    Retry,
-    RetryBudget,
-    circuit_breaker,
-    rate_limit,
-    retry,
-    timeout,
-)
-from meshlib.security import peer_identity
+from typing import TYPE_CHECKING
+
+from meshlib._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from meshlib._aio_channel import AioMeshChannel
+    from meshlib._channel import MeshChannel
+    from meshlib._mesh import Mesh
+    from meshlib._server import MeshServer
+    from meshlib._settings import DEFAULT_RESOLVE_TIMEOUT, MeshSettings
+    from meshlib._spiffe import SpiffeId
+    from meshlib.errors import (
+        CallError,
+        CertificateError,
+        CircuitOpenError,
+        ConfigError,
+        DeadlineExceededError,
+        MeshError,
+        NoHealthyEndpointError,
+        RateLimitedError,
+        RetryExhaustedError,
+        ServiceNotFoundError,
+        XdsError,
+    )
+    from meshlib.resilience import (
+        CircuitBreaker,
+        RateLimit,
+        Retry,
+        RetryBudget,
+        circuit_breaker,
+        current_deadline,
+        deadline_scope,
+        rate_limit,
+        retry,
+        timeout,
+    )
+    from meshlib.security import peer_identity
 
 __all__ = [
     "DEFAULT_RESOLVE_TIMEOUT",
@@ -59,13 +74,12 @@ __all__ = [
     "CircuitOpenError",
     "ConfigError",
     "DeadlineExceededError",
-    "InconsistentSnapshotError",
     "Mesh",
     "MeshChannel",
     "MeshError",
     "MeshServer",
+    "MeshSettings",
     "NoHealthyEndpointError",
-    "Problem",
     "RateLimit",
     "RateLimitedError",
     "Retry",
@@ -83,3 +97,4 @@ __all__ = [
     "timeout",
 ]
 __version__ = "0.1.0"
+__getattr__, __dir__ = lazy_exports(__name__, __file__)

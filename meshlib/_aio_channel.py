@@ -6,45 +6,31 @@ light awaitable instead — awaiting it runs the routing, picking and retry logi
 the caller's own task, then awaits the endpoint channel's call directly. Metadata,
 code and details come from the last attempt.
 
-The same decisions as the sync channel (:mod:`meshlib._attempts`); retries after a
-first failure run under tenacity's ``AsyncRetrying``. Server-streaming calls are
-retried until the first response message; request-streaming calls are not retried.
+It is the grpc.aio driver of the one call pipeline (:mod:`meshlib._pipeline`): the
+same :class:`~meshlib._pipeline.Call` as the sync channel decides; this module only
+awaits attempts and the waits between them (the Mesh's ``sleep``, made awaitable).
+Server-streaming calls are retried until the first response message;
+request-streaming calls are not retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from meshlib._attempts import (
-    after_delay,
-    aretry_after,
-    attempt_timeout,
-    call_timeout,
-    fault_abort,
-    fault_delay,
-    retryable,
-    rpc_code,
-)
-from meshlib._call_context import RETRIES_OWNED
-from meshlib._channel import (
-    byte_counting,
-    code_name,
-    count_raw,
-    finish_stream,
-    resolve_failure,
-)
-from meshlib._cluster_state import ClusterState, EndpointState
-from meshlib._pool import AioChannelPool
-from meshlib._resolver import Target
-from meshlib._route_table import Metadata, RouteEntry, RouteTable
-from meshlib.errors import CallError
-from meshlib.telemetry._client import ClientTelemetry, Record
+from meshlib._cluster_state import EndpointState
+from meshlib._pipeline import Call, byte_counting, count_raw, resolve_failure
+from meshlib._route_table import Metadata, RouteTable
+from meshlib.errors import CallError, status_code
+
+if TYPE_CHECKING:
+    from meshlib._clients import Clients
+    from meshlib._pool import AioChannelPool
+    from meshlib._resolver import Target
 
 __all__ = ["AioMeshChannel"]
 
@@ -53,15 +39,14 @@ _MAX_CACHED = 1024
 
 
 class _AioBase:
-    __slots__ = ("__weakref__", "_bytes", "_cache", "_channel", "_deser", "_method", "_pool",
+    __slots__ = ("__weakref__", "_bytes", "_cache", "_clients", "_deser", "_method", "_pool",
                  "_ser", "_target")
 
     def __init__(self, channel: AioMeshChannel, method: str, ser: Any, deser: Any) -> None:
-        self._channel = channel
+        clients = self._clients = channel._clients
         self._target = channel._target
         self._method = method
-        telemetry = channel._telemetry
-        ser, deser, self._bytes = byte_counting(telemetry, channel._target.name, method,
+        ser, deser, self._bytes = byte_counting(clients.telemetry, channel._target.name, method,
                                                 self._kind, ser, deser)
         self._ser = ser
         self._deser = deser
@@ -72,77 +57,47 @@ class _AioBase:
         table = self._target.table
         if table is not None:
             return table
-        wait = self._channel._resolve_timeout
+        wait = self._clients.settings.resolve_timeout
         if timeout is not None and timeout < wait:
             wait = timeout
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._target.wait_async(), wait)
         table = self._target.table
         if table is None:
-            raise resolve_failure(self._target, wait, self._channel._xds_address)
+            raise resolve_failure(self._target, wait, self._clients.settings.xds_address)
         return table
 
     def _callable(self, endpoint: EndpointState) -> Any:
         pool = self._pool
         if pool is None or not pool.is_current():
-            pool = self._pool = self._channel._pool_for_loop()
+            pool = self._pool = self._clients.aio_pool()
             pool.tracker.track(self)
             self._cache.clear()
         if len(self._cache) > _MAX_CACHED:
             self._cache.clear()
-        made = self._make(pool.get(endpoint.address, endpoint.server_name))
+        made = getattr(pool.get(endpoint.address, endpoint.server_name), self._kind)(
+            self._method, request_serializer=self._ser, response_deserializer=self._deser,
+            _registered_method=True)
         self._cache[endpoint] = made
         return made
 
     _kind = ""  # the grpc.aio.Channel method that makes this kind of multicallable
 
-    def _make(self, channel: grpc.aio.Channel) -> Any:
-        return getattr(channel, self._kind)(self._method, request_serializer=self._ser,
-                                            response_deserializer=self._deser,
-                                            _registered_method=True)
-
-    def _prepare(self, table: RouteTable, timeout: float | None, metadata: Metadata
-                 ) -> tuple[RouteEntry, float | None, float]:
-        """Route and time the call; returns the fault delay to wait first (0 mostly)."""
-        entry = table.route(self._method, metadata)
-        timeout = call_timeout(timeout, entry.timeout, self._target.name)
-        fault = entry.fault
-        delay = 0.0
-        if fault is not None:
-            delay = fault_delay(fault)
-            if not delay:
-                error = fault_abort(fault, self._target.name)
-                if error is not None:
-                    raise error
-        return entry, timeout, delay
-
-    async def _start(self, timeout: float | None, metadata: Metadata
-                     ) -> tuple[RouteEntry, ClusterState, float | None, Record | None]:
+    async def _call(self, timeout: float | None, metadata: Metadata,
+                    retry: bool = True) -> Call:
+        """Route, wait out an injected delay, raise an injected abort, start."""
+        clients = self._clients
         table = self._target.table
         if table is None:
             table = await self._table(timeout)
-        entry, timeout, delay = self._prepare(table, timeout, metadata)
-        if delay:
-            await self._fault_delay(entry, delay)
-            timeout = after_delay(timeout, delay, self._target.name)
-        cluster = entry.pick_cluster()
-        cluster.budget.record_request()
-        return entry, cluster, timeout, self._record(table, entry, cluster, metadata)
-
-    def _record(self, table: RouteTable, entry: RouteEntry, cluster: ClusterState,
-                metadata: Metadata) -> Record | None:
-        telemetry = self._channel._telemetry
-        if telemetry is None:
-            return None
-        return telemetry.start(table.target, entry.route.name, cluster.service,
-                               self._method, metadata, table.sampling, table.access_log)
-
-    async def _fault_delay(self, entry: RouteEntry, delay: float) -> None:
-        await asyncio.sleep(delay)
-        assert entry.fault is not None
-        error = fault_abort(entry.fault, self._target.name)
-        if error is not None:
-            raise error
+        call = Call(table, self._method, metadata, timeout, clock=clients.settings.clock,
+                    retry=retry)
+        if call.delay:
+            await clients.async_sleep(call.delay)
+        call.start(clients.telemetry, self._method)
+        if call.aborted is not None:
+            raise call.aborted
+        return call
 
 
 class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
@@ -157,82 +112,48 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
         return _AioUnaryCall(self, request, timeout, metadata,
                              (credentials, wait_for_ready, compression))
 
-    async def _invoke(self, call: _AioUnaryCall) -> Any:
+    async def _invoke(self, handle: _AioUnaryCall) -> Any:
+        """The whole call, awaited in the caller's task."""
         try:
-            result = await self._attempts(call)
+            call = await self._call(handle._timeout, handle._metadata)
         except BaseException as err:
-            call._error = err
-            if call._record is not None:
-                call._record.finish(code_name(err), True)
+            handle._error = err
             raise
-        if call._record is not None:
-            call._record.finish("OK", False)
-        return result
-
-    async def _attempts(self, call: _AioUnaryCall) -> Any:
-        timeout, metadata = call._timeout, call._metadata
-        table = self._target.table
-        if table is None:
-            table = await self._table(timeout)
-        entry, timeout, delay = self._prepare(table, timeout, metadata)
-        if delay:
-            await self._fault_delay(entry, delay)
-            timeout = after_delay(timeout, delay, self._target.name)
-        cluster = entry.pick_cluster()
-        cluster.budget.record_request()
-        call._record = self._record(table, entry, cluster, metadata)
-        retry = entry.retry
-        deadline = None
-        if retry is not None:
-            if RETRIES_OWNED.get():
-                retry = None
-            else:
-                deadline = None if timeout is None else time.monotonic() + timeout
-                if retry.per_try_timeout is not None:
-                    timeout = attempt_timeout(retry.per_try_timeout, deadline)
-        hash_key = entry.hash_key(metadata) if entry.hash_headers else None
+        counters = self._bytes if call.record is not None else None
+        credentials, wait_for_ready, compression = handle._options
+        request = handle._request
         try:
-            return await self._once(call, cluster, hash_key, timeout)
-        except grpc.RpcError as err:
-            if not retryable(err, retry):
-                raise
-            first = err
-
-        def again() -> Awaitable[Any]:
-            timeout = attempt_timeout(retry.per_try_timeout, deadline)
-            return self._once(call, cluster, hash_key, timeout)
-
-        return await aretry_after(first, again, retry, cluster, deadline)
-
-    async def _once(self, call: _AioUnaryCall, cluster: ClusterState, hash_key: str | None,
-                    timeout: float | None) -> Any:
-        """One attempt: pick an endpoint, call it, report the outcome."""
-        credentials, wait_for_ready, compression = call._options
-        endpoint = cluster.pick(hash_key)
-        record = call._record
-        metadata = call._metadata if record is None else record.attempt(endpoint)
-        try:
-            multi = self._cache.get(endpoint) or self._callable(endpoint)
-            rpc = call._rpc = multi(call._request, timeout=timeout, metadata=metadata,
-                                    credentials=credentials, wait_for_ready=wait_for_ready,
-                                    compression=compression)
-            response = await rpc
-        except grpc.RpcError as err:
-            code = rpc_code(err)
-            cluster.release(endpoint, code, err)
-            if record is not None:
-                record.attempt_end(code.name if code else "UNKNOWN", True)
-                count_raw(self._bytes, call._request, None)
+            while True:
+                endpoint = call.pick()
+                try:
+                    multi = self._cache.get(endpoint) or self._callable(endpoint)
+                    rpc = handle._rpc = multi(
+                        request, timeout=call.attempt_timeout(),
+                        metadata=call.attempt_metadata(endpoint), credentials=credentials,
+                        wait_for_ready=wait_for_ready, compression=compression)
+                    response = await rpc
+                except grpc.RpcError as err:
+                    count_raw(counters, request, None)
+                    wait = call.failed_rpc(endpoint, err)
+                    if wait is None:
+                        final = call.final(err)
+                        if final is err:
+                            raise
+                        raise final from err
+                    if wait:
+                        await self._clients.async_sleep(wait)
+                    continue
+                except BaseException:
+                    call.cancelled(endpoint)
+                    raise
+                call.succeeded(endpoint)
+                count_raw(counters, request, response)
+                break
+        except BaseException as err:
+            handle._error = err
+            call.finish(err)
             raise
-        except BaseException:
-            cluster.release(endpoint, _CANCELLED)
-            if record is not None:
-                record.attempt_end("CANCELLED", True)
-            raise
-        cluster.release(endpoint, None)
-        if record is not None:
-            record.attempt_end("OK", False)
-            count_raw(self._bytes, call._request, response)
+        call.finish(None)
         return response
 
 
@@ -241,8 +162,8 @@ class _AioUnaryCall(grpc.aio.UnaryUnaryCall):
     task (no extra task); the other methods wait for it to finish, then answer from
     the last attempt."""
 
-    __slots__ = ("_callable", "_done", "_error", "_metadata", "_options", "_record",
-                 "_request", "_result", "_rpc", "_task", "_timeout")
+    __slots__ = ("_callable", "_error", "_metadata", "_options", "_request", "_rpc", "_task",
+                 "_timeout")
 
     def __init__(self, callable_: _AioUnaryUnary, request: Any, timeout: float | None,
                  metadata: Metadata, options: tuple[Any, Any, Any]) -> None:
@@ -254,7 +175,6 @@ class _AioUnaryCall(grpc.aio.UnaryUnaryCall):
         self._rpc: Any = None
         self._task: asyncio.Task[Any] | None = None
         self._error: BaseException | None = None
-        self._record: Record | None = None
 
     def __await__(self) -> Any:
         if self._task is None:
@@ -285,7 +205,7 @@ class _AioUnaryCall(grpc.aio.UnaryUnaryCall):
     async def code(self) -> grpc.StatusCode:
         await self._settled()
         if isinstance(self._error, CallError) or self._rpc is None:
-            code = rpc_code(self._error) if self._error is not None else None
+            code = status_code(self._error) if self._error is not None else None
             return code or (grpc.StatusCode.UNKNOWN if self._error else grpc.StatusCode.OK)
         return await self._rpc.code()
 
@@ -360,46 +280,38 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
         self._rpc: Any = None
         self._received = False  # the first message (or EOF) has been read
         self._iter: AsyncIterator[Any] | None = None
-        self._setup: tuple[RouteEntry, ClusterState, float | None, Any] | None = None
-        self._record: Record | None = None
+        self._plan: Call | None = None
+
+    def _start_on(self, endpoint: EndpointState) -> Any:
+        plan = self._plan
+        assert plan is not None
+        multi = self._callable._cache.get(endpoint) or self._callable._callable(endpoint)
+        return multi(self._request, timeout=plan.attempt_timeout(),
+                     metadata=plan.attempt_metadata(endpoint), **self._kwargs)
 
     async def _attempt(self) -> Any:
-        if self._setup is None:
-            entry, cluster, timeout, self._record = await self._callable._start(
-                self._timeout, self._metadata)
-            retry = None if RETRIES_OWNED.get() else entry.retry
-            deadline = None if timeout is None else time.monotonic() + timeout
-            self._setup = (entry, cluster, deadline, retry)
-        entry, cluster, deadline, retry = self._setup
-        per_try = retry.per_try_timeout if retry is not None else None
-        record = self._record
-
-        def start(endpoint: EndpointState) -> Any:
-            multi = self._callable._cache.get(endpoint) or self._callable._callable(endpoint)
-            sent = self._metadata if record is None else record.attempt(endpoint)
-            return multi(self._request, timeout=attempt_timeout(per_try, deadline),
-                         metadata=sent, **self._kwargs)
-
-        rpc = self._rpc = cluster.start_call(
-            entry.hash_key(self._metadata) if entry.hash_headers else None, start,
-            _stream_releaser if record is None else _recording_releaser(record))
+        if self._plan is None:
+            self._plan = await self._callable._call(self._timeout, self._metadata)
+        rpc = self._rpc = self._plan.open(self._start_on, _ended)
         return rpc
 
     async def _first(self) -> Any:
         rpc = self._rpc if self._rpc is not None else await self._attempt()
-        try:
-            return await rpc.read()
-        except grpc.RpcError as err:
-            assert self._setup is not None
-            _, cluster, deadline, retry = self._setup
-            if not retryable(err, retry):
-                raise
-            first = err
-
-        async def again() -> Any:
-            return await (await self._attempt()).read()
-
-        return await aretry_after(first, again, retry, cluster, deadline)
+        while True:
+            try:
+                return await rpc.read()
+            except grpc.RpcError as err:
+                plan = self._plan
+                assert plan is not None
+                wait = plan.retry_stream(err)
+                if wait is None:
+                    final = plan.final(err)
+                    if final is err:
+                        raise
+                    raise final from err
+                if wait:
+                    await self._callable._clients.async_sleep(wait)
+                rpc = await self._attempt()
 
     async def _messages(self) -> AsyncIterator[Any]:
         message = await self.read()
@@ -456,30 +368,20 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
             self._rpc.add_done_callback(lambda _: callback(self))
 
 
-def _recording_releaser(record: Record
-                        ) -> Callable[[ClusterState, EndpointState], Callable[[Any], None]]:
-    return lambda cluster, endpoint: _stream_releaser(cluster, endpoint, record)
-
-
-def _stream_releaser(cluster: ClusterState, endpoint: EndpointState,
-                     record: Record | None = None) -> Callable[[Any], None]:
-    """Release on completion; the aio call's code is only awaitable, so read it from a
-    task when the call did not simply succeed."""
-    def done(rpc: Any) -> None:
-        if rpc.cancelled():
-            cluster.release(endpoint, _CANCELLED)
-            if record is not None:
-                finish_stream(record, _CANCELLED)
+def _ended(call: Call, endpoint: EndpointState, rpc: Any) -> Callable[[Any], None]:
+    """The done callback of an aio streaming attempt. The call's code is only
+    awaitable, so it is read from a task when the call did not simply succeed."""
+    def done(finished: Any) -> None:
+        if finished.cancelled():
+            call.stream_ended(endpoint, _CANCELLED)
             return
 
         async def settle() -> None:
-            code: grpc.StatusCode | None = grpc.StatusCode.CANCELLED
+            code: grpc.StatusCode | None = _CANCELLED
             try:
-                code = await rpc.code()
+                code = await finished.code()
             finally:  # released even when the loop shuts down first
-                cluster.release(endpoint, None if code is grpc.StatusCode.OK else code)
-                if record is not None:
-                    finish_stream(record, code)
+                call.stream_ended(endpoint, code)
 
         task = asyncio.get_running_loop().create_task(settle())
         _SETTLING.add(task)
@@ -495,34 +397,30 @@ class _AioStreamRequest(_AioBase):
 
     __slots__ = ()
 
-    def _sync_start(self, timeout: float | None, metadata: Metadata
-                    ) -> tuple[RouteEntry, ClusterState, float | None, Record | None]:
+    def _sync_call(self, timeout: float | None, metadata: Metadata) -> Call:
+        """A call object is due at once: the target must be known already, and an
+        injected delay cannot be waited (the abort still applies)."""
         table = self._target.table
         if table is None:
-            raise resolve_failure(self._target, 0.0, self._channel._xds_address)
-        entry = table.route(self._method, metadata)
-        if entry.fault is not None:  # the abort only: a call object is due at once
-            error = fault_abort(entry.fault, self._target.name)
-            if error is not None:
-                raise error
-        cluster = entry.pick_cluster()
-        cluster.budget.record_request()
-        return (entry, cluster, call_timeout(timeout, entry.timeout, self._target.name),
-                self._record(table, entry, cluster, metadata))
+            raise resolve_failure(self._target, 0.0, self._clients.settings.xds_address)
+        call = Call(table, self._method, metadata, timeout,
+                    clock=self._clients.settings.clock, retry=False)
+        call.delay = 0.0
+        call.start(self._clients.telemetry, self._method)
+        if call.aborted is not None:
+            raise call.aborted
+        return call
 
     def __call__(self, request_iterator: Any = None, *, timeout: float | None = None,
                  metadata: Metadata = None, **kwargs: Any) -> Any:
-        entry, cluster, timeout, record = self._sync_start(timeout, metadata)
+        call = self._sync_call(timeout, metadata)
 
         def start(endpoint: EndpointState) -> Any:
             multi = self._cache.get(endpoint) or self._callable(endpoint)
-            sent = metadata if record is None else record.attempt(endpoint)
-            return multi(request_iterator, timeout=timeout, metadata=sent, **kwargs)
+            return multi(request_iterator, timeout=call.attempt_timeout(),
+                         metadata=call.attempt_metadata(endpoint), **kwargs)
 
-        return cluster.start_call(entry.hash_key(metadata) if entry.hash_headers else None,
-                                  start,
-                                  _stream_releaser if record is None
-                                  else _recording_releaser(record))
+        return call.open(start, _ended)
 
 
 class _AioStreamUnary(_AioStreamRequest, grpc.aio.StreamUnaryMultiCallable):
@@ -548,20 +446,13 @@ class AioMeshChannel(grpc.aio.Channel):
     :meth:`channel_ready` first, or make a unary call).
     """
 
-    def __init__(self, target: Target, pools: Callable[[], AioChannelPool], *,
-                 xds_address: str, resolve_timeout: float,
-                 telemetry: ClientTelemetry | None = None) -> None:
+    def __init__(self, target: Target, clients: Clients) -> None:
         self._target = target
-        self._telemetry = telemetry
-        self._pools = pools
-        self._xds_address = xds_address
-        self._resolve_timeout = resolve_timeout
-
-    def _pool_for_loop(self) -> AioChannelPool:
-        return self._pools()
+        self._clients = clients
 
     @property
     def target(self) -> str:
+        """The target this channel calls, as given."""
         return self._target.name
 
     def unary_unary(self, method: str, request_serializer: Any = None,
@@ -585,11 +476,9 @@ class AioMeshChannel(grpc.aio.Channel):
         return _AioStreamStream(self, method, request_serializer, response_deserializer)
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
-        if self._target.table is not None:
-            return grpc.ChannelConnectivity.READY
-        if self._target.ready.is_set():
-            return grpc.ChannelConnectivity.TRANSIENT_FAILURE
-        return grpc.ChannelConnectivity.CONNECTING
+        """READY once the target's configuration is known, TRANSIENT_FAILURE if it is
+        not in the mesh, else CONNECTING."""
+        return self._target.connectivity()
 
     async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity
                                     ) -> None:
@@ -604,7 +493,7 @@ class AioMeshChannel(grpc.aio.Channel):
         while self._target.table is None:
             await self._target.wait_async()
             if self._target.table is None:
-                raise resolve_failure(self._target, 0.0, self._xds_address)
+                raise resolve_failure(self._target, 0.0, self._clients.settings.xds_address)
 
     async def close(self, grace: float | None = None) -> None:
         """Nothing to free per channel: endpoint channels belong to the Mesh."""

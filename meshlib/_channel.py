@@ -1,10 +1,10 @@
 """``MeshChannel``: a ``grpc.Channel`` that routes, balances and retries in-process.
 
-Generated stubs take it unchanged. Per call: route (method, headers) → weighted
-cluster → endpoint (picker, breaker, limits) → the endpoint's shared channel; failures
-feed outlier detection and the breaker, and retryable ones are retried (tenacity)
-within the retry budget. Configuration is read from one immutable
-:class:`~meshlib._route_table.RouteTable` per call; updates swap it.
+Generated stubs take it unchanged. It is the grpc sync driver of the one call
+pipeline (:mod:`meshlib._pipeline`): per call it builds a :class:`~meshlib._pipeline.Call`
+from the target's current :class:`~meshlib._route_table.RouteTable` (one attribute
+load; updates swap it), then only sends attempts to the endpoints the call picks and
+sleeps the waits it asks for.
 
 Streaming: a server-streaming call is retried only until its first response message
 arrives. Calls that stream requests are not retried (their requests cannot be
@@ -14,178 +14,82 @@ limited and counted.
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from meshlib._attempts import (
-    after_delay,
-    attempt_timeout,
-    call_timeout,
-    fault_abort,
-    fault_delay,
-    retry_after,
-    retryable,
-    rpc_code,
-)
-from meshlib._call_context import RETRIES_OWNED
-from meshlib._cluster_state import ClusterState, EndpointState
-from meshlib._pool import ChannelPool
-from meshlib._resolver import Target
-from meshlib._route_table import Metadata, RouteEntry, RouteTable
-from meshlib.errors import CallError, NoHealthyEndpointError, ServiceNotFoundError
-from meshlib.telemetry._client import ClientTelemetry, Record
-from meshlib.telemetry._metrics import counting_codec
+from meshlib._cluster_state import EndpointState
+from meshlib._pipeline import Call, byte_counting, count_raw, resolve_failure
+from meshlib._route_table import Metadata, RouteTable
+from meshlib.errors import status_code
 
-__all__ = ["MeshChannel", "byte_counting", "code_name", "count_raw", "finish_stream",
-           "resolve_failure"]
+if TYPE_CHECKING:
+    from meshlib._clients import Clients
+    from meshlib._resolver import Target
 
-_monotonic = time.monotonic
-_CANCELLED = grpc.StatusCode.CANCELLED
+__all__ = ["MeshChannel"]
+
 _MAX_CACHED = 1024
 
 
-def resolve_failure(target: Target, waited: float, xds_address: str) -> CallError:
-    """The error for a call whose target has no table after waiting ``waited`` s."""
-    if target.status == "not_found":
-        return ServiceNotFoundError(
-            f"{target.name}: no such service in the mesh ({target.error}); check the "
-            "name, the namespace, and the Service object", service=target.name)
-    why = target.error or f"no configuration from the control plane at {xds_address} " \
-                          f"within {waited:.1f}s"
-    return NoHealthyEndpointError(f"{target.name}: {why}", service=target.name)
-
-
-def _done_releaser(cluster: ClusterState, endpoint: EndpointState,
-                   record: Record | None = None) -> Callable[[grpc.Future], None]:
-    def done(call: Any) -> None:
-        code = call.code()
-        cluster.release(endpoint, None if code is grpc.StatusCode.OK else code)
-        if record is not None:
-            finish_stream(record, code)
-    return done
-
-
-def finish_stream(record: Record, code: grpc.StatusCode | None) -> None:
-    """A streaming (or ``future``) attempt ended: it is the call's one attempt."""
-    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-    error = code is not grpc.StatusCode.OK
-    record.attempt_end(name, error)
-    record.finish(name, error)
-
-
-def byte_counting(telemetry: ClientTelemetry | None, target: str, method: str, kind: str,
-                  ser: Any, deser: Any) -> tuple[Any, Any, tuple[Any, Any] | None]:
-    """A multicallable's (serializer, deserializer, inline counters): raw-bytes unary
-    calls are counted inline (:func:`count_raw`: no serializer callback into Python);
-    the others through counting (de)serializers."""
-    if telemetry is None:
-        return ser, deser, None
-    counters = telemetry.metrics.byte_counters("client", target, method)
-    if ser is None and deser is None and kind == "unary_unary":
-        return ser, deser, counters
-    return (*counting_codec(ser, deser, *counters), None)
-
-
-def count_raw(counters: tuple[Any, Any] | None, request: Any, response: Any) -> None:
-    """Count a raw-bytes unary attempt's sizes (``counters`` is None when the
-    serializers count instead)."""
-    if counters is not None:
-        if isinstance(request, bytes):
-            counters[0](len(request))
-        if isinstance(response, bytes):
-            counters[1](len(response))
-
-
-_count = count_raw
-
-
-def code_name(error: BaseException | None) -> str:
-    """The gRPC code name of a call's outcome (None: OK)."""
-    if error is None:
-        return "OK"
-    code = rpc_code(error)
-    return code.name if code is not None else "CANCELLED"
-
-
-def _releaser(record: Record | None
-              ) -> Callable[[ClusterState, EndpointState], Callable[[grpc.Future], None]]:
-    if record is None:
-        return _done_releaser
-    return lambda cluster, endpoint: _done_releaser(cluster, endpoint, record)
+def _ended(call: Call, endpoint: EndpointState, rpc: Any) -> Callable[[Any], None]:
+    """The done callback of a sync streaming or ``future`` attempt."""
+    return lambda done: call.stream_ended(endpoint, done.code())
 
 
 class _Base:
-    __slots__ = ("__weakref__", "_bytes", "_cache", "_channel", "_deser", "_method", "_ser",
+    __slots__ = ("__weakref__", "_bytes", "_cache", "_clients", "_deser", "_method", "_ser",
                  "_target")
 
     def __init__(self, channel: MeshChannel, method: str, ser: Any, deser: Any) -> None:
-        self._channel = channel
+        clients = self._clients = channel._clients
         self._target = channel._target
         self._method = method
-        telemetry = channel._telemetry
-        ser, deser, self._bytes = byte_counting(telemetry, channel._target.name, method,
+        ser, deser, self._bytes = byte_counting(clients.telemetry, channel._target.name, method,
                                                 self._kind, ser, deser)
         self._ser = ser
         self._deser = deser
         self._cache: dict[EndpointState, Any] = {}
-        channel._pool.tracker.track(self)
+        clients.tracker.track(self)
 
     def _table(self, timeout: float | None) -> RouteTable:
         table = self._target.table
         if table is not None:
             return table
-        wait = self._channel._resolve_timeout
+        wait = self._clients.settings.resolve_timeout
         if timeout is not None and timeout < wait:
             wait = timeout
         self._target.ready.wait(wait)
         table = self._target.table
         if table is None:
-            raise resolve_failure(self._target, wait, self._channel._xds_address)
+            raise resolve_failure(self._target, wait, self._clients.settings.xds_address)
         return table
 
     def _callable(self, endpoint: EndpointState) -> Any:
         cache = self._cache  # before the pool: a rotation meanwhile drops this dict
         if len(cache) > _MAX_CACHED:
             cache.clear()
-        channel = self._channel._pool.get(endpoint.address, endpoint.server_name)
-        made = self._make(channel)
+        made = getattr(self._clients.pool.get(endpoint.address, endpoint.server_name),
+                       self._kind)(self._method, request_serializer=self._ser,
+                                   response_deserializer=self._deser, _registered_method=True)
         cache[endpoint] = made
         return made
 
     _kind = ""  # the grpc.Channel method that makes this kind of multicallable
 
-    def _make(self, channel: grpc.Channel) -> Any:
-        return getattr(channel, self._kind)(self._method, request_serializer=self._ser,
-                                            response_deserializer=self._deser,
-                                            _registered_method=True)
-
-    def _start(self, timeout: float | None, metadata: Metadata
-               ) -> tuple[RouteEntry, ClusterState, float | None, Record | None]:
-        """Route, apply faults, pick the cluster: everything before the first pick;
-        and the call's telemetry record (None with telemetry off)."""
-        table = self._table(timeout)
-        entry = table.route(self._method, metadata)
-        timeout = call_timeout(timeout, entry.timeout, self._target.name)
-        fault = entry.fault
-        if fault is not None:
-            delay = fault_delay(fault)
-            if delay:
-                time.sleep(delay)
-                timeout = after_delay(timeout, delay, self._target.name)
-            error = fault_abort(fault, self._target.name)
-            if error is not None:
-                raise error
-        cluster = entry.pick_cluster()
-        cluster.budget.record_request()
-        telemetry = self._channel._telemetry
-        if telemetry is None:
-            return entry, cluster, timeout, None
-        return entry, cluster, timeout, telemetry.start(
-            table.target, entry.route.name, cluster.service, self._method, metadata,
-            table.sampling, table.access_log)
+    def _call(self, timeout: float | None, metadata: Metadata, retry: bool = True) -> Call:
+        """Route, wait out an injected delay, raise an injected abort, start."""
+        clients = self._clients
+        call = Call(self._table(timeout), self._method, metadata, timeout,
+                    clock=clients.settings.clock, retry=retry)
+        if call.delay:
+            clients.settings.sleep(call.delay)
+        call.start(clients.telemetry, self._method)
+        if call.aborted is not None:
+            raise call.aborted
+        return call
 
 
 class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
@@ -211,90 +115,52 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
                credentials: grpc.CallCredentials | None = None,
                wait_for_ready: bool | None = None,
                compression: grpc.Compression | None = None) -> grpc.Future:
-        entry, cluster, timeout, record = self._start(timeout, metadata)
+        call = self._call(timeout, metadata, retry=False)
 
         def start(endpoint: EndpointState) -> grpc.Future:
-            call = self._cache.get(endpoint) or self._callable(endpoint)
-            sent = metadata if record is None else record.attempt(endpoint)
-            return call.future(request, timeout=timeout, metadata=sent,
-                               credentials=credentials, wait_for_ready=wait_for_ready,
-                               compression=compression)
+            multi = self._cache.get(endpoint) or self._callable(endpoint)
+            return multi.future(request, timeout=call.attempt_timeout(),
+                                metadata=call.attempt_metadata(endpoint),
+                                credentials=credentials, wait_for_ready=wait_for_ready,
+                                compression=compression)
 
-        return cluster.start_call(entry.hash_key(metadata) if entry.hash_headers else None,
-                                  start, _releaser(record))
+        return call.open(start, _ended)
 
     def _invoke(self, request: Any, timeout: float | None, metadata: Metadata,
                 credentials: Any, wait_for_ready: bool | None, compression: Any,
                 with_call: bool) -> Any:
-        entry, cluster, timeout, record = self._start(timeout, metadata)
-        if record is None:
-            return self._attempts(entry, cluster, timeout, request, metadata, credentials,
-                                  wait_for_ready, compression, with_call, None)
+        call = self._call(timeout, metadata)
+        counters = self._bytes if call.record is not None else None
         try:
-            result = self._attempts(entry, cluster, timeout, request, metadata, credentials,
-                                    wait_for_ready, compression, with_call, record)
+            while True:
+                endpoint = call.pick()
+                try:
+                    multi = self._cache.get(endpoint) or self._callable(endpoint)
+                    result = (multi.with_call if with_call else multi)(
+                        request, timeout=call.attempt_timeout(),
+                        metadata=call.attempt_metadata(endpoint), credentials=credentials,
+                        wait_for_ready=wait_for_ready, compression=compression)
+                except grpc.RpcError as err:
+                    count_raw(counters, request, None)
+                    wait = call.failed_rpc(endpoint, err)
+                    if wait is None:
+                        final = call.final(err)
+                        if final is err:
+                            raise
+                        raise final from err
+                    if wait:
+                        self._clients.settings.sleep(wait)
+                    continue
+                except BaseException:
+                    call.cancelled(endpoint)
+                    raise
+                call.succeeded(endpoint)
+                count_raw(counters, request, result[0] if with_call else result)
+                break
         except BaseException as err:
-            record.finish(code_name(err), True)
+            call.finish(err)
             raise
-        record.finish("OK", False)
-        return result
-
-    def _attempts(self, entry: RouteEntry, cluster: ClusterState, timeout: float | None,
-                  request: Any, metadata: Metadata, credentials: Any,
-                  wait_for_ready: bool | None, compression: Any, with_call: bool,
-                  record: Record | None) -> Any:
-        retry = entry.retry
-        deadline = None
-        if retry is not None:
-            if RETRIES_OWNED.get():
-                retry = None
-            else:
-                deadline = None if timeout is None else _monotonic() + timeout
-                if retry.per_try_timeout is not None:
-                    timeout = attempt_timeout(retry.per_try_timeout, deadline)
-        hash_key = entry.hash_key(metadata) if entry.hash_headers else None
-        options = (metadata, credentials, wait_for_ready, compression, with_call, record)
-        try:
-            return self._once(cluster, hash_key, request, timeout, options)
-        except grpc.RpcError as err:
-            if not retryable(err, retry):
-                raise
-            first = err
-
-        def again() -> Any:
-            timeout = attempt_timeout(retry.per_try_timeout, deadline)
-            return self._once(cluster, hash_key, request, timeout, options)
-
-        return retry_after(first, again, retry, cluster, deadline, self._channel._sleep)
-
-    def _once(self, cluster: ClusterState, hash_key: str | None, request: Any,
-              timeout: float | None, options: tuple[Any, ...]) -> Any:
-        """One attempt: pick an endpoint, call it, report the outcome."""
-        metadata, credentials, wait_for_ready, compression, with_call, record = options
-        endpoint = cluster.pick(hash_key)
-        if record is not None:
-            metadata = record.attempt(endpoint)
-        try:
-            call = self._cache.get(endpoint) or self._callable(endpoint)
-            result = (call.with_call if with_call else call)(
-                request, timeout=timeout, metadata=metadata, credentials=credentials,
-                wait_for_ready=wait_for_ready, compression=compression)
-        except grpc.RpcError as err:
-            code = rpc_code(err)
-            cluster.release(endpoint, code, err)
-            if record is not None:
-                record.attempt_end(code.name if code else "UNKNOWN", True)
-                _count(self._bytes, request, None)
-            raise
-        except BaseException:
-            cluster.release(endpoint, _CANCELLED)
-            if record is not None:
-                record.attempt_end("CANCELLED", True)
-            raise
-        cluster.release(endpoint, None)
-        if record is not None:
-            record.attempt_end("OK", False)
-            _count(self._bytes, request, result[0] if with_call else result)
+        call.finish(None)
         return result
 
 
@@ -307,38 +173,27 @@ class _UnaryStream(_Base, grpc.UnaryStreamMultiCallable):
                  credentials: grpc.CallCredentials | None = None,
                  wait_for_ready: bool | None = None,
                  compression: grpc.Compression | None = None) -> _RetryingStream:
-        entry, cluster, timeout, record = self._start(timeout, metadata)
-        retry = None if RETRIES_OWNED.get() else entry.retry
-        deadline = None if timeout is None else _monotonic() + timeout
+        call = self._call(timeout, metadata)
 
-        per_try = retry.per_try_timeout if retry is not None else None
-        hash_key = entry.hash_key(metadata) if entry.hash_headers else None
+        def start(endpoint: EndpointState) -> Any:
+            multi = self._cache.get(endpoint) or self._callable(endpoint)
+            return multi(request, timeout=call.attempt_timeout(),
+                         metadata=call.attempt_metadata(endpoint), credentials=credentials,
+                         wait_for_ready=wait_for_ready, compression=compression)
 
-        def start_on(endpoint: EndpointState) -> Any:
-            call = self._cache.get(endpoint) or self._callable(endpoint)
-            sent = metadata if record is None else record.attempt(endpoint)
-            return call(request, timeout=attempt_timeout(per_try, deadline),
-                        metadata=sent, credentials=credentials,
-                        wait_for_ready=wait_for_ready, compression=compression)
-
-        def start() -> Any:
-            return cluster.start_call(hash_key, start_on, _releaser(record))
-
-        return _RetryingStream(start, retry, cluster, deadline, self._channel._sleep)
+        return _RetryingStream(call, start, self._clients.settings.sleep)
 
 
 class _RetryingStream(grpc.Call, grpc.Future, Iterator[Any]):
     """A server-streaming call that starts over on a retryable failure until its
     first response message arrives; after that, errors reach the caller."""
 
-    def __init__(self, start: Callable[[], Any], retry: Any, cluster: ClusterState,
-                 deadline: float | None, sleep: Callable[[float], Any] | None) -> None:
+    def __init__(self, call: Call, start: Callable[[EndpointState], Any],
+                 sleep: Callable[[float], Any]) -> None:
+        self._plan = call
         self._start = start
-        self._retry = retry
-        self._cluster = cluster
-        self._deadline = deadline
         self._sleep = sleep
-        self._call = start()
+        self._call = call.open(start, _ended)
         self._received = False
 
     def __iter__(self) -> _RetryingStream:
@@ -347,22 +202,22 @@ class _RetryingStream(grpc.Call, grpc.Future, Iterator[Any]):
     def __next__(self) -> Any:
         if self._received:
             return next(self._call)
-        try:
-            message = next(self._call)
-        except grpc.RpcError as err:
-            if not retryable(err, self._retry):
-                raise
-            message = self._first_by_retrying(err)
+        while True:
+            try:
+                message = next(self._call)
+                break
+            except grpc.RpcError as err:
+                wait = self._plan.retry_stream(err)
+                if wait is None:
+                    final = self._plan.final(err)
+                    if final is err:
+                        raise
+                    raise final from err
+                if wait:
+                    self._sleep(wait)
+                self._call = self._plan.open(self._start, _ended)
         self._received = True
         return message
-
-    def _first_by_retrying(self, first: BaseException) -> Any:
-        def again() -> Any:
-            self._call = self._start()
-            return next(self._call)
-
-        return retry_after(first, again, self._retry, self._cluster, self._deadline,
-                           self._sleep)
 
     # grpc.Call / grpc.Future: the current attempt's
     def initial_metadata(self) -> Any:
@@ -418,29 +273,25 @@ class _StreamUnary(_Base, grpc.StreamUnaryMultiCallable):
 
     def _once(self, how: str, request_iterator: Iterator[Any], timeout: float | None,
               metadata: Metadata, kwargs: dict[str, Any]) -> Any:
-        entry, cluster, timeout, record = self._start(timeout, metadata)
-        endpoint = cluster.pick(entry.hash_key(metadata) if entry.hash_headers else None)
-        sent = metadata if record is None else record.attempt(endpoint)
+        call = self._call(timeout, metadata, retry=False)
+        if how == "future":
+            def start(endpoint: EndpointState) -> Any:
+                multi = self._cache.get(endpoint) or self._callable(endpoint)
+                return multi.future(request_iterator, timeout=call.attempt_timeout(),
+                                    metadata=call.attempt_metadata(endpoint), **kwargs)
+            return call.open(start, _ended)
+        endpoint = call.pick()
         try:
-            call = self._cache.get(endpoint) or self._callable(endpoint)
-            result = getattr(call, how)(request_iterator, timeout=timeout, metadata=sent,
-                                        **kwargs)
+            multi = self._cache.get(endpoint) or self._callable(endpoint)
+            result = getattr(multi, how)(request_iterator, timeout=call.attempt_timeout(),
+                                         metadata=call.attempt_metadata(endpoint), **kwargs)
         except grpc.RpcError as err:
-            cluster.release(endpoint, rpc_code(err), err)
-            if record is not None:
-                finish_stream(record, rpc_code(err))
+            call.stream_ended(endpoint, status_code(err))
             raise
         except BaseException:
-            cluster.release(endpoint, _CANCELLED)
-            if record is not None:
-                finish_stream(record, _CANCELLED)
+            call.stream_ended(endpoint, grpc.StatusCode.CANCELLED)
             raise
-        if how == "future":
-            result.add_done_callback(_done_releaser(cluster, endpoint, record))
-        else:
-            cluster.release(endpoint, None)
-            if record is not None:
-                finish_stream(record, grpc.StatusCode.OK)
+        call.stream_ended(endpoint, grpc.StatusCode.OK)
         return result
 
     def __call__(self, request_iterator: Iterator[Any], timeout: float | None = None,
@@ -463,15 +314,14 @@ class _StreamStream(_Base, grpc.StreamStreamMultiCallable):
 
     def __call__(self, request_iterator: Iterator[Any], timeout: float | None = None,
                  metadata: Metadata = None, **kwargs: Any) -> Any:
-        entry, cluster, timeout, record = self._start(timeout, metadata)
+        call = self._call(timeout, metadata, retry=False)
 
         def start(endpoint: EndpointState) -> Any:
-            call = self._cache.get(endpoint) or self._callable(endpoint)
-            sent = metadata if record is None else record.attempt(endpoint)
-            return call(request_iterator, timeout=timeout, metadata=sent, **kwargs)
+            multi = self._cache.get(endpoint) or self._callable(endpoint)
+            return multi(request_iterator, timeout=call.attempt_timeout(),
+                         metadata=call.attempt_metadata(endpoint), **kwargs)
 
-        return cluster.start_call(entry.hash_key(metadata) if entry.hash_headers else None,
-                                  start, _releaser(record))
+        return call.open(start, _ended)
 
 
 class MeshChannel(grpc.Channel):
@@ -484,15 +334,9 @@ class MeshChannel(grpc.Channel):
         stub.Get(request, timeout=2.0)
     """
 
-    def __init__(self, target: Target, pool: ChannelPool, *, xds_address: str,
-                 resolve_timeout: float, sleep: Callable[[float], Any] | None = None,
-                 telemetry: ClientTelemetry | None = None) -> None:
+    def __init__(self, target: Target, clients: Clients) -> None:
         self._target = target
-        self._telemetry = telemetry
-        self._pool = pool
-        self._xds_address = xds_address
-        self._resolve_timeout = resolve_timeout
-        self._sleep = sleep
+        self._clients = clients
         self._subscribers: list[Callable[[grpc.ChannelConnectivity], None]] = []
 
     @property
@@ -526,23 +370,14 @@ class MeshChannel(grpc.Channel):
         known (``grpc.channel_ready_future`` works), TRANSIENT_FAILURE if it is not in
         the mesh, else CONNECTING."""
         self._subscribers.append(callback)
-        callback(self._connectivity())
+        callback(self._target.connectivity())
         if not self._target.ready.is_set():
-            import threading
-
             def notify() -> None:
                 self._target.ready.wait()
                 if callback in self._subscribers:
-                    callback(self._connectivity())
+                    callback(self._target.connectivity())
 
             threading.Thread(target=notify, daemon=True, name="meshlib-subscribe").start()
-
-    def _connectivity(self) -> grpc.ChannelConnectivity:
-        if self._target.table is not None:
-            return grpc.ChannelConnectivity.READY
-        if self._target.ready.is_set():
-            return grpc.ChannelConnectivity.TRANSIENT_FAILURE
-        return grpc.ChannelConnectivity.CONNECTING
 
     def unsubscribe(self, callback: Callable[[grpc.ChannelConnectivity], None]) -> None:
         if callback in self._subscribers:
@@ -557,3 +392,4 @@ class MeshChannel(grpc.Channel):
     def __exit__(self, *exc: object) -> bool:
         self.close()
         return False
+

@@ -31,33 +31,22 @@ import os
 import ssl
 import tempfile
 import threading
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import httpx
 
-from meshlib._attempts import (
-    _HTTP_TO_GRPC,
-    aretry_after,
-    attempt_timeout,
-    call_timeout,
-    fault_abort,
-    fault_delay,
-    retry_after,
-    retryable,
-)
-from meshlib._channel import resolve_failure
-from meshlib._cluster_state import ClusterState, EndpointState
+from meshlib._cluster_state import EndpointState
+from meshlib._pipeline import HTTP_TO_GRPC, Call, resolve_failure
 from meshlib.errors import CallError, CertificateError
-from meshlib.telemetry._client import Record
 
 if TYPE_CHECKING:
+    from meshlib._clients import Clients
     from meshlib._mesh import Mesh
     from meshlib._resolver import Target
-    from meshlib._route_table import RouteEntry, RouteTable
-    from meshlib.security._certificates import WorkloadCertificate
+    from meshlib._route_table import RouteTable
+    from meshlib.security import WorkloadCertificate
 
 __all__ = ["IDEMPOTENT_METHODS", "AsyncMeshTransport", "MeshTransport"]
 
@@ -83,7 +72,7 @@ def _status_code(status: int) -> grpc.StatusCode | None:
     failure of the endpoint — 4xx, 429 included, are the caller's business)."""
     if status < 500:
         return None
-    return _HTTP_TO_GRPC.get(status, grpc.StatusCode.UNKNOWN)  # as Envoy maps them
+    return HTTP_TO_GRPC.get(status, grpc.StatusCode.UNKNOWN)  # as Envoy maps them
 
 
 def _direct(url: httpx.URL) -> bool:
@@ -106,11 +95,14 @@ def _replayable(request: httpx.Request) -> bool:
     return isinstance(request.stream, httpx.ByteStream)
 
 
-class _Pipeline:
-    """What the sync and async transports share: routing, picking, accounting."""
+class _Shared:
+    """What the sync and async transports share: the Mesh's clients, routing a
+    request into a :class:`~meshlib._pipeline.Call`, building each attempt's request,
+    classifying its outcome, and the mTLS context."""
 
-    def __init__(self, mesh: Mesh, retry_methods: Iterable[str]) -> None:
-        self.mesh = mesh
+    def __init__(self, clients: Clients, retry_methods: Iterable[str]) -> None:
+        self.clients = clients
+        self.settings = clients.settings
         self.retry_methods = frozenset(m.upper() for m in retry_methods)
         self._tls: tuple[WorkloadCertificate, ssl.SSLContext] | None = None
         self._tls_lock = threading.Lock()
@@ -119,36 +111,29 @@ class _Pipeline:
     def target(self, request: httpx.Request) -> Target:
         host = request.url.host
         port = request.url.port
-        return self.mesh._target(host if port is None else f"{host}:{port}")
+        return self.clients.target(host if port is None else f"{host}:{port}")
 
-    def route(self, table: RouteTable, request: httpx.Request
-              ) -> tuple[RouteEntry, ClusterState, float | None, list[tuple[str, str]]]:
+    def call(self, table: RouteTable, request: httpx.Request) -> Call:
+        """Route ``request`` (path and query, headers, ``:method``): the call's plan,
+        with the fault delay to wait first (``call.delay``, 0 mostly)."""
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1"))
                    for k, v in request.headers.raw]
         headers.append((":method", request.method))
-        entry = table.route(request.url.raw_path.decode("ascii"), headers)  # path?query
-        timeout = call_timeout(None, entry.timeout, table.target)
-        return entry, entry.pick_cluster(), timeout, headers
+        retry = request.method in self.retry_methods and _replayable(request)
+        return Call(table, request.url.raw_path.decode("ascii"), headers, None,
+                    clock=self.settings.clock, retry=retry)
 
-    def plan(self, table: RouteTable, request: httpx.Request
-             ) -> tuple[float, _Plan | httpx.Response]:
-        """Route ``request``: the fault delay to wait first (0 mostly), then the
-        request's plan, or the response of an injected abort."""
-        entry, cluster, timeout, headers = self.route(table, request)
-        delay = 0.0
-        if entry.fault is not None:
-            delay = fault_delay(entry.fault)
-            aborted = _abort_response(entry, table.target, request)
-            if aborted is not None:
-                return delay, aborted
-        retry = entry.retry if request.method in self.retry_methods \
-            and _replayable(request) else None
-        return delay, _Plan(self.mesh, table, entry, cluster, timeout, headers, retry,
-                            request)
+    def start(self, call: Call, request: httpx.Request) -> httpx.Response | None:
+        """After the delay: start the call, or the response of an injected abort."""
+        call.start(self.clients.telemetry, request.method, "http", headers=())
+        if call.aborted is None:
+            return None
+        status = call.entry.fault.abort_http_status or 503  # type: ignore[union-attr]
+        return httpx.Response(status, request=request, text="fault filter abort")
 
-    def attempt_request(self, request: httpx.Request, endpoint: EndpointState,
-                        record: Record | None, timeout: float | None) -> httpx.Request:
-        tls = endpoint.server_name is not None and self.mesh.certificates is not None
+    def attempt_request(self, request: httpx.Request, call: Call,
+                        endpoint: EndpointState) -> httpx.Request:
+        tls = endpoint.server_name is not None and self.clients.certificates is not None
         key = ("https://" if tls else "http://", endpoint.address, request.url.raw_path)
         url = self._urls.get(key)
         if url is None:  # parsing a URL costs httpx 20-30 µs: keep the ones seen
@@ -157,21 +142,43 @@ class _Pipeline:
             url = self._urls[key] = httpx.URL(
                 key[0] + key[1] + key[2].decode("ascii"))
         headers = request.headers.copy()
-        if record is not None:
-            for key, value in record.attempt(endpoint) or ():
-                if key in ("traceparent", "tracestate", "baggage"):
-                    headers[key] = value
+        for name, value in call.attempt_metadata(endpoint) or ():
+            if name in ("traceparent", "tracestate", "baggage"):
+                headers[name] = value
         extensions = dict(request.extensions)
         if tls:
             extensions["sni_hostname"] = endpoint.server_name
+        timeout = call.attempt_timeout()
         if timeout is not None:
             extensions["timeout"] = {k: timeout for k in ("connect", "read", "write", "pool")}
         return httpx.Request(request.method, url, headers=headers,
                              stream=request.stream, extensions=extensions)
 
+    def outcome(self, call: Call, endpoint: EndpointState,
+                response: httpx.Response) -> float | None:
+        """Account for an attempt that got ``response``: None when it is the call's
+        answer, else the seconds to wait before retrying (a 5xx the route retries)."""
+        code = _status_code(response.status_code)
+        if code is None:
+            call.succeeded(endpoint, str(response.status_code))
+            return None
+        return call.failed(endpoint, code, _FailedAttempt(code, response, None),
+                           str(response.status_code))
+
+    def broken(self, call: Call, endpoint: EndpointState, error: BaseException
+               ) -> float | None:
+        """Account for an attempt that raised ``error``: the seconds to wait before
+        retrying a connection failure, else None (the call ends with ``error``)."""
+        label = type(error).__name__
+        if not isinstance(error, httpx.TransportError):
+            call.cancelled(endpoint, label)  # cancellation too: the endpoint is released
+            return None
+        return call.failed(endpoint, _UNAVAILABLE, _FailedAttempt(_UNAVAILABLE, None, error),
+                           label)
+
     def ssl_context(self) -> ssl.SSLContext:
         """mTLS as the Mesh's current certificate, remade when it rotates."""
-        source = self.mesh.certificates
+        source = self.clients.certificates
         cert = source.current if source is not None else None
         if cert is None:
             raise CertificateError("this Mesh has no workload certificate yet: cannot "
@@ -180,49 +187,6 @@ class _Pipeline:
             if self._tls is None or self._tls[0] is not cert:
                 self._tls = (cert, _client_context(cert))
             return self._tls[1]
-
-    def outcome(self, record: Record | None, cluster: ClusterState,
-                endpoint: EndpointState, response: httpx.Response | None,
-                error: BaseException | None, retry: bool) -> None:
-        """Account for one attempt; raise :class:`_FailedAttempt` when it failed in a
-        way the route's retry policy may retry."""
-        if error is not None:
-            code = _UNAVAILABLE if isinstance(error, httpx.TransportError) else \
-                grpc.StatusCode.CANCELLED
-            cluster.release(endpoint, code)
-            if record is not None:
-                record.attempt_end(type(error).__name__, True)
-            if isinstance(error, httpx.TransportError):
-                raise _FailedAttempt(code, None, error) from error
-            raise error
-        assert response is not None
-        code = _status_code(response.status_code)
-        cluster.release(endpoint, code)
-        if record is not None:
-            record.attempt_end(str(response.status_code), code is not None)
-        if code is not None and retry:
-            raise _FailedAttempt(code, response, None)
-
-
-class _Plan:
-    """A routed request, ready for its attempts once :meth:`begin` is called."""
-
-    def __init__(self, mesh: Mesh, table: RouteTable, entry: RouteEntry,
-                 cluster: ClusterState, timeout: float | None,
-                 headers: list[tuple[str, str]], retry: Any, request: httpx.Request) -> None:
-        self._args = (mesh, table, entry, cluster, timeout, headers, retry, request)
-
-    def begin(self) -> tuple[ClusterState, Record | None, Any, float | None, float | None,
-                             str | None]:
-        """Start the clock: (cluster, telemetry record, retry policy, deadline,
-        per-try timeout, ring-hash key)."""
-        mesh, table, entry, cluster, timeout, headers, retry, request = self._args
-        cluster.budget.record_request()
-        record = _start_record(mesh, table, entry, cluster, request)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        per_try = retry.per_try_timeout if retry is not None else None
-        hash_key = entry.hash_key(headers) if entry.hash_headers else None
-        return cluster, record, retry, deadline, per_try, hash_key
 
 
 def _secure_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -242,8 +206,8 @@ def _client_context(cert: WorkloadCertificate) -> ssl.SSLContext:
     return context
 
 
-def _finish(record: Record | None, response: httpx.Response | None,
-            error: BaseException | None) -> None:
+def _finish(call: Call, response: httpx.Response | None, error: BaseException | None) -> None:
+    record = call.record
     if record is None:
         return
     if response is not None:
@@ -255,27 +219,6 @@ def _finish(record: Record | None, response: httpx.Response | None,
         record.finish(type(error).__name__ if error else "error", True)
 
 
-def _start_record(mesh: Mesh, table: RouteTable, entry: RouteEntry, cluster: ClusterState,
-                  request: httpx.Request) -> Record | None:
-    telemetry = mesh._telemetry
-    if telemetry is None:
-        return None
-    return telemetry.start(table.target, entry.route.name, cluster.service, request.method,
-                           None, table.sampling, table.access_log, protocol="http")
-
-
-def _abort_response(entry: RouteEntry, target: str, request: httpx.Request
-                    ) -> httpx.Response | None:
-    fault = entry.fault
-    if fault is None:
-        return None
-    error = fault_abort(fault, target)
-    if error is None:
-        return None
-    status = fault.abort_http_status or 503
-    return httpx.Response(status, request=request, text="fault filter abort")
-
-
 class MeshTransport(httpx.BaseTransport):
     """The sync transport of :meth:`meshlib.Mesh.http_client`.
 
@@ -285,9 +228,10 @@ class MeshTransport(httpx.BaseTransport):
         client.get("http://reviews/api/reviews/1")
     """
 
-    def __init__(self, mesh: Mesh, *, retry_methods: Iterable[str] = IDEMPOTENT_METHODS,
+    def __init__(self, mesh: Mesh | Clients, *,
+                 retry_methods: Iterable[str] = IDEMPOTENT_METHODS,
                  **transport_options: Any) -> None:
-        self._pipeline = _Pipeline(mesh, retry_methods)
+        self._shared = _Shared(getattr(mesh, "clients", mesh), retry_methods)
         self._options = transport_options
         self._plain = httpx.HTTPTransport(**transport_options)
         self._secure: httpx.HTTPTransport | None = None
@@ -297,7 +241,7 @@ class MeshTransport(httpx.BaseTransport):
     def _transport_for(self, tls: bool) -> httpx.HTTPTransport:
         if not tls:
             return self._plain
-        context = self._pipeline.ssl_context()
+        context = self._shared.ssl_context()
         with self._lock:
             if self._secure is None or context is not self._secure_context:
                 old, self._secure = self._secure, httpx.HTTPTransport(
@@ -312,55 +256,47 @@ class MeshTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if _direct(request.url):
             return self._plain.handle_request(request)
-        pipeline = self._pipeline
-        target = pipeline.target(request)
+        shared = self._shared
+        settings = shared.settings
+        target = shared.target(request)
         table = target.table
         if table is None:
-            mesh = pipeline.mesh
-            target.ready.wait(mesh.resolve_timeout)
+            target.ready.wait(settings.resolve_timeout)
             table = target.table
             if table is None:
                 if target.status == "not_found":  # not a mesh service: plain HTTP
                     return self._plain.handle_request(request)
-                raise resolve_failure(target, mesh.resolve_timeout, mesh.xds_address)
-        delay, plan = pipeline.plan(table, request)
-        if delay:
-            time.sleep(delay)
-        if isinstance(plan, httpx.Response):
-            return plan  # an injected abort
-        cluster, record, retry, deadline, per_try, hash_key = plan.begin()
-
-        def once() -> httpx.Response:
-            endpoint = cluster.pick(hash_key)
-            attempt = pipeline.attempt_request(request, endpoint, record,
-                                               attempt_timeout(per_try, deadline))
+                raise resolve_failure(target, settings.resolve_timeout, settings.xds_address)
+        call = shared.call(table, request)
+        if call.delay:
+            settings.sleep(call.delay)
+        aborted = shared.start(call, request)
+        if aborted is not None:
+            return aborted
+        while True:
+            try:
+                endpoint = call.pick()
+            except BaseException as err:
+                _finish(call, None, err)
+                raise
+            attempt = shared.attempt_request(request, call, endpoint)
             try:
                 response = self._transport_for(attempt.url.scheme == "https"
                                                ).handle_request(attempt)
-            except BaseException as err:  # cancellation too: the endpoint is released
-                pipeline.outcome(record, cluster, endpoint, None, err, False)
-                raise
-            try:
-                pipeline.outcome(record, cluster, endpoint, response, None, retry is not None)
-            except _FailedAttempt:
+            except BaseException as err:
+                wait = shared.broken(call, endpoint, err)
+                if wait is None:
+                    _finish(call, None, err)
+                    raise
+            else:
+                wait = shared.outcome(call, endpoint, response)
+                if wait is None:
+                    _finish(call, response, None)
+                    return response
                 response.read()  # free the connection before another attempt
                 response.close()
-                raise
-            return response
-
-        try:
-            try:
-                response = once()
-            except _FailedAttempt as first:
-                if not retryable(first, retry):
-                    raise
-                assert retry is not None
-                response = retry_after(first, once, retry, cluster, deadline,
-                                       pipeline.mesh._sleep)
-        except BaseException as err:
-            response = _last(err, record)
-        _finish(record, response, None)
-        return response
+            if wait:
+                settings.sleep(wait)
 
     def close(self) -> None:
         self._plain.close()
@@ -371,9 +307,10 @@ class MeshTransport(httpx.BaseTransport):
 class AsyncMeshTransport(httpx.AsyncBaseTransport):
     """The asyncio transport of :meth:`meshlib.Mesh.async_http_client`."""
 
-    def __init__(self, mesh: Mesh, *, retry_methods: Iterable[str] = IDEMPOTENT_METHODS,
+    def __init__(self, mesh: Mesh | Clients, *,
+                 retry_methods: Iterable[str] = IDEMPOTENT_METHODS,
                  **transport_options: Any) -> None:
-        self._pipeline = _Pipeline(mesh, retry_methods)
+        self._shared = _Shared(getattr(mesh, "clients", mesh), retry_methods)
         self._options = transport_options
         self._plain = httpx.AsyncHTTPTransport(**transport_options)
         self._secure: httpx.AsyncHTTPTransport | None = None
@@ -383,7 +320,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
     def _transport_for(self, tls: bool) -> httpx.AsyncHTTPTransport:
         if not tls:
             return self._plain
-        context = self._pipeline.ssl_context()
+        context = self._shared.ssl_context()
         if self._secure is None or context is not self._secure_context:
             if self._secure is not None:
                 self._retired.append(self._secure)  # closed with the client
@@ -395,72 +332,52 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if _direct(request.url):
             return await self._plain.handle_async_request(request)
-        pipeline = self._pipeline
-        target = pipeline.target(request)
+        shared = self._shared
+        settings = shared.settings
+        target = shared.target(request)
         table = target.table
         if table is None:
-            mesh = pipeline.mesh
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(target.wait_async(), mesh.resolve_timeout)
+                await asyncio.wait_for(target.wait_async(), settings.resolve_timeout)
             table = target.table
             if table is None:
                 if target.status == "not_found":
                     return await self._plain.handle_async_request(request)
-                raise resolve_failure(target, mesh.resolve_timeout, mesh.xds_address)
-        delay, plan = pipeline.plan(table, request)
-        if delay:
-            await asyncio.sleep(delay)
-        if isinstance(plan, httpx.Response):
-            return plan  # an injected abort
-        cluster, record, retry, deadline, per_try, hash_key = plan.begin()
-
-        async def once() -> httpx.Response:
-            endpoint = cluster.pick(hash_key)
-            attempt = pipeline.attempt_request(request, endpoint, record,
-                                               attempt_timeout(per_try, deadline))
+                raise resolve_failure(target, settings.resolve_timeout, settings.xds_address)
+        call = shared.call(table, request)
+        sleep = shared.clients.async_sleep
+        if call.delay:
+            await sleep(call.delay)
+        aborted = shared.start(call, request)
+        if aborted is not None:
+            return aborted
+        while True:
+            try:
+                endpoint = call.pick()
+            except BaseException as err:
+                _finish(call, None, err)
+                raise
+            attempt = shared.attempt_request(request, call, endpoint)
             try:
                 response = await self._transport_for(
                     attempt.url.scheme == "https").handle_async_request(attempt)
-            except BaseException as err:  # cancellation too: the endpoint is released
-                pipeline.outcome(record, cluster, endpoint, None, err, False)
-                raise
-            try:
-                pipeline.outcome(record, cluster, endpoint, response, None, retry is not None)
-            except _FailedAttempt:
+            except BaseException as err:
+                wait = shared.broken(call, endpoint, err)
+                if wait is None:
+                    _finish(call, None, err)
+                    raise
+            else:
+                wait = shared.outcome(call, endpoint, response)
+                if wait is None:
+                    _finish(call, response, None)
+                    return response
                 await response.aread()
                 await response.aclose()
-                raise
-            return response
-
-        again: Callable[[], Awaitable[httpx.Response]] = once
-        try:
-            try:
-                response = await once()
-            except _FailedAttempt as first:
-                if not retryable(first, retry):
-                    raise
-                assert retry is not None
-                response = await aretry_after(first, again, retry, cluster, deadline)
-        except BaseException as err:
-            response = _last(err, record)
-        _finish(record, response, None)
-        return response
+            if wait:
+                await sleep(wait)
 
     async def aclose(self) -> None:
         await self._plain.aclose()
         for transport in (self._secure, *self._retired):
             if transport is not None:
                 await transport.aclose()
-
-
-def _last(err: BaseException, record: Record | None) -> httpx.Response:
-    """What the caller gets when the attempts failed: the last response, or else the
-    last connection error (as httpx raised it) or meshlib's refusal, raised."""
-    failed: BaseException | None = err
-    while failed is not None and not isinstance(failed, _FailedAttempt):
-        failed = failed.__cause__ or getattr(failed, "last_error", None)
-    if isinstance(failed, _FailedAttempt) and failed.response is not None:
-        return failed.response
-    final = failed.error if isinstance(failed, _FailedAttempt) and failed.error else err
-    _finish(record, None, final)
-    raise final

@@ -22,11 +22,14 @@ import threading
 from collections.abc import Callable
 from typing import Literal
 
+import grpc
+
 from meshlib._cluster_state import ClusterState
 from meshlib._route_table import RouteTable
 from meshlib.errors import XdsError
 from meshlib.xds import (
     CLUSTER,
+    DEFAULT_SAMPLING,
     ENDPOINT,
     LISTENER,
     ROUTE,
@@ -39,7 +42,6 @@ from meshlib.xds import (
     XdsClient,
     pick_virtual_host,
 )
-from meshlib.xds._listener import DEFAULT_SAMPLING
 
 __all__ = ["ClusterRegistry", "Target", "TargetResolver"]
 
@@ -75,6 +77,15 @@ class Target:
         for loop, future in waiters:
             with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
                 loop.call_soon_threadsafe(_resolve, future)
+
+    def connectivity(self) -> grpc.ChannelConnectivity:
+        """Connectivity as a mesh channel reports it: READY once the configuration is
+        known, TRANSIENT_FAILURE if the target is not in the mesh, else CONNECTING."""
+        if self.table is not None:
+            return grpc.ChannelConnectivity.READY
+        if self.ready.is_set():
+            return grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        return grpc.ChannelConnectivity.CONNECTING
 
     def wait_async(self) -> asyncio.Future[None]:
         """A future of the running loop, done once :attr:`ready` is set."""

@@ -16,12 +16,41 @@ from dataclasses import dataclass, field
 import grpc
 
 from meshlib._cluster_state import ClusterState
-from meshlib.errors import CallError
+from meshlib.errors import CallError, CircuitOpenError, NoHealthyEndpointError, status_code
 from meshlib.xds import FaultConfig, RetryPolicy, Route, VirtualHost, match_route
 
-__all__ = ["Metadata", "RouteEntry", "RouteTable"]
+__all__ = ["Metadata", "RouteEntry", "RouteRetry", "RouteTable"]
 
 Metadata = Sequence[tuple[str, str | bytes]] | None
+_LOCAL_REFUSALS = (CircuitOpenError, NoHealthyEndpointError)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RouteRetry:
+    """A route's retry policy from the control plane (gRFC A44) as the rules of
+    meshlib's retry engine (:class:`~meshlib.resilience.RetryRun`); made once per
+    routing table, not per call."""
+
+    policy: RetryPolicy
+    attempts: int
+    backoff: float
+    max_backoff: float
+    per_try_timeout: float | None
+    retry_on: frozenset[grpc.StatusCode]
+
+    @classmethod
+    def of(cls, policy: RetryPolicy | None) -> RouteRetry | None:
+        if policy is None:
+            return None
+        return cls(policy=policy, attempts=1 + policy.num_retries,
+                   backoff=policy.base_interval, max_backoff=policy.max_interval,
+                   per_try_timeout=policy.per_try_timeout, retry_on=policy.retry_on)
+
+    def retryable(self, error: BaseException) -> bool:
+        """A ``retry_on`` code, and not one of meshlib's own refusals (open circuit,
+        limit, no endpoint), which backing off and asking again would only turn into
+        spent budget under overload."""
+        return status_code(error) in self.retry_on and not isinstance(error, _LOCAL_REFUSALS)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -33,7 +62,7 @@ class RouteEntry:
     cumulative: tuple[int, ...]
     total: int
     timeout: float | None
-    retry: RetryPolicy | None
+    retry: RouteRetry | None
     hash_headers: tuple[str, ...]
     fault: FaultConfig | None
 
@@ -53,7 +82,7 @@ class RouteEntry:
         limits = [t for t in (action.max_stream_duration, action.timeout) if t]
         return cls(route=route, clusters=tuple(states), cumulative=tuple(cumulative),
                    total=running, timeout=min(limits) if limits else None,
-                   retry=action.retry_policy,
+                   retry=RouteRetry.of(action.retry_policy),
                    hash_headers=tuple(h.header_name for h in action.hash_policies),
                    fault=route.fault)
 

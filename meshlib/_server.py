@@ -1,55 +1,43 @@
 """``mesh.server()``: a gRPC server that takes the mesh's mTLS and authorization.
 
 The server's Listener (gRFC A36's name for its address) comes from the control
-plane and says two things:
+plane (:class:`ServerPolicy` follows it) and says:
 
-* the **mTLS mode** — ``STRICT``: TLS with a required client certificate from the
-  mesh CA, checked in gRPC's handshake; ``DISABLE``: plaintext; ``PERMISSIVE``: both
-  on one port. gRPC cannot sniff TLS from plaintext itself, so for PERMISSIVE the
-  public port is a small in-process front that peeks at the first byte of each
-  connection and splices it to an internal TLS or plaintext port (the one mode
-  with an extra hop: it is meant for migrations). The mode is read when the server
-  starts; a later change is logged and applies at the next start.
-* the **authorization policy** (RBAC), swapped live into the server interceptor.
+* the **mTLS mode** (:mod:`meshlib._server_bind`) — read when the server starts; a
+  later change is logged and applies at the next start;
+* **admission** — the authorization policy (RBAC) and the local rate limit,
+  swapped live into the :class:`~meshlib.security.Admission` every handler's guard
+  asks;
+* **observability** — the tracing share and whether access lines are written.
 
-The server certificate rotates without a restart: gRPC asks the credentials for the
-current certificate on each new handshake (``grpc.dynamic_ssl_server_credentials``).
+Handlers are guarded and observed once, when they are registered
+(:meth:`MeshServer.add_generic_rpc_handlers`), not by a per-call interceptor.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
+from meshlib._loop import BackgroundLoop
+from meshlib._server_bind import Front, build_server
+from meshlib._settings import MeshSettings
 from meshlib.errors import MeshError
-from meshlib.resilience import RateLimit
-from meshlib.security._certificates import CertificateSource, WorkloadCertificate
-from meshlib.security._peer import peer_principal
-from meshlib.telemetry._metrics import counting_codec
-from meshlib.telemetry._server import server_wrappers
-from meshlib.xds._listener import DEFAULT_SAMPLING, ServerListenerUpdate
+from meshlib.security import Admission, guard_handler, rewrap_generic, rewrap_handler
+from meshlib.xds import DEFAULT_SAMPLING, LISTENER, ServerListenerUpdate, WatcherFuncs
 
 if TYPE_CHECKING:
-    from meshlib.security._authz import AuthorizationPolicy
+    from meshlib.security import CertificateSource
     from meshlib.telemetry import MeshMetrics
+    from meshlib.xds import XdsClient
 
-__all__ = ["MTLS_MODES", "MeshServer", "ServerPolicy", "build_server", "server_credentials",
-           "server_listener_name"]
+__all__ = ["MeshServer", "ServerPolicy", "Servers", "server_listener_name"]
 
 log = logging.getLogger("meshlib")
-
-MTLS_MODES = ("STRICT", "PERMISSIVE", "DISABLE")
 SERVER_LISTENER_TEMPLATE = "grpc/server?xds.resource.listening_address=%s"
-_TLS_HANDSHAKE = 0x16  # the first byte of a TLS ClientHello record
-_MAX_BUCKETS = 10_000  # distinct callers tracked before the buckets start over
 
 
 def server_listener_name(host: str, port: int) -> str:
@@ -61,33 +49,28 @@ def server_listener_name(host: str, port: int) -> str:
 
 
 class ServerPolicy:
-    """What the control plane says about one server address (set on the xDS thread)."""
+    """What the control plane says about one server address (set on the xDS thread):
+    the mTLS mode, the :attr:`admission` (authorization, rate limit) and the
+    observability settings."""
 
     def __init__(self, name: str = "") -> None:
-        from interceptors.authz import authorization_check
-
         self.name = name  # the server Listener followed
-        self._authorize = authorization_check(self.current_authorization)
         self.mode: str | None = None
-        self.authorization: AuthorizationPolicy | None = None
-        self.rate_limit: tuple[float, int] | None = None
+        self.admission = Admission()
         self.sampling = DEFAULT_SAMPLING  # MeshConfig tracing share, for root calls
         self.access_log = False  # MeshConfig access logs
-        self._buckets: dict[str | None, RateLimit] = {}  # per caller identity
         self.ready = threading.Event()
 
     def update(self, listener: object) -> None:
+        """A server Listener update from the xDS client."""
         if not isinstance(listener, ServerListenerUpdate):
             return
-        if listener.rate_limit != self.rate_limit:
-            self.rate_limit = listener.rate_limit
-            self._buckets = {}
+        self.admission.configure(listener.authorization, listener.rate_limit)
         if self.mode is not None and listener.mtls_mode != self.mode:
             log.warning("mTLS mode of %s changed from %s to %s: restart the server to "
                         "apply it", listener.name, self.mode, listener.mtls_mode)
         else:
             self.mode = listener.mtls_mode
-        self.authorization = listener.authorization
         self.sampling = listener.tracing_sampling
         self.access_log = listener.access_log
         self.ready.set()
@@ -99,195 +82,32 @@ class ServerPolicy:
         """(tracing sampling share, access logs on), as the control plane says now."""
         return self.sampling, self.access_log
 
-    def current_authorization(self) -> AuthorizationPolicy | None:
-        return self.authorization
-
-    def check(self, method: str, context: Any) -> tuple[grpc.StatusCode, str] | None:
-        """Authorization, then the local rate limit (one token bucket per caller
-        identity; plaintext callers share one). Over the limit: RESOURCE_EXHAUSTED
-        with a ``grpc-retry-pushback-ms`` trailer (gRFC A6) saying when to retry."""
-        if self.authorization is not None:
-            refusal = self._authorize(method, context)
-            if refusal is not None:
-                return refusal
-        if self.rate_limit is None:
-            return None
-        wait = self.throttle(peer_principal(context))
-        if not wait:
-            return None
-        millis = max(1, round(wait * 1000))
-        context.set_trailing_metadata((("grpc-retry-pushback-ms", str(millis)),))
-        return (grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"rate limited: retry in {millis} ms")
-
-    def throttle(self, principal: str | None) -> float:
-        """Take a token of ``principal``'s bucket: 0.0 to go on, else the seconds
-        until one is due (no rate limit: always 0.0)."""
-        limit = self.rate_limit
-        if limit is None:
-            return 0.0
-        bucket = self._buckets.get(principal)
-        if bucket is None:
-            if len(self._buckets) >= _MAX_BUCKETS:
-                self._buckets = {}
-            bucket = self._buckets[principal] = RateLimit(limit[0], limit[1])
-        return bucket.try_acquire()
-
-
-def server_credentials(source: CertificateSource) -> grpc.ServerCredentials:
-    """mTLS server credentials that follow ``source``: each new handshake uses the
-    newest certificate, and requires a client certificate from the mesh roots."""
-    first = source.current
-    if first is None:
-        raise MeshError("no workload certificate yet: cannot serve mTLS")
-    served = [first]
-
-    def config(cert: WorkloadCertificate) -> Any:
-        return grpc.ssl_server_certificate_configuration(
-            [(cert.key_pem, cert.chain_pem)], root_certificates=cert.roots_pem)
-
-    def fetch() -> Any:
-        current = source.current
-        if current is None or current is served[0]:
-            return None  # keep what gRPC has
-        served[0] = current
-        return config(current)
-
-    return grpc.dynamic_ssl_server_credentials(config(first), fetch,
-                                               require_client_authentication=True)
-
-
-def build_server(*, mode: str, source: CertificateSource | None, host: str, port: int,
-                 interceptors: Sequence[Any], aio: bool, options: Sequence[tuple[str, Any]],
-                 max_workers: int, loop: asyncio.AbstractEventLoop
-                 ) -> tuple[Any, _Front | None]:
-    """A gRPC server (sync or aio) bound to ``host:port`` for ``mode``; for PERMISSIVE
-    also the front that owns the public port (running on ``loop``)."""
-    if mode not in MTLS_MODES:
-        raise MeshError(f"unknown mTLS mode {mode!r}: use one of {', '.join(MTLS_MODES)}")
-    if mode != "DISABLE" and source is None:
-        raise MeshError(f"this server's mTLS mode is {mode} but the Mesh has no identity: "
-                        "give Mesh a token, token_file or cert_dir (or set "
-                        "MESHLIB_TOKEN_FILE / MESHLIB_CERT_DIR)")
-    if aio:
-        server = grpc.aio.server(interceptors=list(interceptors), options=list(options))
-    else:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                             interceptors=list(interceptors), options=list(options))
-    address = f"{host}:{port}"
-    if mode == "DISABLE":
-        _bind(server.add_insecure_port(address), address)
-        return server, None
-    credentials = server_credentials(source)  # type: ignore[arg-type]
-    if mode == "STRICT":
-        _bind(server.add_secure_port(address, credentials), address)
-        return server, None
-    tls_port = _bind(server.add_secure_port("127.0.0.1:0", credentials), "127.0.0.1:0")
-    plain_port = _bind(server.add_insecure_port("127.0.0.1:0"), "127.0.0.1:0")
-    front = _Front(host, port, tls_port=tls_port, plain_port=plain_port, loop=loop)
-    return server, front
-
-
-def _bind(port: int, address: str) -> int:
-    if not port:
-        raise MeshError(f"cannot bind a gRPC server to {address}")
-    return port
-
-
-class _Front:
-    """PERMISSIVE's one public port: peek at each connection's first byte and splice
-    it to the internal TLS port (a TLS ClientHello) or the plaintext one."""
-
-    def __init__(self, host: str, port: int, *, tls_port: int, plain_port: int,
-                 loop: asyncio.AbstractEventLoop) -> None:
-        self.host, self.port = host.strip("[]") or "::", port
-        self._ports = (tls_port, plain_port)
-        self._loop = loop
-        self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def start(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
-
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port,
-                                                  reuse_address=True)
-
-    def stop(self) -> None:
-        async def stop() -> None:
-            if self._server is not None:
-                self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=5)
-
-    async def _accept(self, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            first = await reader.read(1)
-            if not first:
-                return
-            port = self._ports[0] if first[0] == _TLS_HANDSHAKE else self._ports[1]
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-            sock = up_writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            up_writer.write(first)
-            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
-        except (OSError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-            if task is not None:
-                self._tasks.discard(task)
-
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        with contextlib.suppress(OSError):
-            writer.close()
-
-
-def _no_observability() -> tuple[float, bool]:
-    return DEFAULT_SAMPLING, False
-
-
-def count_bytes(handler: Any, on_request: Callable[[float], None],
-                on_response: Callable[[float], None]) -> Any:
-    """``handler`` with its (de)serializers counting the bytes they see."""
-    if not hasattr(handler, "_replace"):
-        return handler
-    serialize, deserialize = counting_codec(handler.response_serializer,
-                                            handler.request_deserializer,
-                                            on_response, on_request)
-    return handler._replace(request_deserializer=deserialize, response_serializer=serialize)
+    @property
+    def authorization(self) -> Any:
+        """The authorization policy in force (None: allow all)."""
+        return self.admission.authorization
 
 
 class MeshServer:
     """A ``grpc.Server`` (or ``grpc.aio.Server``) plus what the mesh runs beside it.
 
     Everything a gRPC server does is delegated; handlers added are guarded by the
-    authorization policy (at registration, not with a per-call interceptor);
-    ``start``/``stop`` also run the PERMISSIVE front and stop following the control
-    plane. ``port`` is the public
+    admission (authorization, rate limit) and observed (metrics, span, access log)
+    once, at registration, not by a per-call interceptor; ``start``/``stop`` also run
+    the PERMISSIVE front and stop following the control plane. ``port`` is the public
     port; ``mtls_mode`` the mode it serves.
+
+    Example::
+
+        server = mesh.server("reviews", port=50051)
+        reviews_pb2_grpc.add_ReviewsServicer_to_server(Reviews(), server)
+        server.start()
     """
 
-    def __init__(self, server: Any, front: _Front | None, *, port: int, mtls_mode: str,
-                 on_stop: Callable[[], None],
-                 policy: Callable[[str, Any], tuple[grpc.StatusCode, str] | None],
-                 service: str = "", metrics: MeshMetrics | None = None,
-                 observe: Callable[[], tuple[float, bool]] | None = None) -> None:
+    def __init__(self, server: Any, front: Front | None, *, port: int, mtls_mode: str,
+                 on_stop: Callable[[], None], policy: ServerPolicy, service: str = "",
+                 metrics: MeshMetrics | None = None) -> None:
         self._server = server
-        self._observe = observe or _no_observability
         self._service = service
         self._metrics = metrics
         self._policy = policy
@@ -300,22 +120,20 @@ class MeshServer:
         return getattr(self._server, name)
 
     def _wrap(self, handler: Any, method: str) -> Any:
-        from interceptors._handlers import rewrap_handler
-        from interceptors.authz import guard_handler
-
-        guarded = guard_handler(handler, self._policy, method)
-        if self._metrics is None or guarded is None:
+        guarded = guard_handler(handler, self._policy.admission.check, method)
+        metrics = self._metrics
+        if metrics is None or guarded is None:
             return guarded
-        wrapped = rewrap_handler(guarded, **server_wrappers(self._metrics, self._service,
-                                                             method, self._observe))
-        return count_bytes(wrapped, *self._metrics.byte_counters("server", self._service,
-                                                                 method))
+        from meshlib.telemetry import server_wrappers  # telemetry on: imported once here
+
+        wrapped = rewrap_handler(guarded, **server_wrappers(
+            metrics, self._service, method, self._policy.observability))
+        return _count_bytes(wrapped, metrics, *metrics.byte_counters(
+            "server", self._service, method))
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[Any]) -> None:
         """Add handlers, each guarded by the mesh's authorization and rate limit and
         timed for its metrics — once, here, not by a per-call interceptor."""
-        from interceptors._handlers import rewrap_generic
-
         self._server.add_generic_rpc_handlers(tuple(
             rewrap_generic(h, self._wrap) for h in generic_rpc_handlers))
 
@@ -327,13 +145,103 @@ class MeshServer:
             for name, h in method_handlers.items()})
 
     def start(self) -> Any:
+        """Start serving (and the PERMISSIVE front)."""
         result = self._server.start()
         if self._front is not None:
             self._front.start()
         return result
 
     def stop(self, grace: float | None) -> Any:
+        """Stop serving and following the control plane."""
         if self._front is not None:
             self._front.stop()
         self._on_stop()
         return self._server.stop(grace)
+
+
+def _count_bytes(handler: Any, metrics: MeshMetrics, on_request: Callable[[float], None],
+                 on_response: Callable[[float], None]) -> Any:
+    """``handler`` with its (de)serializers counting the bytes they see."""
+    if not hasattr(handler, "_replace"):
+        return handler
+    serialize, deserialize = metrics.counting_codec(handler.response_serializer,
+                                                    handler.request_deserializer,
+                                                    on_response, on_request)
+    return handler._replace(request_deserializer=deserialize, response_serializer=serialize)
+
+
+class Servers:
+    """The server side of a Mesh: :meth:`policy` follows a server address's Listener;
+    :meth:`server` builds a :class:`MeshServer` for it. Made by
+    :class:`~meshlib.Mesh`."""
+
+    def __init__(self, settings: MeshSettings, loop: BackgroundLoop,
+                 xds: Callable[[], XdsClient | None],
+                 certificates: Callable[[], CertificateSource | None],
+                 metrics: Callable[[], MeshMetrics | None]) -> None:
+        self._settings = settings
+        self._loop = loop
+        self._xds = xds
+        self._certificates = certificates
+        self._metrics = metrics
+        self.closed = False
+
+    def policy(self, port: int, host: str = "[::]"
+               ) -> tuple[ServerPolicy, Callable[[], None]]:
+        """Follow the server Listener of ``host:port``; returns the policy, kept
+        current, and the function that stops following it."""
+        if self.closed:
+            raise MeshError("this Mesh is closed")
+        listener_host = "0.0.0.0" if host.strip("[]") in ("::", "", "0.0.0.0") \
+            else host.strip("[]")
+        policy = ServerPolicy(server_listener_name(listener_host, port))
+        cancel: list[Callable[[], None]] = []
+
+        def watch() -> None:
+            client = self._xds()
+            assert client is not None
+            cancel.append(client.watch(LISTENER, policy.name, WatcherFuncs(
+                changed=policy.update, removed=policy.removed)))
+        self._loop.submit(watch).result()
+
+        def stop_watching() -> None:
+            for fn in cancel:
+                self._loop.call_soon(fn)
+        return policy, stop_watching
+
+    def server(self, service: str, port: int, *, host: str, mtls: str | None,
+               interceptors: Sequence[Any], options: Sequence[tuple[str, Any]],
+               max_workers: int, aio: bool) -> MeshServer:
+        """A sync (``aio=False``) or ``grpc.aio`` server for ``host:port``; see
+        :meth:`meshlib.Mesh.server`."""
+        if self.closed:
+            raise MeshError("this Mesh is closed")
+        if port == 0:
+            port = _free_port(host)
+        policy, stop_watching = self.policy(port, host)
+        certificates = self._certificates()
+        mode = mtls
+        if mode is None:
+            policy.ready.wait(self._settings.resolve_timeout)
+            mode = policy.mode
+            if mode is None:
+                mode = "STRICT" if certificates is not None else "DISABLE"
+                log.warning("no server Listener %s from the control plane; serving %s",
+                            policy.name, mode)
+        if mode == "PERMISSIVE" and certificates is None:
+            log.warning("mTLS mode PERMISSIVE but this Mesh has no identity: serving %s in "
+                        "plaintext only", policy.name)
+            mode = "DISABLE"
+        server, front = build_server(
+            mode=mode, source=certificates, host=host, port=port,
+            interceptors=interceptors, aio=aio, options=options, max_workers=max_workers,
+            loop=self._loop.loop)
+        return MeshServer(server, front, port=port, mtls_mode=mode, on_stop=stop_watching,
+                          policy=policy, service=service, metrics=self._metrics())
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host.strip("[]") or "::", 0))
+        return int(sock.getsockname()[1])

@@ -41,6 +41,7 @@ __all__ = [
     "RetryExhaustedError",
     "ServiceNotFoundError",
     "XdsError",
+    "status_code",
 ]
 
 
@@ -239,3 +240,12 @@ class RateLimitedError(CallError):
     def __init__(self, message: str, *, retry_after: float, service: str = "") -> None:
         super().__init__(message, service=service)
         self.retry_after = retry_after
+
+
+def status_code(error: BaseException | None) -> grpc.StatusCode | None:
+    """The gRPC status code of a failed call or attempt: its ``code()`` for a
+    ``grpc.RpcError`` (``UNKNOWN`` if that is not a status code), else None."""
+    if isinstance(error, grpc.RpcError) and hasattr(error, "code"):
+        code = error.code()
+        return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+    return None

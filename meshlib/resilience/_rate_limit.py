@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from meshlib._deadline import current_deadline
 from meshlib.errors import RateLimitedError
 from meshlib.resilience._clock import Clock, Sleep, async_sleep, callable_name
+from meshlib.resilience._deadline import current_deadline
 
 __all__ = ["RateLimit", "rate_limit"]
 

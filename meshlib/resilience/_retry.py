@@ -1,15 +1,19 @@
-"""The ``Retry`` policy and the ``@retry`` decorator, driven by tenacity.
+"""meshlib's one retry engine (:class:`RetryRun`, on tenacity), the ``Retry`` policy
+and the ``@retry`` decorator.
 
-tenacity (``Retrying`` / ``AsyncRetrying``) runs the attempts: at most ``attempts`` in
-all, waiting a random time in ``[0, backoff × 2^n]`` capped at ``max_backoff`` (full
-jitter, tenacity's ``wait_random_exponential``), only on the listed codes or exception
-types, never past the deadline in force, and only while the optional
-:class:`RetryBudget` allows. The first attempt runs before any tenacity object is
-built, so a call that succeeds pays for no retry machinery.
+:class:`RetryRun` decides, failure after failure, whether and how long to wait before
+the next attempt: at most ``attempts`` in all, waiting a random time in
+``[0, backoff × 2^n]`` capped at ``max_backoff`` (full jitter, tenacity's
+``wait_random_exponential``), only on what the policy calls retryable, never past the
+deadline, and only while the optional :class:`RetryBudget` allows. It does no I/O:
+the decorators here, ``interceptors``' retry interceptors and the mesh channels and
+HTTP transports (their policy comes from the control plane) each drive it, sync or
+asyncio, with an injected ``sleep`` and ``clock``. The first attempt runs before any
+tenacity object is built, so a call that succeeds pays for no retry machinery.
 
-While a retrying call runs, ``meshlib._call_context.RETRIES_OWNED`` is true: mesh
-channels called inside make one attempt per call and leave retrying to it, so a local
-policy and the control plane's never multiply.
+While a retrying call runs, :data:`RETRIES_OWNED` is true: mesh channels called
+inside make one attempt per call and leave retrying to it, so a local policy and the
+control plane's never multiply.
 
 What the caller sees when the call fails:
 
@@ -27,32 +31,40 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import tenacity
 
-from meshlib._call_context import RETRIES_OWNED
-from meshlib._deadline import current_deadline, reset_deadline, set_deadline
-from meshlib.errors import CircuitOpenError, DeadlineExceededError, RetryExhaustedError
+from meshlib.errors import CircuitOpenError, RetryExhaustedError
 from meshlib.resilience._budget import RetryBudget
 from meshlib.resilience._clock import Clock, Sleep, async_sleep, callable_name
+from meshlib.resilience._deadline import (
+    current_deadline,
+    earliest,
+    reset_deadline,
+    run_within,
+    set_deadline,
+)
 
 __all__ = [
     "DEFAULT_BACKOFF",
     "DEFAULT_MAX_BACKOFF",
     "DEFAULT_RETRY_ATTEMPTS",
     "DEFAULT_RETRY_ON",
+    "RETRIES_OWNED",
     "BudgetStop",
     "Condition",
     "DeadlineStop",
     "Retry",
+    "RetryRules",
+    "RetryRun",
     "acall_with_retry",
     "call_with_retry",
     "retry",
@@ -66,6 +78,12 @@ DEFAULT_RETRY_ATTEMPTS = 3
 DEFAULT_RETRY_ON: tuple[Condition, ...] = (grpc.StatusCode.UNAVAILABLE,)
 DEFAULT_BACKOFF = 0.025
 DEFAULT_MAX_BACKOFF = 1.0
+
+RETRIES_OWNED: ContextVar[bool] = ContextVar("meshlib_retries_owned", default=False)
+"""True while a :func:`retry` decorator (or a retry interceptor) drives attempts: mesh
+channels called inside make one attempt per call and leave retrying to it, so a
+local policy and the control plane's never multiply (3 local × 3 mesh attempts would
+be 9 calls to a struggling service)."""
 
 
 class BudgetStop(tenacity.stop.stop_base):
@@ -153,56 +171,107 @@ class Retry:
         return False
 
 
-def _earliest(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    return a if b is None or a <= b else b
+class RetryRules(Protocol):
+    """What the retry engine needs of a policy: :class:`Retry`, or a route's retry
+    policy from the control plane (``meshlib._route_table.RouteRetry``)."""
+
+    attempts: int  # in all, the first one included
+    backoff: float  # full-jitter base: a wait is random in [0, backoff × 2^n]
+    max_backoff: float
+
+    def retryable(self, error: BaseException) -> bool:
+        """Whether ``error`` is worth another attempt."""
+        ...
 
 
-class _Run:
-    """One call's retry state, shared by the sync and the async driver."""
+class RetryRun:
+    """One call's retries: the sans-IO engine every retrying driver steps through.
 
-    __slots__ = ("attempts", "clock", "deadline", "name", "pending", "policy")
+    After each failed attempt, :meth:`next_wait` says how long to wait before the next
+    one, or None when the call ends with that failure — tenacity decides, with the
+    rules' attempts, full-jitter backoff and retryable test, the deadline (no wait
+    ends at or past it) and the retry budget (asked last: it spends a token). The
+    drivers — the decorators, the retry interceptors, the mesh channels and HTTP
+    transports, sync or asyncio — only make attempts and sleep. Nothing of tenacity
+    is built until a first retryable failure, so a call that succeeds pays for none
+    of it.
 
-    def __init__(self, policy: Retry, name: str, deadline: float | None,
-                 clock: Clock) -> None:
-        self.policy = policy
+    Example::
+
+        run = RetryRun(policy, name="charge")
+        while True:
+            try:
+                return charge(request)
+            except grpc.RpcError as err:
+                wait = run.next_wait(err)
+                if wait is None:
+                    raise run.final(err) from None
+                time.sleep(wait)
+    """
+
+    __slots__ = ("_retrying", "_state", "attempts", "budget", "clock", "deadline", "name",
+                 "rules")
+
+    def __init__(self, rules: RetryRules, *, name: str = "", deadline: float | None = None,
+                 clock: Clock = time.monotonic, budget: RetryBudget | None = None) -> None:
+        self.rules = rules
         self.name = name
         self.deadline = deadline
         self.clock = clock
-        self.attempts = 0
-        self.pending: BaseException | None = None  # the first failure, for tenacity
+        self.budget = budget
+        self.attempts = 0  # failed attempts so far
+        self._retrying: tenacity.Retrying | None = None
+        self._state: tenacity.RetryCallState | None = None
 
-    def worth_retrying(self, error: BaseException) -> bool:
-        return self.policy.attempts > 1 and self.policy.retryable(error)
+    def next_wait(self, error: BaseException) -> float | None:
+        """An attempt failed with ``error``: seconds to wait before the next attempt,
+        or None when there is none (not retryable, out of attempts, past the deadline,
+        or the budget refused)."""
+        self.attempts += 1
+        if self.rules.attempts <= 1 or not self.rules.retryable(error):
+            return None
+        state = self._state
+        if state is None:
+            self._retrying = retrying = tenacity.Retrying(**self._tenacity_kwargs())
+            retrying.begin()
+            state = self._state = tenacity.RetryCallState(retrying, fn=None, args=(),
+                                                          kwargs={})
+        else:
+            state.prepare_for_next_attempt()
+        state.set_exception((type(error), error, error.__traceback__))
+        try:
+            action = self._retrying.iter(state)  # type: ignore[union-attr]
+        except tenacity.RetryError:
+            return None  # a stop rule: attempts, deadline or budget
+        except BaseException as raised:
+            if raised is error:
+                return None  # tenacity's retry test said no
+            raise
+        return float(action) if isinstance(action, tenacity.DoSleep) else None
 
-    def replay(self) -> None:
-        """tenacity's first "attempt" re-raises the first failure, so its stop, wait
-        and budget rules apply to every retry alike."""
-        error, self.pending = self.pending, None
-        if error is not None:
-            raise error
-
-    def tenacity_kwargs(self, sleep: Callable[[float], Any]) -> dict[str, Any]:
-        policy = self.policy
-        stops: list[tenacity.stop.stop_base] = [tenacity.stop_after_attempt(policy.attempts)]
+    def _tenacity_kwargs(self) -> dict[str, Any]:
+        rules = self.rules
+        stops: list[tenacity.stop.stop_base] = [tenacity.stop_after_attempt(rules.attempts)]
         if self.deadline is not None:
             stops.append(DeadlineStop(self.deadline, self.clock))
-        if policy.budget is not None:
-            stops.append(BudgetStop(policy.budget))  # last: it spends a token
+        if self.budget is not None:
+            stops.append(BudgetStop(self.budget))  # last: it spends a token
         return {
             "stop": tenacity.stop_any(*stops),
-            "wait": tenacity.wait_random_exponential(multiplier=policy.backoff,
-                                                     max=policy.max_backoff),
-            "retry": tenacity.retry_if_exception(policy.retryable),
-            "reraise": True,
-            "sleep": sleep,
+            "wait": tenacity.wait_random_exponential(multiplier=rules.backoff,
+                                                     max=rules.max_backoff),
+            "retry": tenacity.retry_if_exception(rules.retryable),
         }
 
     def final(self, error: BaseException) -> BaseException:
-        """What the call raises once tenacity gave up with ``error``."""
-        if self.attempts < self.policy.attempts or not self.policy.retryable(error):
-            return error  # not retryable, or cut short by the budget or the deadline
+        """What the call raises once it ends with ``error``: a
+        :class:`~meshlib.RetryExhaustedError` (a ``grpc.RpcError`` with the last
+        attempt's code) when every allowed attempt was made and failed retryably;
+        otherwise — not retryable, or cut short by the budget or the deadline — the
+        error itself."""
+        rules = self.rules
+        if self.attempts < rules.attempts or self.attempts <= 1 or not rules.retryable(error):
+            return error
         code = error.code() if isinstance(error, grpc.RpcError) and hasattr(
             error, "code") else None
         last = code.name if isinstance(code, grpc.StatusCode) else type(error).__name__
@@ -210,41 +279,24 @@ class _Run:
             f"{self.name}: {self.attempts} attempts failed, the last with {last}: {error}",
             attempts=self.attempts, last_error=error, service=self.name)
 
-    def attempt(self, fn: Callable[..., _T], args: tuple[Any, ...],
-                kwargs: dict[str, Any]) -> _T:
-        self.attempts += 1
-        per_try = self.policy.per_try_timeout
-        if per_try is None:
-            return fn(*args, **kwargs)
-        token = set_deadline(self.clock() + per_try)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            reset_deadline(token)
 
-    async def aattempt(self, fn: Callable[..., Awaitable[_T]], args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> _T:
-        self.attempts += 1
-        per_try = self.policy.per_try_timeout
-        if per_try is None:
-            return await fn(*args, **kwargs)
-        start = self.clock()
-        outer = current_deadline()
-        deadline = start + per_try if outer is None else min(outer, start + per_try)
-        left = deadline - start
-        token = set_deadline(deadline)
-        scope = asyncio.timeout(left)
-        try:
-            async with scope:
-                return await fn(*args, **kwargs)
-        except TimeoutError as err:
-            if not scope.expired():
-                raise
-            raise DeadlineExceededError(
-                f"{self.name}: attempt {self.attempts} got no result within {left:.3f}s",
-                service=self.name) from err
-        finally:
-            reset_deadline(token)
+def _attempt(fn: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any],
+             per_try: float | None, clock: Clock) -> _T:
+    if per_try is None:
+        return fn(*args, **kwargs)
+    token = set_deadline(clock() + per_try)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        reset_deadline(token)
+
+
+def _begin(policy: Retry, fn: Callable[..., Any], clock: Clock | None,
+           deadline: float | None, name: str) -> RetryRun:
+    if policy.budget is not None:
+        policy.budget.record_request()
+    return RetryRun(policy, name=name or callable_name(fn), clock=clock or time.monotonic,
+                    deadline=earliest(current_deadline(), deadline), budget=policy.budget)
 
 
 def call_with_retry(policy: Retry, fn: Callable[..., _T], args: tuple[Any, ...] = (),
@@ -255,32 +307,21 @@ def call_with_retry(policy: Retry, fn: Callable[..., _T], args: tuple[Any, ...] 
     ``interceptors.RetryClientInterceptor`` do. No attempt starts after ``deadline``
     or the deadline in force, whichever is sooner."""
     kwargs = kwargs or {}
-    now = time.monotonic if clock is None else clock
-    if policy.budget is not None:
-        policy.budget.record_request()
-    run = _Run(policy, name or callable_name(fn), _earliest(current_deadline(), deadline),
-               now)
+    run = _begin(policy, fn, clock, deadline, name)
+    wait = time.sleep if sleep is None else sleep
     token = RETRIES_OWNED.set(True)
     try:
-        try:
-            return run.attempt(fn, args, kwargs)
-        except Exception as err:
-            if not run.worth_retrying(err):
-                raise
-            run.pending = err
-
-        def again() -> _T:
-            run.replay()
-            return run.attempt(fn, args, kwargs)
-
-        try:
-            wait = time.sleep if sleep is None else sleep
-            return tenacity.Retrying(**run.tenacity_kwargs(wait))(again)
-        except Exception as err:
-            final = run.final(err)
-            if final is err:
-                raise
-            raise final from err
+        while True:
+            try:
+                return _attempt(fn, args, kwargs, policy.per_try_timeout, run.clock)
+            except Exception as err:
+                seconds = run.next_wait(err)
+                if seconds is None:
+                    final = run.final(err)
+                    if final is err:
+                        raise
+                    raise final from err
+            wait(seconds)
     finally:
         RETRIES_OWNED.reset(token)
 
@@ -292,32 +333,26 @@ async def acall_with_retry(policy: Retry, fn: Callable[..., Awaitable[_T]],
     """:func:`call_with_retry` for coroutine functions. ``sleep`` may be a coroutine
     function or a plain callable (default ``asyncio.sleep``)."""
     kwargs = kwargs or {}
-    now = time.monotonic if clock is None else clock
-    if policy.budget is not None:
-        policy.budget.record_request()
-    run = _Run(policy, name or callable_name(fn), _earliest(current_deadline(), deadline),
-               now)
+    run = _begin(policy, fn, clock, deadline, name)
+    wait = async_sleep(sleep)
+    per_try = policy.per_try_timeout
     token = RETRIES_OWNED.set(True)
     try:
-        try:
-            return await run.aattempt(fn, args, kwargs)
-        except Exception as err:
-            if not run.worth_retrying(err):
-                raise
-            run.pending = err
-
-        async def again() -> _T:
-            run.replay()
-            return await run.aattempt(fn, args, kwargs)
-
-        try:
-            return await tenacity.AsyncRetrying(
-                **run.tenacity_kwargs(async_sleep(sleep)))(again)
-        except Exception as err:
-            final = run.final(err)
-            if final is err:
-                raise
-            raise final from err
+        while True:
+            try:
+                if per_try is None:
+                    return await fn(*args, **kwargs)
+                return await run_within(lambda: fn(*args, **kwargs), per_try, run.clock(),
+                                        what=f"{run.name}: attempt {run.attempts + 1}",
+                                        service=run.name)
+            except Exception as err:
+                seconds = run.next_wait(err)
+                if seconds is None:
+                    final = run.final(err)
+                    if final is err:
+                        raise
+                    raise final from err
+            await wait(seconds)
     finally:
         RETRIES_OWNED.reset(token)
 

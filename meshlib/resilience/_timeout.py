@@ -14,16 +14,20 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from meshlib._deadline import current_deadline, reset_deadline, set_deadline
-from meshlib.errors import DeadlineExceededError
 from meshlib.resilience._clock import Clock, callable_name
+from meshlib.resilience._deadline import (
+    cap_timeout,
+    current_deadline,
+    reset_deadline,
+    run_within,
+    set_deadline,
+)
 
 __all__ = ["timeout"]
 
@@ -53,40 +57,17 @@ def timeout(seconds: float, *, clock: Clock | None = None) -> Callable[[_F], _F]
     def decorate(fn: _F) -> _F:
         name = callable_name(fn)
 
-        def expired(start: float, deadline: float) -> DeadlineExceededError:
-            return DeadlineExceededError(
-                f"{name}: the deadline passed {start - deadline:.3f}s before the call",
-                service=name)
-
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                start = now()
-                outer = current_deadline()
-                deadline = start + seconds if outer is None else min(outer, start + seconds)
-                left = deadline - start
-                if left <= 0:
-                    raise expired(start, deadline)
-                token = set_deadline(deadline)
-                scope = asyncio.timeout(left)
-                try:
-                    async with scope:
-                        return await fn(*args, **kwargs)
-                except TimeoutError as err:
-                    if not scope.expired():
-                        raise  # a TimeoutError from inside, not ours
-                    raise DeadlineExceededError(
-                        f"{name}: no result within {left:.3f}s", service=name) from err
-                finally:
-                    reset_deadline(token)
+                return await run_within(lambda: fn(*args, **kwargs), seconds, now(),
+                                        what=name)
             return awrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             start = now()
-            outer = current_deadline()
-            if outer is not None and outer <= start:
-                raise expired(start, outer)
+            cap_timeout(None, current_deadline(), start, what=name)  # raises if passed
             token = set_deadline(start + seconds)
             try:
                 return fn(*args, **kwargs)

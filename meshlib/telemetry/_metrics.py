@@ -63,6 +63,14 @@ class MeshMetrics:
     states whose breakers, ejections and endpoints are reported when scraped.
     """
 
+    @staticmethod
+    def counting_codec(serialize: Callable[[Any], bytes] | None,
+                       deserialize: Callable[[bytes], Any] | None,
+                       on_sent: Callable[[float], None], on_received: Callable[[float], None]
+                       ) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
+        """:func:`counting_codec`, for code that holds a MeshMetrics."""
+        return counting_codec(serialize, deserialize, on_sent, on_received)
+
     def __init__(self, registry: CollectorRegistry | None = None, *,
                  clusters: Callable[[], Iterable[ClusterState]] | None = None,
                  source_service: str = "") -> None:

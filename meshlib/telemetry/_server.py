@@ -16,22 +16,102 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
 
-from meshlib.security._peer import peer_principal
+from meshlib.security import peer_principal
 from meshlib.telemetry._access_log import write_access_log
 from meshlib.telemetry._metrics import MeshMetrics, caller_label
 from meshlib.telemetry._tracing import TRACEPARENT, ServerSpan, start_server_span
 
-__all__ = ["Observability", "code_of", "server_wrappers"]
+__all__ = ["Observability", "ServerCall", "ServerObserver", "code_of", "server_wrappers"]
 
 _OK = grpc.StatusCode.OK
 _perf = time.perf_counter
 #: Returns (tracing sampling share, access logs on) for the server's address now.
 Observability = Callable[[], tuple[float, bool]]
+
+
+def _no_observability() -> tuple[float, bool]:
+    return 0.0, False
+
+
+class ServerObserver:
+    """The telemetry of one server's calls — gRPC (``mesh.server()``) or HTTP (the
+    ASGI/WSGI middleware): a SERVER span continuing the caller's trace, the golden
+    metrics (when ``metrics`` is given) and an access-log line when the control
+    plane turns them on.
+
+    Example::
+
+        observer = ServerObserver(mesh.metrics, "reviews", "http", policy.observability)
+        call = observer.begin("GET", request.headers.get("traceparent"), headers)
+        ...                                   # the application answers
+        call.end("GET", "200", False, principal, log_method="GET /reviews/1")
+    """
+
+    __slots__ = ("metrics", "observe", "protocol", "service")
+
+    def __init__(self, metrics: MeshMetrics | None, service: str, protocol: str,
+                 observe: Observability | None = None) -> None:
+        self.metrics = metrics
+        self.service = service
+        self.protocol = protocol
+        self.observe = observe or _no_observability
+
+    def begin(self, name: str, traceparent: str | None,
+              carrier: Callable[[], Mapping[str, str]] | None,
+              attributes: Mapping[str, Any], *, attach: bool = True) -> ServerCall:
+        """A call arrives: its span is ``name`` (``attach``: current while the handler
+        runs, so calls it makes continue the trace)."""
+        sampling, log = self.observe()
+        span = start_server_span(name, traceparent, carrier, sampling, attributes,
+                                 attach=attach)
+        return ServerCall(self, span, log)
+
+
+class ServerCall:
+    """One call a :class:`ServerObserver` is watching; :meth:`end` it once."""
+
+    __slots__ = ("log", "observer", "span", "started", "wall")
+
+    def __init__(self, observer: ServerObserver, span: ServerSpan, log: bool) -> None:
+        self.observer = observer
+        self.span = span
+        self.log = log
+        self.wall = time.time()
+        self.started = _perf()
+
+    def end(self, method: str, code: str, error: bool, principal: str | None, *,
+            request_bytes: int | None = None, response_bytes: int | None = None,
+            log_method: str | None = None, attributes: Mapping[str, Any] | None = None
+            ) -> None:
+        """The call ended with ``code`` (a gRPC code name or an HTTP status) from the
+        caller ``principal`` (its SPIFFE ID, or None)."""
+        seconds = _perf() - self.started
+        observer = self.observer
+        caller = caller_label(principal)
+        metrics = observer.metrics
+        if metrics is not None:
+            metrics.record_server(observer.service, method, code, caller, seconds)
+            if request_bytes is not None or response_bytes is not None:
+                on_request, on_response = metrics.byte_counters("server", observer.service,
+                                                                method)
+                if request_bytes:
+                    on_request(request_bytes)
+                on_response(response_bytes or 0)
+        span = self.span
+        trace_id, span_id = span.ids if self.log else ("", "")
+        span.end(code, error, {**(attributes or {}), "meshlib.source_identity": caller})
+        if self.log:
+            write_access_log(
+                "server", observer.protocol, started=self.wall, seconds=seconds,
+                source_identity=principal, destination_service=observer.service or None,
+                method=log_method or method, code=code, request_bytes=request_bytes,
+                response_bytes=response_bytes, trace_id=trace_id or None,
+                span_id=span_id or None)
 
 
 def _traceparent(context: Any) -> str | None:
@@ -44,88 +124,73 @@ def _traceparent(context: Any) -> str | None:
 def server_wrappers(metrics: MeshMetrics, service: str, method: str,
                     observe: Observability) -> dict[str, Callable[..., Any]]:
     """The four ``rewrap_handler`` wrappers that observe a handler of ``method``."""
-    record = metrics.record_server
+    observer = ServerObserver(metrics, service, "grpc", observe)
     span_name = f"Recv.{method.lstrip('/')}"
     attributes = {"rpc.system": "grpc", "rpc.method": method,
                   "meshlib.destination": service}
 
-    def begin(context: Any, attach: bool) -> tuple[float, ServerSpan, bool]:
-        sampling, log = observe()
-
+    def begin(context: Any, attach: bool) -> ServerCall:
         def carrier() -> dict[str, str]:
             return {k: v for k, v in context.invocation_metadata() or ()
                     if isinstance(v, str)}
 
-        span = start_server_span(span_name, _traceparent(context), carrier, sampling,
-                                 attributes, attach=attach)
-        return _perf(), span, log
+        return observer.begin(span_name, _traceparent(context), carrier, attributes,
+                              attach=attach)
 
-    def done(context: Any, started: float, span: ServerSpan, log: bool,
-             code: grpc.StatusCode | None) -> None:
-        seconds = _perf() - started
+    def done(context: Any, call: ServerCall, code: grpc.StatusCode | None) -> None:
         if code is None:
             code = code_of(context)
-        principal = peer_principal(context)
-        caller = caller_label(principal)
-        record(service, method, code, caller, seconds)
-        trace_id, span_id = span.ids if log else ("", "")
-        span.end(code.name, code is not _OK, {"meshlib.source_identity": caller})
-        if log:
-            write_access_log(
-                "server", "grpc", started=time.time() - seconds, seconds=seconds,
-                source_identity=principal, destination_service=service or None,
-                method=method, code=code.name, trace_id=trace_id or None,
-                span_id=span_id or None)
+        call.end(method, code.name, code is not _OK, peer_principal(context))
 
     def plain(behaviour: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(behaviour)
         def run(request: Any, context: Any) -> Any:
-            started, span, log = begin(context, True)
+            call = begin(context, True)
             try:
                 response = behaviour(request, context)
             except BaseException:
-                done(context, started, span, log, None)
+                done(context, call, None)
                 raise
-            done(context, started, span, log, code_of(context, _OK))
+            done(context, call, code_of(context, _OK))
             return response
         return run
 
     def generator(behaviour: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(behaviour)
         def run(request: Any, context: Any) -> Iterator[Any]:
-            started, span, log = begin(context, False)
+            call = begin(context, False)
             try:
                 yield from behaviour(request, context)
             except BaseException:
-                done(context, started, span, log, None)
+                done(context, call, None)
                 raise
-            done(context, started, span, log, code_of(context, _OK))
+            done(context, call, code_of(context, _OK))
         return run
 
     def coroutine(behaviour: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(behaviour)
         async def run(request: Any, context: Any) -> Any:
-            started, span, log = begin(context, True)
+            call = begin(context, True)
             try:
                 response = await behaviour(request, context)
             except BaseException:
-                done(context, started, span, log, None)
+                done(context, call, None)
                 raise
-            done(context, started, span, log, code_of(context, _OK))
+            done(context, call, code_of(context, _OK))
             return response
         return run
 
     def async_gen(behaviour: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(behaviour)
         async def run(request: Any, context: Any) -> AsyncIterator[Any]:
-            started, span, log = begin(context, False)
+            call = begin(context, False)
             try:
                 async for response in behaviour(request, context):
                     yield response
             except BaseException:
-                done(context, started, span, log, None)
+                done(context, call, None)
                 raise
-            done(context, started, span, log, code_of(context, _OK))
+            done(context, call, code_of(context, _OK))
         return run
 
     return {"plain": plain, "generator": generator, "coroutine": coroutine,

@@ -44,7 +44,12 @@ from meshlib.xds._cluster import ClusterUpdate, LbPolicy, OutlierDetectionConfig
 from meshlib.xds._decoders import DECODERS, Decoder, Update
 from meshlib.xds._delta_protocol import DeltaAdsClientProtocol
 from meshlib.xds._endpoints import Endpoint, EndpointsUpdate, Locality, decode_endpoints
-from meshlib.xds._listener import ListenerUpdate, ServerListenerUpdate, decode_listener
+from meshlib.xds._listener import (
+    DEFAULT_SAMPLING,
+    ListenerUpdate,
+    ServerListenerUpdate,
+    decode_listener,
+)
 from meshlib.xds._matchers import HeaderMatcher, QueryParameterMatcher, StringMatcher
 from meshlib.xds._resources import (
     CLUSTER,
@@ -72,6 +77,7 @@ __all__ = [
     "DEFAULT_CACHE_WRITE_INTERVAL",
     "DEFAULT_PROTOCOL",
     "DEFAULT_RESOURCE_TIMEOUT",
+    "DEFAULT_SAMPLING",
     "ENDPOINT",
     "LISTENER",
     "ROUTE",

@@ -32,7 +32,7 @@ from meshlib.xds._resources import LISTENER, ResourceValidationError, unpack
 from meshlib.xds._route_config import RouteConfigUpdate, decode_route_configuration
 
 if TYPE_CHECKING:
-    from meshlib.security._authz import AuthorizationPolicy
+    from meshlib.security import AuthorizationPolicy
 
 __all__ = ["DEFAULT_SAMPLING", "ListenerUpdate", "ServerListenerUpdate", "decode_listener"]
 
@@ -139,7 +139,7 @@ def _server_listener(listener: listener_pb2.Listener,
             network_filter.typed_config.Unpack(hcm)
     if hcm is None:
         raise invalid("server Listener has no HttpConnectionManager")
-    from meshlib.security._authz import decode_rbac_filters  # servers only
+    from meshlib.security import decode_rbac_filters  # servers only: RBAC protos
 
     try:
         authorization = decode_rbac_filters(hcm.http_filters)

@@ -14,7 +14,7 @@ from mesh_files import policy_yaml, service_yaml
 from meshlib_backends import CHAT, GET, LIST, UPLOAD
 
 import meshlib
-from meshlib._deadline import deadline_scope
+from meshlib import deadline_scope
 
 
 def names(channel: grpc.Channel, n: int, metadata=None) -> collections.Counter:
@@ -222,7 +222,7 @@ def test_endpoint_channels_are_shared_and_closed_when_the_endpoint_leaves(mesh_e
     for _ in range(4):
         get(b"", timeout=5)
         other(b"", timeout=5)
-    pool = env.mesh._pool
+    pool = env.mesh.clients.pool
     assert pool.addresses() == {first.address, second.address}  # one channel each
     env.backends["reviews-v1"] = [first]
     env.write()

@@ -281,12 +281,12 @@ def run_rotation(secure_mesh, tmp_path: Path, *, seconds: float, ttl: float) -> 
     assert seen.expired_presented == 0 and presented_expired == 0
     assert client.certificates.rotations >= 2 and server_mesh.certificates.rotations >= 2
     # connections are reused: one secure channel per endpoint per certificate
-    assert client._pool.handshake_channels <= client.certificates.rotations + 1
+    assert client.clients.pool.handshake_channels <= client.certificates.rotations + 1
     print(f"\nrotation: {calls[0]} calls in {seconds:.0f} s ({rate:.0f}/s), 0 failed; "
           f"client serials seen by the server {len(seen.serials)}, server serials "
           f"presented {len(server_serials)}, client rotations "
           f"{client.certificates.rotations}, secure channels opened "
-          f"{client._pool.handshake_channels}")
+          f"{client.clients.pool.handshake_channels}")
 
 
 def test_rotation_under_traffic_fails_no_call(secure_mesh, tmp_path):

@@ -21,7 +21,7 @@ def test_from_env_reads_the_documented_variables(tmp_path):
         assert (mesh.xds_address, mesh.node_id, mesh.service, mesh.namespace) == (
             "127.0.0.1:1", "n-1", "frontend", "shop")
         assert mesh.resolve_timeout == 0.2
-        assert mesh._xds_config.protocol == "sotw"
+        assert mesh.settings.xds_protocol == "sotw"
         # Nothing answers at that address: the first call fails once the ADS stream
         # does (at most resolve_timeout), naming the control plane it could not reach.
         with pytest.raises(meshlib.NoHealthyEndpointError, match=r"127\.0\.0\.1:1") as info:

@@ -14,8 +14,8 @@ from meshlib import (
     RateLimitedError,
     RetryExhaustedError,
 )
-from meshlib._call_context import RETRIES_OWNED
 from meshlib.errors import CallError
+from meshlib.resilience import RETRIES_OWNED
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 

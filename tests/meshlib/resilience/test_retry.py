@@ -16,8 +16,8 @@ from meshlib import (
     RetryBudget,
     RetryExhaustedError,
 )
-from meshlib._call_context import RETRIES_OWNED
 from meshlib.errors import CallError
+from meshlib.resilience import RETRIES_OWNED, RetryRun
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
@@ -257,3 +257,29 @@ def test_policy_validation():
     assert policy == Retry(on=(UNAVAILABLE, ConnectionError))
     with pytest.raises(AttributeError):
         policy.attempts = 5  # type: ignore[misc]
+
+
+def test_the_engine_alone_steps_through_waits_and_gives_up(fake_clock):
+    # RetryRun is what every driver steps through: no I/O, no sleeping of its own.
+    run = RetryRun(Retry(attempts=3, backoff=0.1, max_backoff=1.0), name="get",
+                   clock=fake_clock)
+    first = run.next_wait(CallError("x", code=UNAVAILABLE))
+    second = run.next_wait(CallError("x", code=UNAVAILABLE))
+    assert first is not None and 0 <= first <= 0.1
+    assert second is not None and 0 <= second <= 0.2
+    last = CallError("x", code=UNAVAILABLE)
+    assert run.next_wait(last) is None  # the third attempt was the last
+    final = run.final(last)
+    assert isinstance(final, RetryExhaustedError) and final.attempts == 3
+
+
+def test_the_engine_stops_at_the_deadline_and_builds_nothing_for_a_final_error(
+        fake_clock, monkeypatch):
+    run = RetryRun(Retry(attempts=5, backoff=10.0, max_backoff=10.0), clock=fake_clock,
+                   deadline=fake_clock() + 0.001)
+    built = []
+    monkeypatch.setattr(tenacity, "Retrying",
+                        lambda *a, **k: built.append(1))  # never reached
+    error = CallError("x", code=grpc.StatusCode.INTERNAL)
+    assert run.next_wait(error) is None and built == []
+    assert run.final(error) is error

@@ -104,7 +104,7 @@ def test_node_carries_meshlib_kind_and_namespace():
 def test_public_api_is_pinned():
     assert meshlib.xds.__all__ == [
         "CLUSTER", "DECODERS", "DEFAULT_CACHE_WRITE_INTERVAL", "DEFAULT_PROTOCOL",
-        "DEFAULT_RESOURCE_TIMEOUT", "ENDPOINT", "LISTENER", "ROUTE",
+        "DEFAULT_RESOURCE_TIMEOUT", "DEFAULT_SAMPLING", "ENDPOINT", "LISTENER", "ROUTE",
         "AdsClientProtocol", "Backoff", "CachedResource", "ClusterUpdate", "ClusterWeight",
         "Decoder", "DeltaAdsClientProtocol", "Endpoint", "EndpointsUpdate", "Event",
         "FaultConfig", "HashPolicy", "HeaderMatcher", "LbPolicy", "ListenerUpdate",

@@ -1,8 +1,10 @@
 """Rebuilding a server's ``RpcMethodHandler`` around a wrapped behaviour.
 
-Server-side concerns (deadlines, authorization) wrap a handler's behaviour in one of
-four ways — a plain function, a generator, a coroutine, an async generator — and
-rebuild the handler of the same kind with the same (de)serializers.
+Server-side concerns (authorization, deadlines, telemetry) wrap a handler's
+behaviour in one of four ways — a plain function, a generator, a coroutine, an async
+generator — and rebuild the handler of the same kind with the same (de)serializers.
+``mesh.server()`` does it once per handler, at registration (no per-call
+interceptor); ``interceptors`` do it per call for plain servers.
 """
 
 from __future__ import annotations

@@ -1,0 +1,115 @@
+"""Admission: may this caller call this server now?
+
+One :class:`Admission` per server address, fed by the control plane (the server
+Listener's RBAC filters and local rate limit), asked before every call by
+``mesh.server()``'s handler guard (gRPC) and by the ASGI/WSGI middleware (HTTP):
+
+1. authorization — the AccessPolicy rules (:class:`AuthorizationPolicy`) for the
+   caller's SPIFFE ID and the method or path; a denial is logged on
+   ``meshlib.authz`` with its reason, never told to the caller;
+2. the local rate limit — one token bucket per caller identity (callers without an
+   identity share one).
+
+Each protocol answers a refusal its own way: gRPC with ``PERMISSION_DENIED`` /
+``RESOURCE_EXHAUSTED`` and a ``grpc-retry-pushback-ms`` trailer (gRFC A6), HTTP with
+403 / 429 and ``Retry-After``.
+
+Example::
+
+    admission = Admission()
+    admission.configure(policy, rate_limit=(100.0, 20))     # from the Listener
+    if not admission.authorize(principal, "/demo.Reviews/Get", peer):
+        ...                                                  # refuse: denied
+    wait = admission.throttle(principal)                     # 0.0: go on
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+
+from meshlib.resilience import RateLimit
+from meshlib.security._authz import AuthorizationPolicy
+from meshlib.security._peer import peer_principal
+
+__all__ = ["DENIED", "Admission", "Refusal", "log_denial"]
+
+log = logging.getLogger("meshlib.authz")
+
+DENIED = "permission denied"  # the only details a denied caller gets
+#: A gRPC call's refusal: the status and details to end it with.
+Refusal = tuple[grpc.StatusCode, str]
+_DENIAL: Refusal = (grpc.StatusCode.PERMISSION_DENIED, DENIED)
+_MAX_BUCKETS = 10_000  # distinct callers tracked before the buckets start over
+
+
+def log_denial(method: str, principal: str | None, peer: str, reason: str) -> None:
+    """Log why a call was denied (INFO on ``meshlib.authz``)."""
+    log.info("denied %s to %s (%s): %s", method, principal or "a caller without identity",
+             peer, reason)
+
+
+class Admission:
+    """Authorization, then the local rate limit, for one server address.
+
+    :meth:`configure` swaps the policy and limit (from the xDS thread); the checks
+    read them without a lock.
+    """
+
+    def __init__(self) -> None:
+        self.authorization: AuthorizationPolicy | None = None
+        self.rate_limit: tuple[float, int] | None = None  # (tokens per second, burst)
+        self._buckets: dict[str | None, RateLimit] = {}
+
+    def configure(self, authorization: AuthorizationPolicy | None,
+                  rate_limit: tuple[float, int] | None) -> None:
+        """What the control plane says now; a changed rate limit starts every bucket
+        afresh."""
+        if rate_limit != self.rate_limit:
+            self.rate_limit = rate_limit
+            self._buckets = {}
+        self.authorization = authorization
+
+    def authorize(self, principal: str | None, method: str, peer: str,
+                  what: str = "") -> bool:
+        """Whether the policy lets ``principal`` (a SPIFFE ID, or None) call ``method``
+        (a gRPC method path or an HTTP path); a denial is logged (naming ``what``,
+        default ``method``)."""
+        policy = self.authorization
+        if policy is None:
+            return True
+        decision = policy.check(principal, method)
+        if not decision.allowed:
+            log_denial(what or method, principal, peer, decision.reason)
+        return decision.allowed
+
+    def throttle(self, principal: str | None) -> float:
+        """Take a token of ``principal``'s bucket: 0.0 to go on, else the seconds
+        until one is due (no rate limit: always 0.0)."""
+        limit = self.rate_limit
+        if limit is None:
+            return 0.0
+        bucket = self._buckets.get(principal)
+        if bucket is None:
+            if len(self._buckets) >= _MAX_BUCKETS:
+                self._buckets = {}
+            bucket = self._buckets[principal] = RateLimit(limit[0], limit[1])
+        return bucket.try_acquire()
+
+    def check(self, method: str, context: Any) -> Refusal | None:
+        """The gRPC admission of a call (a handler guard's ``Check``): None to go on,
+        else ``PERMISSION_DENIED``, or ``RESOURCE_EXHAUSTED`` with a
+        ``grpc-retry-pushback-ms`` trailer saying when to retry."""
+        if self.authorization is None and self.rate_limit is None:
+            return None
+        principal = peer_principal(context)
+        if not self.authorize(principal, method, context.peer()):
+            return _DENIAL
+        wait = self.throttle(principal)
+        if not wait:
+            return None
+        millis = max(1, round(wait * 1000))
+        context.set_trailing_metadata((("grpc-retry-pushback-ms", str(millis)),))
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"rate limited: retry in {millis} ms"
