@@ -136,10 +136,7 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
                     count_raw(counters, request, None)
                     wait = call.failed_rpc(endpoint, err)
                     if wait is None:
-                        final = call.final(err)
-                        if final is err:
-                            raise
-                        raise final from err
+                        call.give_up(err)
                     if wait:
                         await self._clients.async_sleep(wait)
                     continue
@@ -305,10 +302,7 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
                 assert plan is not None
                 wait = plan.retry_stream(err)
                 if wait is None:
-                    final = plan.final(err)
-                    if final is err:
-                        raise
-                    raise final from err
+                    plan.give_up(err)
                 if wait:
                     await self._callable._clients.async_sleep(wait)
                 rpc = await self._attempt()

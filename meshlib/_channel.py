@@ -144,10 +144,7 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
                     count_raw(counters, request, None)
                     wait = call.failed_rpc(endpoint, err)
                     if wait is None:
-                        final = call.final(err)
-                        if final is err:
-                            raise
-                        raise final from err
+                        call.give_up(err)
                     if wait:
                         self._clients.settings.sleep(wait)
                     continue
@@ -209,10 +206,7 @@ class _RetryingStream(grpc.Call, grpc.Future, Iterator[Any]):
             except grpc.RpcError as err:
                 wait = self._plan.retry_stream(err)
                 if wait is None:
-                    final = self._plan.final(err)
-                    if final is err:
-                        raise
-                    raise final from err
+                    self._plan.give_up(err)
                 if wait:
                     self._sleep(wait)
                 self._call = self._plan.open(self._start, _ended)

@@ -24,7 +24,7 @@ httpx sync and async transports (:mod:`meshlib._http`). A driver's loop::
         except grpc.RpcError as err:
             wait = call.failed_rpc(endpoint, err)
             if wait is None:
-                raise call.final(err)
+                call.give_up(err)           # RetryExhaustedError, or err itself
             sleep(wait)
             continue
         call.succeeded(endpoint)
@@ -48,7 +48,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
@@ -296,6 +296,13 @@ class Call:
         :meth:`~meshlib.resilience.RetryRun.final`."""
         run = self.run
         return error if run is None else run.final(error)
+
+    def give_up(self, error: BaseException) -> NoReturn:
+        """Raise what the call raises when it ends with ``error`` (:meth:`final`)."""
+        final = self.final(error)
+        if final is error:
+            raise error
+        raise final from error
 
     # ------------------------------------------------------------ streams
 

@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 import tenacity
@@ -205,8 +205,8 @@ class RetryRun:
             except grpc.RpcError as err:
                 wait = run.next_wait(err)
                 if wait is None:
-                    raise run.final(err) from None
-                time.sleep(wait)
+                    run.give_up(err)        # RetryExhaustedError, or err itself
+            time.sleep(wait)
     """
 
     __slots__ = ("_retrying", "_state", "attempts", "budget", "clock", "deadline", "name",
@@ -279,6 +279,13 @@ class RetryRun:
             f"{self.name}: {self.attempts} attempts failed, the last with {last}: {error}",
             attempts=self.attempts, last_error=error, service=self.name)
 
+    def give_up(self, error: BaseException) -> NoReturn:
+        """Raise what the call raises when it ends with ``error`` (:meth:`final`)."""
+        final = self.final(error)
+        if final is error:
+            raise error
+        raise final from error
+
 
 def _attempt(fn: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any],
              per_try: float | None, clock: Clock) -> _T:
@@ -317,10 +324,7 @@ def call_with_retry(policy: Retry, fn: Callable[..., _T], args: tuple[Any, ...] 
             except Exception as err:
                 seconds = run.next_wait(err)
                 if seconds is None:
-                    final = run.final(err)
-                    if final is err:
-                        raise
-                    raise final from err
+                    run.give_up(err)
             wait(seconds)
     finally:
         RETRIES_OWNED.reset(token)
@@ -348,10 +352,7 @@ async def acall_with_retry(policy: Retry, fn: Callable[..., Awaitable[_T]],
             except Exception as err:
                 seconds = run.next_wait(err)
                 if seconds is None:
-                    final = run.final(err)
-                    if final is err:
-                        raise
-                    raise final from err
+                    run.give_up(err)
             await wait(seconds)
     finally:
         RETRIES_OWNED.reset(token)
