@@ -28,6 +28,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/client_bench.py
 	$(BIN)/python benchmarks/mtls_bench.py
 	$(BIN)/python benchmarks/telemetry_bench.py
+	$(BIN)/python benchmarks/ab_bench.py
+	$(BIN)/python benchmarks/cold_start_bench.py
 
 check: $(STAMP)
 	$(BIN)/meshctl check examples/mesh

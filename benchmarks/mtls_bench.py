@@ -33,10 +33,18 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from client_bench import free_port, measure_sync, pct, service_yaml, wait_http
+from _harness import (
+    METHOD,
+    ROOT,
+    Series,
+    free_port,
+    measure_sync,
+    rotated,
+    service_yaml,
+    start_control_plane,
+    stop,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-METHOD = "/demo.Reviews/Get"
 TOKENS = {"reviews": "reviews-bench-token-0123", "bench": "bench-client-token-0123"}
 POLICY = """---
 apiVersion: meshlib.dev/v1alpha1
@@ -86,7 +94,7 @@ def start(tmp: Path) -> tuple[list[subprocess.Popen], str, int, int, Path]:
     from meshlib._spiffe import SpiffeId
     from meshlib.security._certificates import request_certificate, write_files
 
-    mesh_port, bare_port, xds_port, admin_port = (free_port() for _ in range(4))
+    mesh_port, bare_port = free_port(), free_port()
     config = tmp / "mesh"
     config.mkdir()
     (config / "mesh.yaml").write_text(service_yaml("reviews", mesh_port) + POLICY)
@@ -94,13 +102,8 @@ def start(tmp: Path) -> tuple[list[subprocess.Popen], str, int, int, Path]:
     tokens.write_text("tokens:\n" + "".join(
         f"- serviceAccount: default/{sa}\n  token: {t}\n" for sa, t in TOKENS.items()))
     tokens.chmod(0o600)
-    cp = subprocess.Popen(
-        [sys.executable, "-m", "xds_server.cli", "control-plane", "--config", str(config),
-         "--xds-address", f"127.0.0.1:{xds_port}", "--admin-address",
-         f"127.0.0.1:{admin_port}", "--ca-dir", str(tmp / "ca"), "--token-file", str(tokens)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    wait_http(f"http://127.0.0.1:{admin_port}/readyz")
-    xds = f"127.0.0.1:{xds_port}"
+    cp, xds, _ = start_control_plane(config, "--ca-dir", str(tmp / "ca"),
+                                     "--token-file", str(tokens))
     for sa in ("reviews", "bench"):
         cert = asyncio.run(request_certificate(xds, SpiffeId("cluster.local", "default", sa),
                                                TOKENS[sa]))
@@ -135,26 +138,14 @@ def run(args: argparse.Namespace, xds: str, bare_port: int, certs: Path) -> None
     for call in rows.values():
         for _ in range(200):
             call()
-    lat: dict[str, list[float]] = {n: [] for n in rows}
-    cpu: dict[str, list[float]] = {n: [] for n in rows}
-    p50s: dict[str, list[float]] = {n: [] for n in rows}
-    names = list(rows)
+    series = {name: Series() for name in rows}
     for round_no in range(args.rounds):
-        order = names[round_no % 2:] + names[:round_no % 2]
-        for name in order:
-            latencies, per_call = measure_sync(rows[name], args.calls)
-            lat[name] += latencies
-            cpu[name].append(per_call)
-            p50s[name].append(statistics.median(latencies))
+        for name in rotated(list(rows), round_no):
+            series[name].add(*measure_sync(rows[name], args.calls))
     print(f"\n{args.rounds} rounds × {args.calls} sequential unary calls per row, "
           "interleaved; ratios against bare grpcio with static mTLS")
-    base = "bare grpcio mTLS"
-    for name in names:
-        ratio = statistics.median(a / b for a, b in zip(p50s[name], p50s[base], strict=True))
-        cratio = statistics.median(a / b for a, b in zip(cpu[name], cpu[base], strict=True))
-        print(f"{name:18} p50 {pct(lat[name], 50):6.0f} µs  p99 {pct(lat[name], 99):6.0f} µs"
-              f"  cpu {statistics.median(cpu[name]):5.0f} µs/call  ×{ratio:.3f} p50  "
-              f"×{cratio:.3f} cpu")
+    for name in rows:
+        print(series[name].line(name, series["bare grpcio mTLS"], width=18))
     mesh.close()
     bare.close()
 
@@ -200,9 +191,7 @@ def main() -> None:
         try:
             run(args, xds, bare_port, certs)
         finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(timeout=10)
+            stop(procs)
 
 
 if __name__ == "__main__":

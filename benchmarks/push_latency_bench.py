@@ -18,9 +18,7 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +33,7 @@ from google.protobuf import struct_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mesh_gen
+from _harness import pct, start_control_plane, stop
 
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -42,17 +41,6 @@ CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 ROUTE = "svc-0.default.svc.cluster.local:50051"
 CLUSTERS = [f"outbound|50051||svc-{i}.default.svc.cluster.local" for i in (1, 2)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 class Client:
@@ -157,32 +145,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "mesh"
         mesh_gen.write(config, args.services, args.endpoints)
-        xds_port, admin_port = free_port(), free_port()
-        proc = subprocess.Popen(
-            [sys.executable, *os.environ.get("BENCH_CP_PREFIX", "").split(),
-             "-m", "xds_server.cli", "control-plane", "--config", str(config),
-             "--xds-address", f"127.0.0.1:{xds_port}",
-             "--admin-address", f"127.0.0.1:{admin_port}"],
-            cwd=Path(__file__).resolve().parents[1], stderr=subprocess.DEVNULL)
+        # SIGINT at the end lets a BENCH_CP_PREFIX profiler write its file.
+        proc, xds, admin = start_control_plane(
+            config, prefix=os.environ.get("BENCH_CP_PREFIX", "").split(), timeout=120)
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=1)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise SystemExit("control plane did not start") from None
-                    time.sleep(0.1)
             print(f"mesh: {args.services} services x {args.endpoints} endpoints")
-            asyncio.run(bench(args, config, f"127.0.0.1:{xds_port}", psutil.Process(proc.pid)))
-            report_stages(f"http://127.0.0.1:{admin_port}/metrics")
+            asyncio.run(bench(args, config, xds, psutil.Process(proc.pid)))
+            report_stages(f"{admin}/metrics")
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop([proc], sig=signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -35,17 +35,21 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from client_bench import (
+from _harness import (
+    METHOD,
+    ROOT,
+    Series,
     free_port,
     measure_aio,
     measure_sync,
-    pct,
+    rotated,
     service_yaml,
+    start_backend,
+    start_control_plane,
+    stop,
     wait_http,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-METHOD = "/demo.Reviews/Get"
 MESH_CONFIG = """---
 apiVersion: meshlib.dev/v1alpha1
 kind: MeshConfig
@@ -55,47 +59,26 @@ spec:
 """
 
 
-def http_service_yaml(name: str, port: int) -> str:
-    return f"""---
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec:
-  ports: [{{name: http, port: 80, targetPort: http, appProtocol: http}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}, protocol: TCP, appProtocol: http}}]
-endpoints:
-- addresses: ["127.0.0.1"]
-  conditions: {{ready: true}}
-"""
-
-
 def start(tmp: Path) -> tuple[list[subprocess.Popen], int, int, str]:
-    grpc_port, http_port, xds_port, admin_port = (free_port() for _ in range(4))
+    grpc_port, http_port = free_port(), free_port()
     procs = [
-        subprocess.Popen([sys.executable, str(ROOT / "examples/reviews_server.py"),
-                          "--name", "reviews-0", "--port", str(grpc_port)],
-                         stdout=subprocess.DEVNULL),
+        start_backend(grpc_port),
         subprocess.Popen([sys.executable, str(ROOT / "examples/http/starlette_app.py"),
                           "--port", str(http_port)], stdout=subprocess.DEVNULL),
     ]
-    config = tmp / "mesh"
-    config.mkdir()
-    (config / "mesh.yaml").write_text(service_yaml("reviews", grpc_port)
-                                      + http_service_yaml("reviews-http", http_port)
-                                      + MESH_CONFIG)
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "xds_server.cli", "control-plane", "--config", str(config),
-         "--xds-address", f"127.0.0.1:{xds_port}",
-         "--admin-address", f"127.0.0.1:{admin_port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT))
-    wait_http(f"http://127.0.0.1:{admin_port}/readyz")
-    wait_http(f"http://127.0.0.1:{http_port}/reviews/1")
-    return procs, grpc_port, http_port, f"127.0.0.1:{xds_port}"
+    try:
+        config = tmp / "mesh"
+        config.mkdir()
+        (config / "mesh.yaml").write_text(service_yaml("reviews", grpc_port)
+                                          + service_yaml("reviews-http", http_port, "http")
+                                          + MESH_CONFIG)
+        cp, xds, _ = start_control_plane(config)
+        procs.append(cp)
+        wait_http(f"http://127.0.0.1:{http_port}/reviews/1", proc=procs[1])
+    except BaseException:
+        stop(procs)
+        raise
+    return procs, grpc_port, http_port, xds
 
 
 def install_tracer_provider() -> None:
@@ -151,36 +134,15 @@ def run(args: argparse.Namespace, grpc_port: int, http_port: int, xds: str) -> N
     for call in acalls.values():
         loop.run_until_complete(measure_aio(call, 200))
 
-    names = [*calls, *acalls]
-    lat: dict[str, list[float]] = {n: [] for n in names}
-    cpu: dict[str, list[float]] = {n: [] for n in names}
-    p50s: dict[str, list[float]] = {n: [] for n in names}
-
-    def rotated(items: list, by: int) -> list:
-        by %= len(items)
-        return items[by:] + items[:by]
-
+    series = {name: Series() for name in [*calls, *acalls]}
     for round_no in range(args.rounds):
         for name, call in rotated(list(calls.items()), round_no):
-            latencies, per_call = measure_sync(call, args.calls)
-            lat[name] += latencies
-            cpu[name].append(per_call)
-            p50s[name].append(statistics.median(latencies))
+            series[name].add(*measure_sync(call, args.calls))
         for name, call in rotated(list(acalls.items()), round_no):
-            latencies, per_call = loop.run_until_complete(measure_aio(call, args.calls))
-            lat[name] += latencies
-            cpu[name].append(per_call)
-            p50s[name].append(statistics.median(latencies))
-
-    def paired(values: dict[str, list[float]], name: str, base: str) -> float:
-        return statistics.median(a / b for a, b in zip(values[name], values[base],
-                                                       strict=True))
+            series[name].add(*loop.run_until_complete(measure_aio(call, args.calls)))
 
     def row(name: str, base: str) -> str:
-        return (f"{name:22} p50 {pct(lat[name], 50):6.0f} µs  p99 {pct(lat[name], 99):6.0f} µs"
-                f"  cpu {statistics.median(cpu[name]):5.0f} µs/call   "
-                f"×{paired(p50s, name, base):.3f} p50  ×{paired(cpu, name, base):.3f} cpu"
-                f"  (vs {base})")
+        return series[name].line(name, series[base], width=22, note=f"  (vs {base})")
 
     print(f"\n{args.rounds} rounds × {args.calls} sequential calls per row, interleaved")
     print(row("meshlib telemetry off", "bare grpcio"))
@@ -255,9 +217,7 @@ def main() -> None:
         try:
             run(args, grpc_port, http_port, xds)
         finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(timeout=10)
+            stop(procs)
             time.sleep(0.1)
 
 
