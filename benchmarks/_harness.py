@@ -285,9 +285,14 @@ class ClientRows:
     AIO = ("bare grpc.aio", "meshlib aio")
     BASE = {"native xds:///": "bare grpcio", "meshlib sync": "bare grpcio",
             "meshlib aio": "bare grpc.aio"}
+    #: ``pipeline=True``: meshlib's own work per call, the endpoint call stubbed out
+    #: (no socket, no grpc): the pipeline alone, sync and aio.
+    PIPELINE_SYNC = ("pipeline sync",)
+    PIPELINE_AIO = ("pipeline aio",)
 
     def __init__(self, meshlib: ModuleType, backend_port: int, xds_address: str,
-                 node_id: str = "bench", warm_up: int = 200) -> None:
+                 node_id: str = "bench", warm_up: int = 200, pipeline: bool = False
+                 ) -> None:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.mesh = meshlib.Mesh(xds_address=xds_address, node_id=node_id, service="bench")
@@ -305,6 +310,10 @@ class ClientRows:
                     "meshlib aio": self.mesh.aio_channel("reviews").unary_unary(METHOD)}
 
         stubs.update(self.loop.run_until_complete(aio_stubs()))
+        if pipeline:
+            stubs["pipeline sync"] = _stubbed(self.mesh.channel("reviews").unary_unary(METHOD),
+                                              _StubCall())
+            stubs["pipeline aio"] = self.loop.run_until_complete(_stubbed_aio(self.mesh))
         self.calls: dict[str, Callable[[], object]] = {
             name: (lambda stub=stub: stub(b"", timeout=5)) for name, stub in stubs.items()}
         for name in self.calls:
@@ -312,7 +321,7 @@ class ClientRows:
 
     def measure(self, name: str, n: int) -> tuple[list[float], float]:
         """``n`` sequential calls on row ``name``: latencies (µs), CPU µs per call."""
-        if name in self.AIO:
+        if name in self.AIO or name in self.PIPELINE_AIO:
             return self.loop.run_until_complete(measure_aio(self.calls[name], n))
         return measure_sync(self.calls[name], n)
 
@@ -325,6 +334,38 @@ class ClientRows:
         for channel in self._channels:
             channel.close()
         self.loop.close()
+
+
+class _StubCall:
+    """An endpoint multicallable that answers at once, without grpc."""
+
+    def __call__(self, request: bytes, **kwargs: object) -> bytes:
+        return b"ok"
+
+
+class _AioStubCall:
+    def __call__(self, request: bytes, **kwargs: object) -> object:
+        return _answer(b"ok")
+
+
+async def _answer(value: bytes) -> bytes:
+    return value
+
+
+def _stubbed(multicallable: object, endpoint_call: object) -> object:
+    """``multicallable`` (a meshlib channel's) whose endpoint call is ``endpoint_call``:
+    its class gets a subclass overriding ``_callable`` (meshlib's per-endpoint
+    multicallable factory, the same name before and after the pipeline rewrite)."""
+    cls = type(multicallable)
+    stubbed = type(f"Stubbed{cls.__name__}", (cls,),
+                   {"__slots__": (), "_callable": lambda self, endpoint: endpoint_call})
+    multicallable.__class__ = stubbed
+    return multicallable
+
+
+async def _stubbed_aio(mesh: object) -> object:
+    return _stubbed(mesh.aio_channel("reviews").unary_unary(METHOD),  # type: ignore[attr-defined]
+                    _AioStubCall())
 
 
 def client_table(series: dict[str, Series], rates: dict[str, list[float]]) -> list[str]:

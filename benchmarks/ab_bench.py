@@ -12,12 +12,13 @@ working tree's), shared by both sides; two long-lived worker processes with this
 interpreter, started ``python -I`` with their tree's root first on sys.path (each
 checks that ``meshlib.__file__`` lies in its tree, so the venv's editable install of
 the working tree cannot win). Each worker builds client_bench's rows (bare grpcio,
-native ``xds:///reviews``, meshlib sync, bare grpc.aio, meshlib aio, and the
-32-in-flight aio rates) and then answers JSON-line commands on stdin/stdout ("run
-row X for N calls" -> latencies and that process's CPU µs per call). Each round runs
-every row in both workers, the row order and which worker goes first rotated round by
-round; one process runs at a time (the other waits on stdin), so the two never
-compete for the cores.
+native ``xds:///reviews``, meshlib sync, bare grpc.aio, meshlib aio, the
+32-in-flight aio rates) and two "pipeline" rows — a meshlib channel whose endpoint
+call is stubbed out, so the row is meshlib's own work per call, sync and aio — then
+answers JSON-line commands on stdin/stdout ("run row X for N calls" -> latencies and
+that process's CPU µs per call). Each round runs every row in both workers, the row
+order and which worker goes first rotated round by round; one process runs at a time
+(the other waits on stdin), so the two never compete for the cores.
 
 Report: per side, client_bench's table (p50, p99 of all calls, median CPU per call,
 ratios against that worker's own bare row); then after/before per row: medians of
@@ -61,7 +62,7 @@ from _harness import (
     working_tree_label,
 )
 
-ROWS = (*ClientRows.SYNC, *ClientRows.AIO)
+ROWS = (*ClientRows.SYNC, *ClientRows.AIO, *ClientRows.PIPELINE_SYNC, *ClientRows.PIPELINE_AIO)
 RATES = tuple(f"rate {name}" for name in ClientRows.AIO)  # 32 in flight
 WORKER_BOOT = "import ab_bench; ab_bench.worker(sys.argv[1:])"
 
@@ -88,7 +89,8 @@ def worker(argv: list[str]) -> None:
 
         if not Path(meshlib.__file__).resolve().is_relative_to(Path(tree).resolve()):
             raise RuntimeError(f"meshlib imported from {meshlib.__file__}, not from {tree}")
-        rows = ClientRows(meshlib, int(backend_port), xds_address, node_id=node_id)
+        rows = ClientRows(meshlib, int(backend_port), xds_address, node_id=node_id,
+                          pipeline=True)
         answer(ready=True, meshlib=meshlib.__file__, pid=os.getpid())
         for line in sys.stdin:
             cmd = json.loads(line)
@@ -206,6 +208,10 @@ def run(args: argparse.Namespace, workers: list[Worker], labels: dict[str, str])
     for side in ("before", "after"):
         print(f"\n{side} ({labels[side]}), worker RSS {rss[side]:.0f} MiB")
         print("\n".join(client_table(series[side], rates[side])))
+        for name in (*ClientRows.PIPELINE_SYNC, *ClientRows.PIPELINE_AIO):
+            cpu = statistics.median(series[side][name].cpus)
+            print(f"{name:16} cpu {cpu:6.1f} µs/call (the endpoint call stubbed out: "
+                  "meshlib's own work per call)")
 
     print(f"\nafter/before ({labels['after']} / {labels['before']}): medians of per-round "
           "ratios (p99: pooled); bare and native rows are the noise floor")
