@@ -90,11 +90,11 @@ class _AioBase:
         table = self._target.table
         if table is None:
             table = await self._table(timeout)
-        call = Call(table, self._method, metadata, timeout, clock=clients.settings.clock,
-                    retry=retry)
+        call = Call(table, self._method, metadata, timeout, clients.telemetry, self._method,
+                    clock=clients.clock, retry=retry)
         if call.delay:
             await clients.async_sleep(call.delay)
-        call.start(clients.telemetry, self._method)
+            call.start()
         if call.aborted is not None:
             raise call.aborted
         return call
@@ -128,12 +128,13 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
                 try:
                     multi = self._cache.get(endpoint) or self._callable(endpoint)
                     rpc = handle._rpc = multi(
-                        request, timeout=call.attempt_timeout(),
-                        metadata=call.attempt_metadata(endpoint), credentials=credentials,
-                        wait_for_ready=wait_for_ready, compression=compression)
+                        request, timeout=call.attempt_timeout, metadata=call.attempt_headers,
+                        credentials=credentials, wait_for_ready=wait_for_ready,
+                        compression=compression)
                     response = await rpc
                 except grpc.RpcError as err:
-                    count_raw(counters, request, None)
+                    if counters is not None:
+                        count_raw(counters, request, None)
                     wait = call.failed_rpc(endpoint, err)
                     if wait is None:
                         call.give_up(err)
@@ -144,14 +145,13 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
                     call.cancelled(endpoint)
                     raise
                 call.succeeded(endpoint)
-                count_raw(counters, request, response)
-                break
+                if counters is not None:
+                    count_raw(counters, request, response)
+                return response
         except BaseException as err:
             handle._error = err
             call.finish(err)
             raise
-        call.finish(None)
-        return response
 
 
 class _AioUnaryCall(grpc.aio.UnaryUnaryCall):
@@ -283,8 +283,8 @@ class _AioStreamCall(grpc.aio.UnaryStreamCall):
         plan = self._plan
         assert plan is not None
         multi = self._callable._cache.get(endpoint) or self._callable._callable(endpoint)
-        return multi(self._request, timeout=plan.attempt_timeout(),
-                     metadata=plan.attempt_metadata(endpoint), **self._kwargs)
+        return multi(self._request, timeout=plan.attempt_timeout,
+                     metadata=plan.attempt_headers, **self._kwargs)
 
     async def _attempt(self) -> Any:
         if self._plan is None:
@@ -397,10 +397,11 @@ class _AioStreamRequest(_AioBase):
         table = self._target.table
         if table is None:
             raise resolve_failure(self._target, 0.0, self._clients.settings.xds_address)
-        call = Call(table, self._method, metadata, timeout,
-                    clock=self._clients.settings.clock, retry=False)
-        call.delay = 0.0
-        call.start(self._clients.telemetry, self._method)
+        call = Call(table, self._method, metadata, timeout, self._clients.telemetry,
+                    self._method, clock=self._clients.clock, retry=False)
+        if call.delay:
+            call.delay = 0.0
+            call.start()
         if call.aborted is not None:
             raise call.aborted
         return call
@@ -411,8 +412,8 @@ class _AioStreamRequest(_AioBase):
 
         def start(endpoint: EndpointState) -> Any:
             multi = self._cache.get(endpoint) or self._callable(endpoint)
-            return multi(request_iterator, timeout=call.attempt_timeout(),
-                         metadata=call.attempt_metadata(endpoint), **kwargs)
+            return multi(request_iterator, timeout=call.attempt_timeout,
+                         metadata=call.attempt_headers, **kwargs)
 
         return call.open(start, _ended)
 

@@ -40,11 +40,13 @@ def _ended(call: Call, endpoint: EndpointState, rpc: Any) -> Callable[[Any], Non
 
 
 class _Base:
-    __slots__ = ("__weakref__", "_bytes", "_cache", "_clients", "_deser", "_method", "_ser",
-                 "_target")
+    __slots__ = ("__weakref__", "_bytes", "_cache", "_clients", "_clock", "_deser", "_method",
+                 "_ser", "_target", "_telemetry")
 
     def __init__(self, channel: MeshChannel, method: str, ser: Any, deser: Any) -> None:
         clients = self._clients = channel._clients
+        self._telemetry = clients.telemetry
+        self._clock = clients.clock
         self._target = channel._target
         self._method = method
         ser, deser, self._bytes = byte_counting(clients.telemetry, channel._target.name, method,
@@ -80,13 +82,15 @@ class _Base:
     _kind = ""  # the grpc.Channel method that makes this kind of multicallable
 
     def _call(self, timeout: float | None, metadata: Metadata, retry: bool = True) -> Call:
-        """Route, wait out an injected delay, raise an injected abort, start."""
-        clients = self._clients
-        call = Call(self._table(timeout), self._method, metadata, timeout,
-                    clock=clients.settings.clock, retry=retry)
+        """Route and start; wait out an injected delay, raise an injected abort."""
+        table = self._target.table
+        if table is None:
+            table = self._table(timeout)
+        call = Call(table, self._method, metadata, timeout, self._telemetry, self._method,
+                    self._clock, retry)
         if call.delay:
-            clients.settings.sleep(call.delay)
-        call.start(clients.telemetry, self._method)
+            self._clients.sleep(call.delay)
+            call.start()
         if call.aborted is not None:
             raise call.aborted
         return call
@@ -119,10 +123,9 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
 
         def start(endpoint: EndpointState) -> grpc.Future:
             multi = self._cache.get(endpoint) or self._callable(endpoint)
-            return multi.future(request, timeout=call.attempt_timeout(),
-                                metadata=call.attempt_metadata(endpoint),
-                                credentials=credentials, wait_for_ready=wait_for_ready,
-                                compression=compression)
+            return multi.future(request, timeout=call.attempt_timeout,
+                                metadata=call.attempt_headers, credentials=credentials,
+                                wait_for_ready=wait_for_ready, compression=compression)
 
         return call.open(start, _ended)
 
@@ -137,28 +140,28 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
                 try:
                     multi = self._cache.get(endpoint) or self._callable(endpoint)
                     result = (multi.with_call if with_call else multi)(
-                        request, timeout=call.attempt_timeout(),
-                        metadata=call.attempt_metadata(endpoint), credentials=credentials,
+                        request, timeout=call.attempt_timeout,
+                        metadata=call.attempt_headers, credentials=credentials,
                         wait_for_ready=wait_for_ready, compression=compression)
                 except grpc.RpcError as err:
-                    count_raw(counters, request, None)
+                    if counters is not None:
+                        count_raw(counters, request, None)
                     wait = call.failed_rpc(endpoint, err)
                     if wait is None:
                         call.give_up(err)
                     if wait:
-                        self._clients.settings.sleep(wait)
+                        self._clients.sleep(wait)
                     continue
                 except BaseException:
                     call.cancelled(endpoint)
                     raise
                 call.succeeded(endpoint)
-                count_raw(counters, request, result[0] if with_call else result)
-                break
+                if counters is not None:
+                    count_raw(counters, request, result[0] if with_call else result)
+                return result
         except BaseException as err:
             call.finish(err)
             raise
-        call.finish(None)
-        return result
 
 
 class _UnaryStream(_Base, grpc.UnaryStreamMultiCallable):
@@ -174,11 +177,11 @@ class _UnaryStream(_Base, grpc.UnaryStreamMultiCallable):
 
         def start(endpoint: EndpointState) -> Any:
             multi = self._cache.get(endpoint) or self._callable(endpoint)
-            return multi(request, timeout=call.attempt_timeout(),
-                         metadata=call.attempt_metadata(endpoint), credentials=credentials,
-                         wait_for_ready=wait_for_ready, compression=compression)
+            return multi(request, timeout=call.attempt_timeout, metadata=call.attempt_headers,
+                         credentials=credentials, wait_for_ready=wait_for_ready,
+                         compression=compression)
 
-        return _RetryingStream(call, start, self._clients.settings.sleep)
+        return _RetryingStream(call, start, self._clients.sleep)
 
 
 class _RetryingStream(grpc.Call, grpc.Future, Iterator[Any]):
@@ -271,14 +274,14 @@ class _StreamUnary(_Base, grpc.StreamUnaryMultiCallable):
         if how == "future":
             def start(endpoint: EndpointState) -> Any:
                 multi = self._cache.get(endpoint) or self._callable(endpoint)
-                return multi.future(request_iterator, timeout=call.attempt_timeout(),
-                                    metadata=call.attempt_metadata(endpoint), **kwargs)
+                return multi.future(request_iterator, timeout=call.attempt_timeout,
+                                    metadata=call.attempt_headers, **kwargs)
             return call.open(start, _ended)
         endpoint = call.pick()
         try:
             multi = self._cache.get(endpoint) or self._callable(endpoint)
-            result = getattr(multi, how)(request_iterator, timeout=call.attempt_timeout(),
-                                         metadata=call.attempt_metadata(endpoint), **kwargs)
+            result = getattr(multi, how)(request_iterator, timeout=call.attempt_timeout,
+                                         metadata=call.attempt_headers, **kwargs)
         except grpc.RpcError as err:
             call.stream_ended(endpoint, status_code(err))
             raise
@@ -312,8 +315,8 @@ class _StreamStream(_Base, grpc.StreamStreamMultiCallable):
 
         def start(endpoint: EndpointState) -> Any:
             multi = self._cache.get(endpoint) or self._callable(endpoint)
-            return multi(request_iterator, timeout=call.attempt_timeout(),
-                         metadata=call.attempt_metadata(endpoint), **kwargs)
+            return multi(request_iterator, timeout=call.attempt_timeout,
+                         metadata=call.attempt_headers, **kwargs)
 
         return call.open(start, _ended)
 

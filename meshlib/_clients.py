@@ -50,6 +50,8 @@ class Clients:
         self.settings = settings
         self.telemetry = telemetry
         self.certificates: CertificateSource | None = None
+        self.clock = settings.clock
+        self.sleep = settings.sleep
         self.async_sleep: Callable[[float], Awaitable[Any]] = async_sleep(
             None if settings.sleep is _DEFAULT_SLEEP else settings.sleep)
         self._loop = loop
@@ -74,7 +76,7 @@ class Clients:
         self.registry = ClusterRegistry(xds, self._make_cluster)
 
     def _make_cluster(self, name: str) -> ClusterState:
-        return ClusterState(name, clock=self.settings.clock,
+        return ClusterState(name, clock=self.clock,
                             on_endpoints=self._endpoints_changed,
                             on_server_name=self.tracker.forget_channels)
 

@@ -114,18 +114,19 @@ class _Shared:
         return self.clients.target(host if port is None else f"{host}:{port}")
 
     def call(self, table: RouteTable, request: httpx.Request) -> Call:
-        """Route ``request`` (path and query, headers, ``:method``): the call's plan,
-        with the fault delay to wait first (``call.delay``, 0 mostly)."""
+        """Route ``request`` (path and query, headers, ``:method``) into a started
+        call, unless a fault delays it (``call.delay``: wait, then ``call.start()``)."""
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1"))
                    for k, v in request.headers.raw]
         headers.append((":method", request.method))
         retry = request.method in self.retry_methods and _replayable(request)
         return Call(table, request.url.raw_path.decode("ascii"), headers, None,
-                    clock=self.settings.clock, retry=retry)
+                    self.clients.telemetry, request.method, clock=self.clients.clock,
+                    retry=retry, protocol="http", headers=())
 
-    def start(self, call: Call, request: httpx.Request) -> httpx.Response | None:
-        """After the delay: start the call, or the response of an injected abort."""
-        call.start(self.clients.telemetry, request.method, "http", headers=())
+    @staticmethod
+    def aborted(call: Call, request: httpx.Request) -> httpx.Response | None:
+        """The response of an injected abort, or None."""
         if call.aborted is None:
             return None
         status = call.entry.fault.abort_http_status or 503  # type: ignore[union-attr]
@@ -142,39 +143,51 @@ class _Shared:
             url = self._urls[key] = httpx.URL(
                 key[0] + key[1] + key[2].decode("ascii"))
         headers = request.headers.copy()
-        for name, value in call.attempt_metadata(endpoint) or ():
+        for name, value in call.attempt_headers or ():
             if name in ("traceparent", "tracestate", "baggage"):
                 headers[name] = value
         extensions = dict(request.extensions)
         if tls:
             extensions["sni_hostname"] = endpoint.server_name
-        timeout = call.attempt_timeout()
+        timeout = call.attempt_timeout
         if timeout is not None:
             extensions["timeout"] = {k: timeout for k in ("connect", "read", "write", "pool")}
         return httpx.Request(request.method, url, headers=headers,
                              stream=request.stream, extensions=extensions)
 
-    def outcome(self, call: Call, endpoint: EndpointState,
-                response: httpx.Response) -> float | None:
+    @staticmethod
+    def outcome(call: Call, endpoint: EndpointState, response: httpx.Response
+                ) -> float | None:
         """Account for an attempt that got ``response``: None when it is the call's
-        answer, else the seconds to wait before retrying (a 5xx the route retries)."""
-        code = _status_code(response.status_code)
+        answer (the call is then finished), else the seconds to wait before retrying
+        (a 5xx the route retries)."""
+        status = response.status_code
+        label = str(status)
+        size = response.headers.get("content-length")
+        size = int(size) if size and size.isdigit() else None
+        code = _status_code(status)
         if code is None:
-            call.succeeded(endpoint, str(response.status_code))
+            call.succeeded(endpoint, label, size)
             return None
-        return call.failed(endpoint, code, _FailedAttempt(code, response, None),
-                           str(response.status_code))
+        wait = call.failed(endpoint, code, _FailedAttempt(code, response, None), label)
+        if wait is None:
+            call.finish(label, size)
+        return wait
 
-    def broken(self, call: Call, endpoint: EndpointState, error: BaseException
-               ) -> float | None:
+    @staticmethod
+    def broken(call: Call, endpoint: EndpointState, error: BaseException) -> float | None:
         """Account for an attempt that raised ``error``: the seconds to wait before
-        retrying a connection failure, else None (the call ends with ``error``)."""
+        retrying a connection failure, else None (the call ended with ``error``)."""
         label = type(error).__name__
         if not isinstance(error, httpx.TransportError):
             call.cancelled(endpoint, label)  # cancellation too: the endpoint is released
+            call.finish(label)
             return None
-        return call.failed(endpoint, _UNAVAILABLE, _FailedAttempt(_UNAVAILABLE, None, error),
-                           label)
+        wait = call.failed(endpoint, _UNAVAILABLE,
+                           _FailedAttempt(_UNAVAILABLE, None, error), label)
+        if wait is None:
+            call.finish(label)
+        return wait
 
     def ssl_context(self) -> ssl.SSLContext:
         """mTLS as the Mesh's current certificate, remade when it rotates."""
@@ -204,19 +217,6 @@ def _client_context(cert: WorkloadCertificate) -> ssl.SSLContext:
             out.write(cert.key_pem + b"\n" + cert.chain_pem)
         context.load_cert_chain(path)
     return context
-
-
-def _finish(call: Call, response: httpx.Response | None, error: BaseException | None) -> None:
-    record = call.record
-    if record is None:
-        return
-    if response is not None:
-        size = response.headers.get("content-length")
-        record.finish(str(response.status_code), _status_code(response.status_code)
-                      is not None, response_bytes=int(size) if size and size.isdigit()
-                      else None)
-    else:
-        record.finish(type(error).__name__ if error else "error", True)
 
 
 class MeshTransport(httpx.BaseTransport):
@@ -269,15 +269,16 @@ class MeshTransport(httpx.BaseTransport):
                 raise resolve_failure(target, settings.resolve_timeout, settings.xds_address)
         call = shared.call(table, request)
         if call.delay:
-            settings.sleep(call.delay)
-        aborted = shared.start(call, request)
+            shared.clients.sleep(call.delay)
+            call.start()
+        aborted = shared.aborted(call, request)
         if aborted is not None:
             return aborted
         while True:
             try:
                 endpoint = call.pick()
             except BaseException as err:
-                _finish(call, None, err)
+                call.finish(type(err).__name__)
                 raise
             attempt = shared.attempt_request(request, call, endpoint)
             try:
@@ -286,17 +287,15 @@ class MeshTransport(httpx.BaseTransport):
             except BaseException as err:
                 wait = shared.broken(call, endpoint, err)
                 if wait is None:
-                    _finish(call, None, err)
                     raise
             else:
                 wait = shared.outcome(call, endpoint, response)
                 if wait is None:
-                    _finish(call, response, None)
                     return response
                 response.read()  # free the connection before another attempt
                 response.close()
             if wait:
-                settings.sleep(wait)
+                shared.clients.sleep(wait)
 
     def close(self) -> None:
         self._plain.close()
@@ -348,14 +347,15 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         sleep = shared.clients.async_sleep
         if call.delay:
             await sleep(call.delay)
-        aborted = shared.start(call, request)
+            call.start()
+        aborted = shared.aborted(call, request)
         if aborted is not None:
             return aborted
         while True:
             try:
                 endpoint = call.pick()
             except BaseException as err:
-                _finish(call, None, err)
+                call.finish(type(err).__name__)
                 raise
             attempt = shared.attempt_request(request, call, endpoint)
             try:
@@ -364,12 +364,10 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
             except BaseException as err:
                 wait = shared.broken(call, endpoint, err)
                 if wait is None:
-                    _finish(call, None, err)
                     raise
             else:
                 wait = shared.outcome(call, endpoint, response)
                 if wait is None:
-                    _finish(call, response, None)
                     return response
                 await response.aread()
                 await response.aclose()

@@ -11,16 +11,16 @@ Four thin drivers step through it and do only I/O and waiting: the grpc sync cha
 (:mod:`meshlib._channel`), the grpc.aio channel (:mod:`meshlib._aio_channel`) and the
 httpx sync and async transports (:mod:`meshlib._http`). A driver's loop::
 
-    call = Call(table, method, metadata, timeout, clock=clock)
+    call = Call(table, method, metadata, timeout, telemetry, method, clock=clock)
     if call.delay:
         sleep(call.delay)                    # an injected fault delay
-    call.start(telemetry, method)
+        call.start()
     if call.aborted is not None:
         raise call.aborted                   # an injected abort
     while True:
         endpoint = call.pick()
         try:
-            result = send(endpoint, call.attempt_timeout(), call.attempt_metadata(endpoint))
+            result = send(endpoint, call.attempt_timeout, call.attempt_headers)
         except grpc.RpcError as err:
             wait = call.failed_rpc(endpoint, err)
             if wait is None:
@@ -61,7 +61,7 @@ from meshlib.errors import (
     ServiceNotFoundError,
     status_code,
 )
-from meshlib.resilience import RETRIES_OWNED, RetryRun, cap_timeout, current_deadline
+from meshlib.resilience import DEADLINE, RETRIES_OWNED, RetryRun, cap_timeout
 from meshlib.xds import FaultConfig
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ __all__ = [
 
 _CANCELLED = grpc.StatusCode.CANCELLED
 _random = random.random
+_deadline = DEADLINE.get
 
 #: The gRPC code of an HTTP status, as gRPC maps them (and Envoy's fault filter).
 HTTP_TO_GRPC = {400: grpc.StatusCode.INTERNAL, 401: grpc.StatusCode.UNAUTHENTICATED,
@@ -154,22 +155,33 @@ class Call:
 
     ``Call(...)`` routes (raising :class:`~meshlib.CallError` UNAVAILABLE when no route
     matches, :class:`~meshlib.DeadlineExceededError` when a propagated deadline has
-    passed) and decides the fault delay; :meth:`start` does the rest up to the first
-    attempt. ``retry=False`` makes one attempt whatever the route says (calls whose
-    requests cannot be replayed).
+    passed) and, unless a fault delays the call (then :attr:`delay` is set and the
+    driver calls :meth:`start` after waiting it), starts it: the fault abort (then
+    :attr:`aborted` is the error and the call stops there), the cluster by weight, the
+    retry budget's request count, the telemetry record (``label`` names the call: the
+    gRPC method or HTTP method; ``headers`` go to the attempts, default: the call's
+    metadata) and the deadline. ``retry=False`` makes one attempt whatever the route
+    says (calls whose requests cannot be replayed).
+
+    Each :meth:`pick` sets :attr:`attempt_timeout` and :attr:`attempt_headers` for the
+    attempt it starts: the per-try timeout capped by what is left of the call's
+    deadline, and what to send (the trace context of the attempt added).
     """
 
     cluster: ClusterState
     deadline: float | None
     hash_key: str | None
+    attempt_timeout: float | None
+    attempt_headers: Metadata
 
-    __slots__ = ("_clock", "_first_timeout", "aborted", "cluster", "deadline", "delay",
-                 "entry", "hash_key", "metadata", "record", "retry", "run", "sent",
-                 "table", "timeout")
+    __slots__ = ("_clock", "_pending", "aborted", "attempt_headers", "attempt_timeout",
+                 "cluster", "deadline", "delay", "entry", "hash_key", "metadata", "record",
+                 "retry", "run", "sent", "table", "timeout")
 
     def __init__(self, table: RouteTable, path: str, metadata: Metadata,
-                 timeout: float | None, *, clock: Callable[[], float] = time.monotonic,
-                 retry: bool = True) -> None:
+                 timeout: float | None, telemetry: ClientTelemetry | None, label: str,
+                 clock: Callable[[], float] = time.monotonic, retry: bool = True,
+                 protocol: str = "grpc", headers: Metadata = None) -> None:
         entry = self.entry = table.route(path, metadata)
         self.table = table
         self.metadata = metadata
@@ -177,29 +189,34 @@ class Call:
         route_timeout = entry.timeout
         if route_timeout is not None and (timeout is None or route_timeout < timeout):
             timeout = route_timeout
-        deadline = current_deadline()
+        deadline = _deadline()
         if deadline is not None:
             timeout = cap_timeout(timeout, deadline, clock(), what=table.target)
         self.timeout = timeout
-        fault = entry.fault
-        self.delay = fault_delay(fault) if fault is not None else 0.0
         self.retry: RouteRetry | None = entry.retry if retry else None
-        self.aborted: CallError | None = None
         self.run: RetryRun | None = None
         self.record: Record | None = None
+        self.aborted: CallError | None = None
+        if entry.fault is not None:
+            self.delay = fault_delay(entry.fault)
+            if self.delay:
+                self._pending = (telemetry, label, protocol, headers)
+                return  # the driver waits, then start()s
+        else:
+            self.delay = 0.0
+        self._start(telemetry, label, protocol, headers)
 
-    def start(self, telemetry: ClientTelemetry | None, label: str,
-              protocol: str = "grpc", headers: Metadata = None) -> None:
-        """After the fault delay: the abort (then :attr:`aborted` is the error and the
-        call stops here), the cluster by weight, the retry budget's request count, the
-        telemetry record (``label`` names the call: the gRPC method or HTTP method;
-        ``headers`` go to the attempts, default: the call's metadata), the deadline
-        and the first attempt's timeout."""
+    def start(self) -> None:
+        """Start the call after its fault :attr:`delay` (see the class docstring)."""
+        self._start(*self._pending)
+
+    def _start(self, telemetry: ClientTelemetry | None, label: str, protocol: str,
+               headers: Metadata) -> None:
         entry = self.entry
-        target = self.table.target
         timeout = self.timeout
         fault = entry.fault
         if fault is not None:
+            target = self.table.target
             if self.delay and timeout is not None:
                 if timeout - self.delay <= 0:
                     raise DeadlineExceededError(
@@ -214,46 +231,49 @@ class Call:
         sent = self.sent = self.metadata if headers is None else headers
         if telemetry is not None:
             table = self.table
-            self.record = telemetry.start(target, entry.route.name, cluster.service, label,
-                                          sent, table.sampling, table.access_log, protocol)
-        retry = self.retry
-        if retry is not None and RETRIES_OWNED.get():
-            retry = self.retry = None
-        self.deadline = None if timeout is None else self._clock() + timeout
-        per_try = retry.per_try_timeout if retry is not None else None
-        self._first_timeout = timeout if per_try is None or (
-            timeout is not None and timeout < per_try) else per_try
+            self.record = telemetry.start(table.target, entry.route.name, cluster.service,
+                                          label, sent, table.sampling, table.access_log,
+                                          protocol)
         self.hash_key = entry.hash_key(self.metadata) if entry.hash_headers else None
+        retry = self.retry
+        if retry is not None:
+            if RETRIES_OWNED.get():
+                self.retry = None
+            else:  # the deadline the retries share, and the first try's timeout
+                self.deadline = None if timeout is None else self._clock() + timeout
+                per_try = retry.per_try_timeout
+                self.attempt_timeout = timeout if per_try is None or (
+                    timeout is not None and timeout < per_try) else per_try
+                return
+        self.deadline = None  # one attempt: its timeout is the call's
+        self.attempt_timeout = timeout
 
     # ------------------------------------------------------------ attempts
 
     def pick(self) -> EndpointState:
-        """The next attempt's endpoint, counted in flight; raises
+        """The next attempt's endpoint, counted in flight, with its
+        :attr:`attempt_timeout` and :attr:`attempt_headers`; raises
         :class:`~meshlib.NoHealthyEndpointError` or :class:`~meshlib.CircuitOpenError`
         (never retried: the call ends with them)."""
-        return self.cluster.pick(self.hash_key)
-
-    def attempt_timeout(self) -> float | None:
-        """The timeout of the attempt about to start: the per-try timeout capped by
-        what is left of the call's deadline (0.0 once it has passed)."""
-        if self.run is None:
-            return self._first_timeout
-        retry = self.retry
-        return cap_timeout(retry.per_try_timeout if retry is not None else None,
-                           self.deadline, self._clock(), expired=False)
-
-    def attempt_metadata(self, endpoint: EndpointState) -> Metadata:
-        """What the attempt on ``endpoint`` sends: the call's metadata (or the
-        ``headers`` given to :meth:`start`), with the trace context of the attempt."""
+        endpoint = self.cluster.pick(self.hash_key)
+        if self.run is not None:  # a retry: what is left of the deadline
+            retry = self.retry
+            self.attempt_timeout = cap_timeout(
+                retry.per_try_timeout if retry is not None else None, self.deadline,
+                self._clock(), expired=False)
         record = self.record
-        return self.sent if record is None else record.attempt(endpoint)
+        self.attempt_headers = self.sent if record is None else record.attempt(endpoint)
+        return endpoint
 
-    def succeeded(self, endpoint: EndpointState, label: str = "OK") -> None:
-        """The attempt on ``endpoint`` answered (``label``: its outcome for telemetry)."""
+    def succeeded(self, endpoint: EndpointState, label: str = "OK",
+                  response_bytes: int | None = None) -> None:
+        """The attempt on ``endpoint`` answered: the call's outcome (``label``: its
+        code or status for telemetry; ``response_bytes`` when known)."""
         self.cluster.release(endpoint, None)
         record = self.record
         if record is not None:
             record.attempt_end(label, False)
+            record.finish(label, False, response_bytes=response_bytes)
 
     def failed(self, endpoint: EndpointState, code: grpc.StatusCode, error: BaseException,
                label: str) -> float | None:
@@ -312,7 +332,7 @@ class Call:
         returns the call, ``on_end(self, endpoint, call)`` its done callback (which
         ends with :meth:`stream_ended`). A call that cannot even start is released at
         once."""
-        endpoint = self.cluster.pick(self.hash_key)
+        endpoint = self.pick()
         try:
             rpc = start(endpoint)
         except BaseException:
@@ -340,12 +360,11 @@ class Call:
 
     # ------------------------------------------------------------ the end
 
-    def finish(self, error: BaseException | None) -> None:
-        """The call ended: OK (None), or with ``error``."""
+    def finish(self, outcome: BaseException | str, response_bytes: int | None = None) -> None:
+        """The call failed: with an error (named by its gRPC code), or with ``outcome``
+        as telemetry names it (an HTTP status, an exception's type). A success ends in
+        :meth:`succeeded`."""
         record = self.record
         if record is not None:
-            if error is None:
-                record.finish("OK", False)
-            else:
-                record.finish(code_name(error), True)
-
+            record.finish(outcome if isinstance(outcome, str) else code_name(outcome), True,
+                          response_bytes=response_bytes)

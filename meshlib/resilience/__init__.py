@@ -30,6 +30,7 @@ from meshlib.resilience._budget import (
 )
 from meshlib.resilience._clock import Clock, Sleep, async_sleep
 from meshlib.resilience._deadline import (
+    DEADLINE,
     cap_timeout,
     current_deadline,
     deadline_scope,
@@ -56,6 +57,7 @@ from meshlib.resilience._retry import (
 from meshlib.resilience._timeout import timeout
 
 __all__ = [
+    "DEADLINE",
     "DEFAULT_BACKOFF",
     "DEFAULT_MAX_BACKOFF",
     "DEFAULT_MIN_RETRIES_PER_SECOND",

@@ -34,6 +34,7 @@ from typing import TypeVar
 from meshlib.errors import DeadlineExceededError
 
 __all__ = [
+    "DEADLINE",
     "cap_timeout",
     "current_deadline",
     "deadline_scope",
@@ -45,7 +46,10 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-_DEADLINE: ContextVar[float | None] = ContextVar("meshlib_deadline", default=None)
+DEADLINE: ContextVar[float | None] = ContextVar("meshlib_deadline", default=None)
+"""The context variable behind :func:`current_deadline` (hot paths read it with
+``DEADLINE.get()``; set it through :func:`set_deadline` or :func:`deadline_scope`)."""
+_DEADLINE = DEADLINE
 _monotonic = time.monotonic
 
 

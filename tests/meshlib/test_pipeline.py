@@ -100,11 +100,11 @@ def run(call: Call, outcomes: list[BaseException | None]) -> tuple[list[float], 
 
 def test_a_successful_call_picks_once_and_releases():
     table, cluster, clock = world()
-    call = Call(table, METHOD, None, 2.0, clock=clock)
-    call.start(None, METHOD)
+    call = Call(table, METHOD, None, 2.0, None, METHOD, clock=clock)
     assert call.delay == 0.0 and call.aborted is None
-    assert call.attempt_timeout() == 2.0 and call.deadline == 1002.0
     endpoint = call.pick()
+    assert call.attempt_timeout == 2.0
+    assert call.deadline is None  # one attempt: no retries share a deadline
     assert cluster.in_flight == 1 and endpoint.active == 1
     call.succeeded(endpoint)
     assert cluster.in_flight == 0 and endpoint.active == 0
@@ -115,8 +115,7 @@ def test_retries_follow_the_route_policy_until_success():
     policy = XdsRetryPolicy(retry_on=frozenset({UNAVAILABLE}), num_retries=2,
                             base_interval=0.1, max_interval=1.0)
     table, cluster, clock = world(retry=policy)
-    call = Call(table, METHOD, None, None, clock=clock)
-    call.start(None, METHOD)
+    call = Call(table, METHOD, None, None, None, METHOD, clock=clock)
     waits, result = run(call, [failure(), failure(), None])
     assert result == "ok" and len(waits) == 2
     assert 0 <= waits[0] <= 0.1 and 0 <= waits[1] <= 0.2  # full jitter, doubling
@@ -127,8 +126,7 @@ def test_retries_follow_the_route_policy_until_success():
 def test_exhausted_retries_raise_the_last_code_as_retry_exhausted():
     policy = XdsRetryPolicy(retry_on=frozenset({UNAVAILABLE}), num_retries=1)
     table, _, clock = world(retry=policy)
-    call = Call(table, METHOD, None, None, clock=clock)
-    call.start(None, METHOD)
+    call = Call(table, METHOD, None, None, None, METHOD, clock=clock)
     _, error = run(call, [failure(), failure()])
     assert isinstance(error, RetryExhaustedError)
     assert error.code() == UNAVAILABLE and error.attempts == 2
@@ -137,8 +135,7 @@ def test_exhausted_retries_raise_the_last_code_as_retry_exhausted():
 def test_a_non_retryable_code_ends_the_call_with_itself():
     policy = XdsRetryPolicy(retry_on=frozenset({UNAVAILABLE}), num_retries=3)
     table, _, clock = world(retry=policy)
-    call = Call(table, METHOD, None, None, clock=clock)
-    call.start(None, METHOD)
+    call = Call(table, METHOD, None, None, None, METHOD, clock=clock)
     last = failure(grpc.StatusCode.INTERNAL)
     _, error = run(call, [failure(), last])
     assert error is last
@@ -147,8 +144,7 @@ def test_a_non_retryable_code_ends_the_call_with_itself():
 def test_meshlibs_own_refusals_are_never_retried():
     policy = XdsRetryPolicy(retry_on=frozenset({UNAVAILABLE}), num_retries=3)
     table, _, clock = world(retry=policy)
-    call = Call(table, METHOD, None, None, clock=clock)
-    call.start(None, METHOD)
+    call = Call(table, METHOD, None, None, None, METHOD, clock=clock)
     for refusal in (CircuitOpenError("open"), NoHealthyEndpointError("none")):
         endpoint = call.pick()
         assert call.failed_rpc(endpoint, refusal) is None
@@ -158,8 +154,7 @@ def test_no_retry_wait_runs_past_the_deadline():
     policy = XdsRetryPolicy(retry_on=frozenset({UNAVAILABLE}), num_retries=5,
                             base_interval=10.0, max_interval=10.0)
     table, _, clock = world(retry=policy)
-    call = Call(table, METHOD, None, 0.5, clock=clock)
-    call.start(None, METHOD)
+    call = Call(table, METHOD, None, 0.5, None, METHOD, clock=clock)
     waits, error = run(call, [failure()] * 6)
     assert all(w < 0.5 for w in waits)  # a 10 s-scale wait would end past the deadline
     assert isinstance(error, CallError)
@@ -171,8 +166,7 @@ def test_the_budget_refuses_retries_beyond_its_share():
     from meshlib.resilience import RetryBudget
 
     cluster.budget = RetryBudget(percent=0, min_retries_per_second=0, clock=clock)
-    call = Call(table, METHOD, None, None, clock=clock)
-    call.start(None, METHOD)
+    call = Call(table, METHOD, None, None, None, METHOD, clock=clock)
     first = failure()
     _, error = run(call, [first])
     assert error is first  # cut short by the budget: the error itself
@@ -182,15 +176,17 @@ def test_per_try_timeout_caps_each_attempt_by_the_deadline():
     policy = XdsRetryPolicy(retry_on=frozenset({UNAVAILABLE}), num_retries=3,
                             per_try_timeout=0.3)
     table, _, clock = world(retry=policy)
-    call = Call(table, METHOD, None, 1.0, clock=clock)
-    call.start(None, METHOD)
-    assert call.attempt_timeout() == 0.3
+    call = Call(table, METHOD, None, 1.0, None, METHOD, clock=clock)
     endpoint = call.pick()
+    assert call.attempt_timeout == 0.3
     assert call.failed_rpc(endpoint, failure()) is not None
     clock.now += 0.8  # 0.2 s left of the call
-    assert call.attempt_timeout() == pytest.approx(0.2)
+    endpoint = call.pick()
+    assert call.attempt_timeout == pytest.approx(0.2)
+    assert call.failed_rpc(endpoint, failure()) is not None
     clock.now += 1.0
-    assert call.attempt_timeout() == 0.0  # grpc fails it DEADLINE_EXCEEDED at once
+    call.pick()
+    assert call.attempt_timeout == 0.0  # grpc fails it DEADLINE_EXCEEDED at once
 
 
 def test_inside_a_retry_decorator_the_channel_makes_one_attempt():
@@ -198,8 +194,7 @@ def test_inside_a_retry_decorator_the_channel_makes_one_attempt():
     table, _, clock = world(retry=policy)
     token = RETRIES_OWNED.set(True)
     try:
-        call = Call(table, METHOD, None, None, clock=clock)
-        call.start(None, METHOD)
+        call = Call(table, METHOD, None, None, None, METHOD, clock=clock)
     finally:
         RETRIES_OWNED.reset(token)
     first = failure()
@@ -208,34 +203,37 @@ def test_inside_a_retry_decorator_the_channel_makes_one_attempt():
 
 def test_timeouts_take_the_smallest_of_caller_route_and_propagated_deadline():
     table, _, clock = world(timeout=3.0)
-    assert Call(table, METHOD, None, 5.0, clock=clock).timeout == 3.0
-    assert Call(table, METHOD, None, 1.0, clock=clock).timeout == 1.0
+    def timeout(given: float) -> float | None:
+        return Call(table, METHOD, None, given, None, METHOD, clock=clock).timeout
+
+    assert timeout(5.0) == 3.0
+    assert timeout(1.0) == 1.0
     with deadline_scope(0.5, now=clock.now):
-        assert Call(table, METHOD, None, 1.0, clock=clock).timeout == pytest.approx(0.5)
+        assert timeout(1.0) == pytest.approx(0.5)
     with deadline_scope(0.5, now=clock.now - 1.0), pytest.raises(DeadlineExceededError):
-        Call(table, METHOD, None, 1.0, clock=clock)
+        timeout(1.0)
 
 
 def test_faults_delay_then_abort_without_touching_the_cluster():
     fault = FaultConfig(delay=0.2, delay_percent=100, abort_grpc_status=UNAVAILABLE,
                         abort_percent=100)
     table, cluster, clock = world(fault=fault)
-    call = Call(table, METHOD, None, 1.0, clock=clock)
+    call = Call(table, METHOD, None, 1.0, None, METHOD, clock=clock)
     assert call.delay == 0.2
-    call.start(None, METHOD)
+    call.start()
     assert isinstance(call.aborted, CallError) and call.aborted.code() == UNAVAILABLE
     assert call.timeout == pytest.approx(0.8)
     assert cluster.budget._count == 0  # an aborted call never reached the cluster
-    short = Call(table, METHOD, None, 0.1, clock=clock)
+    short = Call(table, METHOD, None, 0.1, None, METHOD, clock=clock)
     with pytest.raises(DeadlineExceededError, match="delay"):
-        short.start(None, METHOD)
+        short.start()
 
 
 def test_no_matching_route_is_unavailable():
     clock = Clock()
     empty = RouteTable.build("reviews", VirtualHost(name="r", domains=("r",), routes=()), {})
     with pytest.raises(CallError) as info:
-        Call(empty, METHOD, None, None, clock=clock)
+        Call(empty, METHOD, None, None, None, METHOD, clock=clock)
     assert info.value.code() == UNAVAILABLE
 
 
@@ -243,15 +241,13 @@ def test_telemetry_sees_each_attempt_and_one_finish():
     policy = XdsRetryPolicy(retry_on=frozenset({UNAVAILABLE}), num_retries=1)
     table, _, clock = world(retry=policy)
     recorder = Recorder()
-    call = Call(table, METHOD, (("x-user", "1"),), None, clock=clock)
-    call.start(recorder, METHOD)  # type: ignore[arg-type]
+    call = Call(table, METHOD, (("x-user", "1"),), None, recorder,  # type: ignore[arg-type]
+                METHOD, clock=clock)
     endpoint = call.pick()
-    assert call.attempt_metadata(endpoint) == (("traceparent", "00-x"),)
+    assert call.attempt_headers == (("traceparent", "00-x"),)
     call.failed_rpc(endpoint, failure())
     endpoint = call.pick()
-    call.attempt_metadata(endpoint)
     call.succeeded(endpoint)
-    call.finish(None)
     assert recorder.events == [
         ("start", "reviews", METHOD), ("attempt",), ("attempt_end", "UNAVAILABLE", True),
         ("attempt",), ("attempt_end", "OK", False), ("finish", "OK", False)]
@@ -260,16 +256,16 @@ def test_telemetry_sees_each_attempt_and_one_finish():
 def test_without_telemetry_attempts_send_the_calls_metadata():
     table, _, clock = world()
     metadata = (("x-user", "1"),)
-    call = Call(table, METHOD, metadata, None, clock=clock)
-    call.start(None, METHOD)
-    assert call.attempt_metadata(call.pick()) is metadata
+    call = Call(table, METHOD, metadata, None, None, METHOD, clock=clock)
+    call.pick()
+    assert call.attempt_headers is metadata
 
 
 def test_streams_end_once_per_attempt_and_release():
     table, cluster, clock = world()
     recorder = Recorder()
-    call = Call(table, METHOD, None, None, clock=clock, retry=False)
-    call.start(recorder, METHOD)  # type: ignore[arg-type]
+    call = Call(table, METHOD, None, None, recorder, METHOD,  # type: ignore[arg-type]
+                clock=clock, retry=False)
     ended: list = []
 
     class Rpc:
@@ -286,8 +282,7 @@ def test_streams_end_once_per_attempt_and_release():
 
 def test_a_stream_that_cannot_start_is_released_at_once():
     table, cluster, clock = world()
-    call = Call(table, METHOD, None, None, clock=clock, retry=False)
-    call.start(None, METHOD)
+    call = Call(table, METHOD, None, None, None, METHOD, clock=clock, retry=False)
 
     def broken(endpoint: object) -> object:
         raise RuntimeError("no")
