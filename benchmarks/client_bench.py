@@ -112,14 +112,14 @@ def start_processes(tmp: Path, services: int) -> tuple[list[subprocess.Popen], i
     text += "".join(service_yaml(f"svc-{i}", backend_port) for i in range(services))
     (config / "mesh.yaml").write_text(text)
     cp = subprocess.Popen(
-        [sys.executable, "-m", "xds_server.cli", "control-plane", "--config", str(config),
+        [sys.executable, "-m", "meshctl.cli", "control-plane", "--config", str(config),
          "--xds-address", f"127.0.0.1:{xds_port}",
          "--admin-address", f"127.0.0.1:{admin_port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     wait_http(f"http://127.0.0.1:{admin_port}/readyz")
     address = f"127.0.0.1:{xds_port}"
     bootstrap = tmp / "bootstrap.json"
-    subprocess.run([sys.executable, "-m", "xds_server.cli", "bootstrap", "--xds-address",
+    subprocess.run([sys.executable, "-m", "meshctl.cli", "bootstrap", "--xds-address",
                     address, "--node-id", "bench-native", "--output", str(bootstrap)],
                    check=True, cwd=ROOT)
     os.environ["GRPC_XDS_BOOTSTRAP"] = str(bootstrap)

@@ -83,7 +83,7 @@ def serve_child(kind: str, port: int, arg: str) -> None:
 
 
 def start(tmp: Path) -> tuple[list[subprocess.Popen], str, int, int, Path]:
-    from meshlib._spiffe import SpiffeId
+    from meshlib.contract import SpiffeId
     from meshlib.security._certificates import request_certificate, write_files
 
     mesh_port, bare_port, xds_port, admin_port = (free_port() for _ in range(4))
@@ -95,7 +95,7 @@ def start(tmp: Path) -> tuple[list[subprocess.Popen], str, int, int, Path]:
         f"- serviceAccount: default/{sa}\n  token: {t}\n" for sa, t in TOKENS.items()))
     tokens.chmod(0o600)
     cp = subprocess.Popen(
-        [sys.executable, "-m", "xds_server.cli", "control-plane", "--config", str(config),
+        [sys.executable, "-m", "meshctl.cli", "control-plane", "--config", str(config),
          "--xds-address", f"127.0.0.1:{xds_port}", "--admin-address",
          f"127.0.0.1:{admin_port}", "--ca-dir", str(tmp / "ca"), "--token-file", str(tokens)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
@@ -117,7 +117,7 @@ def start(tmp: Path) -> tuple[list[subprocess.Popen], str, int, int, Path]:
 
 def run(args: argparse.Namespace, xds: str, bare_port: int, certs: Path) -> None:
     import meshlib
-    from meshlib._spiffe import SpiffeId
+    from meshlib.contract import SpiffeId
 
     server_name = SpiffeId("cluster.local", "default", "reviews").dns_name
     creds = grpc.ssl_channel_credentials((certs / "ca.pem").read_bytes(),

@@ -160,7 +160,7 @@ def main() -> None:
         xds_port, admin_port = free_port(), free_port()
         proc = subprocess.Popen(
             [sys.executable, *os.environ.get("BENCH_CP_PREFIX", "").split(),
-             "-m", "xds_server.cli", "control-plane", "--config", str(config),
+             "-m", "meshctl.cli", "control-plane", "--config", str(config),
              "--xds-address", f"127.0.0.1:{xds_port}",
              "--admin-address", f"127.0.0.1:{admin_port}"],
             cwd=Path(__file__).resolve().parents[1], stderr=subprocess.DEVNULL)

@@ -89,7 +89,7 @@ def start(tmp: Path) -> tuple[list[subprocess.Popen], int, int, str]:
                                       + http_service_yaml("reviews-http", http_port)
                                       + MESH_CONFIG)
     procs.append(subprocess.Popen(
-        [sys.executable, "-m", "xds_server.cli", "control-plane", "--config", str(config),
+        [sys.executable, "-m", "meshctl.cli", "control-plane", "--config", str(config),
          "--xds-address", f"127.0.0.1:{xds_port}",
          "--admin-address", f"127.0.0.1:{admin_port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT))

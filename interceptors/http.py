@@ -34,8 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-
+from meshlib.contract.x509 import spiffe_id_of_pem
 from meshlib.telemetry._access_log import write_access_log
 from meshlib.telemetry._metrics import caller_label
 from meshlib.telemetry._tracing import start_server_span
@@ -49,19 +48,6 @@ __all__ = ["MeshASGIMiddleware", "MeshWSGIMiddleware", "spiffe_id_of_pem"]
 log = logging.getLogger("meshlib.authz")
 _DENIED = b"permission denied"
 _perf = time.perf_counter
-
-
-def spiffe_id_of_pem(pem: str | bytes) -> str | None:
-    """The one SPIFFE URI SAN of a PEM certificate (None: not exactly one)."""
-    try:
-        cert = x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem)
-        names = cert.extensions.get_extension_for_class(
-            x509.SubjectAlternativeName).value.get_values_for_type(
-                x509.UniformResourceIdentifier)
-    except (ValueError, x509.ExtensionNotFound):
-        return None
-    spiffe = [n for n in names if n.startswith("spiffe://")]
-    return spiffe[0] if len(spiffe) == 1 else None
 
 
 def _xfcc_identity(value: str) -> str | None:

@@ -22,7 +22,7 @@ from meshlib._channel import MeshChannel
 from meshlib._deadline import current_deadline, deadline_scope
 from meshlib._mesh import DEFAULT_RESOLVE_TIMEOUT, Mesh
 from meshlib._server import MeshServer
-from meshlib._spiffe import SpiffeId
+from meshlib.contract import SpiffeId
 from meshlib.errors import (
     CallError,
     CertificateError,

@@ -41,7 +41,7 @@ from meshlib._cluster_state import ClusterState
 from meshlib._pool import DEFAULT_CLOSE_GRACE, AioChannelPool, CallableTracker, ChannelPool
 from meshlib._resolver import ClusterRegistry, Target, TargetResolver
 from meshlib._server import MeshServer, ServerPolicy, build_server, server_listener_name
-from meshlib._spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId
+from meshlib.contract import DEFAULT_TRUST_DOMAIN, SpiffeId
 from meshlib.errors import MeshError
 from meshlib.security._certificates import (
     CertificateError,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from meshlib.contract import server_listener_name
 from meshlib.errors import MeshError
 from meshlib.resilience import RateLimit
 from meshlib.security._certificates import CertificateSource, WorkloadCertificate
@@ -47,17 +48,8 @@ __all__ = ["MTLS_MODES", "MeshServer", "ServerPolicy", "build_server", "server_c
 log = logging.getLogger("meshlib")
 
 MTLS_MODES = ("STRICT", "PERMISSIVE", "DISABLE")
-SERVER_LISTENER_TEMPLATE = "grpc/server?xds.resource.listening_address=%s"
 _TLS_HANDSHAKE = 0x16  # the first byte of a TLS ClientHello record
 _MAX_BUCKETS = 10_000  # distinct callers tracked before the buckets start over
-
-
-def server_listener_name(host: str, port: int) -> str:
-    """The Listener a server on ``host:port`` asks for (IPv6 in brackets), as gRPC's
-    own xDS server does with meshlib's bootstrap template."""
-    host = host.strip("[]")
-    host = f"[{host}]" if ":" in host else host
-    return SERVER_LISTENER_TEMPLATE % f"{host}:{port}"
 
 
 class ServerPolicy:

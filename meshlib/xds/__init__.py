@@ -40,7 +40,14 @@ from meshlib.xds._client import (
     XdsClientConfig,
     XdsProtocol,
 )
-from meshlib.xds._cluster import ClusterUpdate, LbPolicy, OutlierDetectionConfig, decode_cluster
+from meshlib.xds._cluster import (
+    CircuitBreakerConfig,
+    ClusterUpdate,
+    LbPolicy,
+    OutlierDetectionConfig,
+    RetryBudgetConfig,
+    decode_cluster,
+)
 from meshlib.xds._decoders import DECODERS, Decoder, Update
 from meshlib.xds._delta_protocol import DeltaAdsClientProtocol
 from meshlib.xds._endpoints import Endpoint, EndpointsUpdate, Locality, decode_endpoints
@@ -78,6 +85,7 @@ __all__ = [
     "AdsClientProtocol",
     "Backoff",
     "CachedResource",
+    "CircuitBreakerConfig",
     "ClusterUpdate",
     "ClusterWeight",
     "Decoder",
@@ -98,6 +106,7 @@ __all__ = [
     "ResourceRemoved",
     "ResourceValidationError",
     "ResourceWatcher",
+    "RetryBudgetConfig",
     "RetryPolicy",
     "Route",
     "RouteAction",

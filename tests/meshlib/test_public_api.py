@@ -22,6 +22,17 @@ def test_meshlib_public_api_is_pinned():
         assert getattr(meshlib, name).__doc__ or name.startswith("DEFAULT_"), name
 
 
+def test_meshlib_security_public_api_is_pinned():
+    import meshlib.security
+
+    assert sorted(meshlib.security.__all__) == sorted([
+        "AuthorizationPolicy", "Decision", "WorkloadCertificate", "decode_rbac_filters",
+        "peer_identity", "peer_principal", "request_certificate", "write_files",
+    ])
+    for name in meshlib.security.__all__:
+        assert getattr(meshlib.security, name).__doc__, name
+
+
 def test_interceptors_public_api_is_pinned():
     assert sorted(interceptors.__all__) == sorted([
         "AioAuthorizationInterceptor", "AioCircuitBreakerClientInterceptor",

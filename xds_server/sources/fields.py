@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from meshlib.errors import Problem
+from meshlib.contract import Problem
 from xds_server.sources.durations import parse_duration
 
 __all__ = [

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from meshlib.errors import ConfigError, Problem
+from meshlib.contract import ConfigError, Problem
 from xds_server.model import MeshModel
 from xds_server.sources.fields import describe, quote
 from xds_server.sources.parse import ParseMemo, parse_objects
