@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.metadata import entry_points
 
 from tests.e2e.conftest import MESHCTL, ROOT
 from tests.e2e.mesh_files import write_mesh
@@ -24,8 +25,6 @@ def test_python_m_meshctl_and_the_installed_script_are_the_same_cli():
     result = subprocess.run([sys.executable, "-m", "meshctl", "check", "examples/mesh"],
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    from importlib.metadata import entry_points
-
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "meshctl"]
     assert script.value == "meshctl.cli:main"
 
