@@ -91,7 +91,7 @@ def serve_child(kind: str, port: int, arg: str) -> None:
 
 
 def start(tmp: Path) -> tuple[list[subprocess.Popen], str, int, int, Path]:
-    from meshlib._spiffe import SpiffeId
+    from meshlib.contract import SpiffeId
     from meshlib.security._certificates import request_certificate, write_files
 
     mesh_port, bare_port = free_port(), free_port()
@@ -120,7 +120,7 @@ def start(tmp: Path) -> tuple[list[subprocess.Popen], str, int, int, Path]:
 
 def run(args: argparse.Namespace, xds: str, bare_port: int, certs: Path) -> None:
     import meshlib
-    from meshlib._spiffe import SpiffeId
+    from meshlib.contract import SpiffeId
 
     server_name = SpiffeId("cluster.local", "default", "reviews").dns_name
     creds = grpc.ssl_channel_credentials((certs / "ca.pem").read_bytes(),

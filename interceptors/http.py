@@ -32,8 +32,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-
+from meshlib.contract.x509 import spiffe_id_of_pem
 from meshlib.security import DENIED
 from meshlib.telemetry import ServerCall, ServerObserver
 
@@ -43,19 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["MeshASGIMiddleware", "MeshWSGIMiddleware", "spiffe_id_of_pem"]
 
 _DENIED = DENIED.encode()
-
-
-def spiffe_id_of_pem(pem: str | bytes) -> str | None:
-    """The one SPIFFE URI SAN of a PEM certificate (None: not exactly one)."""
-    try:
-        cert = x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem)
-        names = cert.extensions.get_extension_for_class(
-            x509.SubjectAlternativeName).value.get_values_for_type(
-                x509.UniformResourceIdentifier)
-    except (ValueError, x509.ExtensionNotFound):
-        return None
-    spiffe = [n for n in names if n.startswith("spiffe://")]
-    return spiffe[0] if len(spiffe) == 1 else None
 
 
 def _xfcc_identity(value: str) -> str | None:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from meshlib._mesh import Mesh
     from meshlib._server import MeshServer
     from meshlib._settings import DEFAULT_RESOLVE_TIMEOUT, MeshSettings
-    from meshlib._spiffe import SpiffeId
+    from meshlib.contract import SpiffeId
     from meshlib.errors import (
         CallError,
         CertificateError,

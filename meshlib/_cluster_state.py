@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import grpc
 
 from meshlib._balancer import Picker, make_picker
+from meshlib.contract import service_of
 from meshlib.errors import CallError, CircuitOpenError, NoHealthyEndpointError
 from meshlib.resilience import FAILURE_CODES, CircuitBreaker, RetryBudget
 from meshlib.xds import ClusterUpdate, Endpoint
@@ -33,14 +34,6 @@ __all__ = ["FAILURE_CODES", "ClusterState", "EndpointState", "service_of"]
 
 log = logging.getLogger("meshlib")
 _T = TypeVar("_T")
-
-def service_of(cluster_name: str) -> str:
-    """``outbound|50051||reviews.default.svc.cluster.local`` → ``reviews.default:50051``."""
-    parts = cluster_name.split("|")
-    if len(parts) == 4 and parts[0] == "outbound":
-        host = parts[3].split(".svc.", 1)[0]
-        return f"{host}:{parts[1]}"
-    return cluster_name
 
 
 class EndpointState:

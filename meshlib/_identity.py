@@ -18,7 +18,7 @@ import grpc
 
 from meshlib._loop import BackgroundLoop
 from meshlib._settings import MeshSettings
-from meshlib._spiffe import SpiffeId
+from meshlib.contract import SpiffeId
 from meshlib.errors import CertificateError, MeshError
 from meshlib.security import (
     CertificateSource,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshlib._loop import BackgroundLoop
 from meshlib._settings import DEFAULT_RESOLVE_TIMEOUT, MeshSettings, settings_of
-from meshlib.errors import MeshError
+from meshlib.contract import MeshError
 
 if TYPE_CHECKING:
     import httpx
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from meshlib._clients import Clients
     from meshlib._identity import Identity
     from meshlib._server import MeshServer, ServerPolicy, Servers
-    from meshlib._spiffe import SpiffeId
+    from meshlib.contract import SpiffeId
     from meshlib.security import CertificateSource
     from meshlib.telemetry import MeshMetrics
     from meshlib.xds import XdsClient
@@ -75,10 +75,9 @@ class Mesh:
         self._closed = False
         self._metrics: MeshMetrics | None = None  # made by the first server or scrape
         # The machinery a Mesh runs, imported by the first Mesh made (not by
-        # ``import meshlib``): the xDS client and its protos, channel pools, identity.
+        # ``import meshlib``): the xDS client and its protos, the channel pools; the
+        # identity (cryptography) and the server side only when they are used.
         from meshlib._clients import Clients
-        from meshlib._identity import Identity
-        from meshlib._server import Servers
 
         self._loop = BackgroundLoop()
         telemetry = None
@@ -90,12 +89,13 @@ class Mesh:
         """The client side, shared by every channel and HTTP client of this Mesh (the
         seam :class:`~meshlib._http.MeshTransport` takes)."""
         self._xds: XdsClient | None = None
-        self._identity: Identity = Identity()
-        self._servers: Servers = Servers(self.settings, self._loop, lambda: self._xds,
-                                         lambda: self._identity.certificates,
-                                         lambda: self.metrics if telemetry is not None else None)
+        self._identity: Identity | None = None
+        self._servers: Servers | None = None
         self._loop.submit(self._start_xds).result()
         if self.settings.has_identity:
+            from meshlib._identity import Identity
+
+            self._identity = Identity()
             try:
                 self._identity.start(self.settings, self._loop, self.clients.set_certificate)
             except BaseException:
@@ -152,17 +152,18 @@ class Mesh:
     @property
     def identity(self) -> SpiffeId | None:
         """This workload's SPIFFE ID (None without an identity)."""
-        return self._identity.spiffe_id
+        return self._identity.spiffe_id if self._identity is not None else None
 
     @property
     def certificates(self) -> CertificateSource | None:
         """The workload certificates (None without an identity)."""
-        return self._identity.certificates
+        return self._identity.certificates if self._identity is not None else None
 
     @property
     def first_certificate_seconds(self) -> float | None:
         """How long the first certificate took at start (None: none yet)."""
-        return self._identity.first_certificate_seconds
+        identity = self._identity
+        return identity.first_certificate_seconds if identity is not None else None
 
     # ------------------------------------------------------------ clients
 
@@ -227,18 +228,19 @@ class Mesh:
         it; ``mtls=`` forces one. Add servicers as usual, then ``start()``. Handlers
         learn their caller with :func:`meshlib.peer_identity`.
         """
-        return self._servers.server(service or self.service, port, host=host, mtls=mtls,
-                                    interceptors=interceptors, options=options,
-                                    max_workers=max_workers, aio=False)
+        return self._server_side().server(service or self.service, port, host=host,
+                                          mtls=mtls, interceptors=interceptors,
+                                          options=options, max_workers=max_workers,
+                                          aio=False)
 
     def aio_server(self, service: str | None = None, port: int = 0, *, host: str = "[::]",
                    mtls: str | None = None, interceptors: Sequence[Any] = (),
                    options: Sequence[tuple[str, Any]] = ()) -> MeshServer:
         """The ``grpc.aio.Server`` counterpart of :meth:`server` (``await
         server.start()``)."""
-        return self._servers.server(service or self.service, port, host=host, mtls=mtls,
-                                    interceptors=interceptors, options=options,
-                                    max_workers=0, aio=True)
+        return self._server_side().server(service or self.service, port, host=host,
+                                          mtls=mtls, interceptors=interceptors,
+                                          options=options, max_workers=0, aio=True)
 
     def server_policy(self, port: int, host: str = "[::]"
                       ) -> tuple[ServerPolicy, Callable[[], None]]:
@@ -246,7 +248,18 @@ class Mesh:
         servers there enforce (mTLS mode, authorization, rate limit, tracing, access
         logs), kept current; and the function that stops following it. The HTTP
         middleware and :meth:`server` use it."""
-        return self._servers.policy(port, host)
+        return self._server_side().policy(port, host)
+
+    def _server_side(self) -> Servers:
+        self._check_open()
+        if self._servers is None:
+            from meshlib._server import Servers  # the first server made imports it
+
+            telemetry = self.settings.telemetry
+            self._servers = Servers(self.settings, self._loop, lambda: self._xds,
+                                    lambda: self.certificates,
+                                    lambda: self.metrics if telemetry else None)
+        return self._servers
 
     # ------------------------------------------------------------ lifecycle
 
@@ -260,7 +273,9 @@ class Mesh:
         if self._closed:
             return
         self._closed = True
-        self.clients.closed = self._servers.closed = True
+        self.clients.closed = True
+        if self._servers is not None:
+            self._servers.closed = True
 
         async def shutdown() -> None:
             self.clients.stop_resolving()

@@ -26,10 +26,10 @@ import grpc
 
 from meshlib._cluster_state import ClusterState
 from meshlib._route_table import RouteTable
+from meshlib.contract import DEFAULT_TRACING_SAMPLING
 from meshlib.errors import XdsError
 from meshlib.xds import (
     CLUSTER,
-    DEFAULT_SAMPLING,
     ENDPOINT,
     LISTENER,
     ROUTE,
@@ -219,7 +219,7 @@ class TargetResolver:
         self._routes: RouteConfigUpdate | None = None
         self._clusters: set[str] = set()
         self._stale: set[str] = set()
-        self._observability: tuple[float, bool] = (DEFAULT_SAMPLING, False)
+        self._observability: tuple[float, bool] = (DEFAULT_TRACING_SAMPLING, False)
         self._cancel_lds = client.watch(LISTENER, target.name, WatcherFuncs(
             changed=self._on_listener, removed=self._on_listener_removed,
             error=self._on_error, ambient_error=self._on_ambient_error))

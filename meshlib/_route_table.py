@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from meshlib._cluster_state import ClusterState
+from meshlib.contract import DEFAULT_TRACING_SAMPLING
 from meshlib.errors import CallError, CircuitOpenError, NoHealthyEndpointError, status_code
 from meshlib.xds import FaultConfig, RetryPolicy, Route, VirtualHost, match_route
 
@@ -116,14 +117,15 @@ class RouteTable:
     entries: tuple[RouteEntry, ...]
     clusters: Mapping[str, ClusterState]
     by_method_only: bool
-    sampling: float = 0.01  # MeshConfig tracing: the share of root calls traced
+    sampling: float = DEFAULT_TRACING_SAMPLING  # MeshConfig tracing: share of root calls traced
     access_log: bool = False  # MeshConfig accessLogs: one JSON line per call
     _memo: dict[str, RouteEntry] = field(default_factory=dict)
     _by_id: dict[int, RouteEntry] = field(default_factory=dict)
 
     @classmethod
     def build(cls, target: str, virtual_host: VirtualHost,
-              clusters: Mapping[str, ClusterState], *, sampling: float = 0.01,
+              clusters: Mapping[str, ClusterState], *,
+              sampling: float = DEFAULT_TRACING_SAMPLING,
               access_log: bool = False) -> RouteTable:
         entries = tuple(RouteEntry.build(r, clusters) for r in virtual_host.routes)
         method_only = all(not r.match.headers and r.match.fraction_percent is None

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 from meshlib._loop import BackgroundLoop
 from meshlib._server_bind import Front, build_server
 from meshlib._settings import MeshSettings
+from meshlib.contract import DEFAULT_TRACING_SAMPLING, server_listener_name
 from meshlib.errors import MeshError
 from meshlib.security import Admission, guard_handler, rewrap_generic, rewrap_handler
-from meshlib.xds import DEFAULT_SAMPLING, LISTENER, ServerListenerUpdate, WatcherFuncs
+from meshlib.xds import LISTENER, ServerListenerUpdate, WatcherFuncs
 
 if TYPE_CHECKING:
     from meshlib.security import CertificateSource
@@ -37,15 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["MeshServer", "ServerPolicy", "Servers", "server_listener_name"]
 
 log = logging.getLogger("meshlib")
-SERVER_LISTENER_TEMPLATE = "grpc/server?xds.resource.listening_address=%s"
-
-
-def server_listener_name(host: str, port: int) -> str:
-    """The Listener a server on ``host:port`` asks for (IPv6 in brackets), as gRPC's
-    own xDS server does with meshlib's bootstrap template."""
-    host = host.strip("[]")
-    host = f"[{host}]" if ":" in host else host
-    return SERVER_LISTENER_TEMPLATE % f"{host}:{port}"
 
 
 class ServerPolicy:
@@ -57,7 +49,7 @@ class ServerPolicy:
         self.name = name  # the server Listener followed
         self.mode: str | None = None
         self.admission = Admission()
-        self.sampling = DEFAULT_SAMPLING  # MeshConfig tracing share, for root calls
+        self.sampling = DEFAULT_TRACING_SAMPLING  # MeshConfig tracing share, for root calls
         self.access_log = False  # MeshConfig access logs
         self.ready = threading.Event()
 

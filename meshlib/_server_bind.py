@@ -23,12 +23,12 @@ from typing import Any
 
 import grpc
 
+from meshlib.contract import MTLS_MODES
 from meshlib.errors import MeshError
 from meshlib.security import CertificateSource, WorkloadCertificate
 
 __all__ = ["MTLS_MODES", "Front", "build_server", "server_credentials"]
 
-MTLS_MODES = ("STRICT", "PERMISSIVE", "DISABLE")
 _TLS_HANDSHAKE = 0x16  # the first byte of a TLS ClientHello record
 
 

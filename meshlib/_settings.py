@@ -25,8 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from meshlib._spiffe import DEFAULT_TRUST_DOMAIN
-from meshlib.errors import MeshError
+from meshlib.contract import DEFAULT_NAMESPACE, DEFAULT_TRUST_DOMAIN, MeshError
 
 __all__ = [
     "DEFAULT_CLOSE_GRACE",
@@ -38,7 +37,6 @@ __all__ = [
 
 DEFAULT_RESOLVE_TIMEOUT = 10.0  # seconds a first call waits for its target's config
 DEFAULT_CLOSE_GRACE = 30.0  # seconds a removed endpoint's channel stays for calls in flight
-DEFAULT_NAMESPACE = "default"
 XdsProtocol = Literal["auto", "delta", "sotw"]
 _PROTOCOLS = ("auto", "delta", "sotw")
 _OFF = ("off", "0", "false", "no")

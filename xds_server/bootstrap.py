@@ -16,8 +16,17 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from xds_server.node import KIND_METADATA_KEY, NAMESPACE_METADATA_KEY, TLS_METADATA_KEY
-from xds_server.translate.names import SERVER_LISTENER_TEMPLATE
+from meshlib.contract import (
+    CA_FILE,
+    CERT_FILE,
+    DEFAULT_NAMESPACE,
+    GRPC_NODE,
+    KEY_FILE,
+    KIND_METADATA_KEY,
+    NAMESPACE_METADATA_KEY,
+    SERVER_LISTENER_TEMPLATE,
+    TLS_METADATA_KEY,
+)
 from xds_server.translate.security import CERT_PROVIDER_INSTANCE
 
 __all__ = [
@@ -30,10 +39,8 @@ __all__ = [
     "make_bootstrap",
 ]
 
-# The files of a certificate directory (the same names meshlib's FileCertificates reads).
-CERT_FILE = "cert.pem"  # the workload certificate (its chain may follow)
-KEY_FILE = "key.pem"  # its private key
-CA_FILE = "ca.pem"  # the mesh roots peers are verified against
+# The files of a certificate directory (CERT_FILE, KEY_FILE, CA_FILE) are
+# meshlib.contract.names': the same names meshlib's FileCertificates reads.
 CERT_REFRESH_INTERVAL = "10s"  # how often gRPC re-reads them (rotation)
 
 
@@ -43,10 +50,10 @@ class BootstrapOptions:
 
     xds_address: str
     node_id: str
-    namespace: str = "default"
+    namespace: str = DEFAULT_NAMESPACE
     cluster: str = ""
     zone: str = ""
-    kind: str = "grpc"
+    kind: str = GRPC_NODE
     cert_dir: str = ""  # holds cert.pem, key.pem, ca.pem: enables mTLS ("" = plaintext)
 
 

@@ -15,6 +15,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from meshlib.contract import (
+    DEFAULT_BREAKER_FAILURES,
+    DEFAULT_BREAKER_HALF_OPEN_PROBES,
+    DEFAULT_BREAKER_OPEN_DURATION,
+    DEFAULT_MAX_REQUESTS,
+    DEFAULT_MIN_RETRIES_PER_SECOND,
+    DEFAULT_MTLS_MODE,
+    DEFAULT_NAMESPACE,
+    DEFAULT_RETRY_BUDGET_PERCENT,
+    DEFAULT_TRACING_SAMPLING,
+    DEFAULT_TRUST_DOMAIN,
+    MtlsMode,
+)
+
 __all__ = [
     "DEFAULT_CLUSTER_DOMAIN",
     "DEFAULT_NAMESPACE",
@@ -49,15 +63,12 @@ __all__ = [
     "TrafficPolicy",
 ]
 
-DEFAULT_NAMESPACE = "default"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
-DEFAULT_TRUST_DOMAIN = "cluster.local"
 MESH_ANNOTATION_PREFIX = "meshlib.dev/"
 #: Comma-separated service accounts (in the Service's namespace) its backends run as.
 SERVICE_ACCOUNTS_ANNOTATION = "meshlib.dev/service-accounts"
 
 Protocol = Literal["grpc", "http", "http2", "tcp"]
-MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -287,8 +298,8 @@ class LoadBalancer:
 class RetryBudget:
     """Retries allowed as a share of active requests, with a floor per second."""
 
-    percent: float = 20.0
-    min_retries_per_second: int = 10
+    percent: float = DEFAULT_RETRY_BUDGET_PERCENT
+    min_retries_per_second: float = DEFAULT_MIN_RETRIES_PER_SECOND
 
 
 DEFAULT_RETRY_ON = ("UNAVAILABLE",)
@@ -315,10 +326,10 @@ class RetryPolicy:
 class CircuitBreaker:
     """``spec.circuitBreaker``: per-endpoint breaker plus a per-cluster cap."""
 
-    consecutive_failures: int = 5
-    open_duration: float = 30.0
-    half_open_probes: int = 1
-    max_concurrent_requests: int = 1024
+    consecutive_failures: int = DEFAULT_BREAKER_FAILURES
+    open_duration: float = DEFAULT_BREAKER_OPEN_DURATION
+    half_open_probes: int = DEFAULT_BREAKER_HALF_OPEN_PROBES
+    max_concurrent_requests: int = DEFAULT_MAX_REQUESTS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -411,9 +422,9 @@ class MeshConfig:
     name: str = "mesh"
     trust_domain: str = DEFAULT_TRUST_DOMAIN
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
-    default_mtls_mode: MtlsMode = "PERMISSIVE"
+    default_mtls_mode: MtlsMode = DEFAULT_MTLS_MODE
     certificate_ttl: float = 24 * 3600.0
-    tracing_sampling: float = 0.01
+    tracing_sampling: float = DEFAULT_TRACING_SAMPLING
     access_logs: bool = False
     sidecar_outbound_port: int = 15001  # Envoy's outbound listener
     ref: ObjectRef | None = field(default=None, compare=False)

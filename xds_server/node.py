@@ -9,11 +9,20 @@ snapshot, so the control plane translates once per group, not once per node.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from envoy.config.core.v3 import base_pb2
 
-from xds_server.model import DEFAULT_NAMESPACE
+from meshlib.contract import (
+    DEFAULT_NAMESPACE,
+    ENVOY_NODE,
+    GRPC_NODE,
+    KIND_METADATA_KEY,
+    MESHLIB_NODE,
+    NAMESPACE_METADATA_KEY,
+    OUTBOUND_PORT_METADATA_KEY,
+    TLS_METADATA_KEY,
+    NodeKind,
+)
 
 __all__ = [
     "KIND_METADATA_KEY",
@@ -25,17 +34,9 @@ __all__ = [
     "group_of",
 ]
 
-NodeKind = Literal["grpc", "envoy", "meshlib"]
-
-# Node metadata keys written by `meshctl bootstrap`, `meshctl sidecar` and meshlib.
-KIND_METADATA_KEY = "MESHLIB_KIND"
-NAMESPACE_METADATA_KEY = "NAMESPACE"
-OUTBOUND_PORT_METADATA_KEY = "OUTBOUND_PORT"
-# "true" when the node's bootstrap has the "meshlib" certificate provider (`meshctl
-# bootstrap --cert-dir`): only then may its resources name it (gRPC NACKs an unknown
-# certificate provider instance).
-TLS_METADATA_KEY = "MESHLIB_TLS"
-_TLS_KINDS = ("meshlib",)  # kinds whose nodes always do mTLS
+# The node metadata keys (written by `meshctl bootstrap`, `meshctl sidecar` and
+# meshlib) and the node kinds are meshlib.contract.node's, re-exported here.
+_TLS_KINDS = (MESHLIB_NODE,)  # kinds whose nodes always do mTLS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,16 +86,16 @@ def group_of(node: base_pb2.Node) -> NodeGroup:
 
     namespace = text(NAMESPACE_METADATA_KEY) or DEFAULT_NAMESPACE
     declared = text(KIND_METADATA_KEY)
-    if node.user_agent_name == "envoy" or declared == "envoy":
+    if node.user_agent_name == "envoy" or declared == ENVOY_NODE:
         port = None
         if OUTBOUND_PORT_METADATA_KEY in fields:
             value = fields[OUTBOUND_PORT_METADATA_KEY]
             raw = value.string_value or (int(value.number_value) if value.number_value else "")
             port = int(raw) if str(raw).isdigit() else None
-        return NodeGroup(kind="envoy", namespace=namespace, outbound_port=port)
-    if declared == "meshlib":
-        return NodeGroup(kind="meshlib", namespace=namespace, tls=True)
+        return NodeGroup(kind=ENVOY_NODE, namespace=namespace, outbound_port=port)
+    if declared == MESHLIB_NODE:
+        return NodeGroup(kind=MESHLIB_NODE, namespace=namespace, tls=True)
     tls = TLS_METADATA_KEY in fields and (
         fields[TLS_METADATA_KEY].bool_value
         or fields[TLS_METADATA_KEY].string_value.lower() == "true")
-    return NodeGroup(kind="grpc", namespace=namespace, tls=tls)
+    return NodeGroup(kind=GRPC_NODE, namespace=namespace, tls=tls)

@@ -1,12 +1,12 @@
 """xDS v3 type URLs and the ADS order. Nothing else belongs here.
 
-The type URLs are protocol constants shared with meshlib's own xDS client, which
-defines them once (``meshlib.xds._resources``); the push order is the server's own.
+The type URLs are protocol constants shared with meshlib's own xDS client, defined
+once in :mod:`meshlib.contract.resources`; the push order is the server's own.
 """
 
 from __future__ import annotations
 
-from meshlib.xds._resources import (  # one definition, shared with the client
+from meshlib.contract import (  # one definition, shared with the client
     CLUSTER,
     ENDPOINT,
     FULL_STATE_TYPES,

@@ -32,13 +32,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meshlib._spiffe import SpiffeId
-from meshlib.errors import CertificateError, MeshError
-from meshlib.security._ca_protocol import (
-    CREATE_CERTIFICATE,
-    CertificateRequest,
-    CertificateResponse,
-)
+from meshlib.contract import CA_FILE, CERT_FILE, KEY_FILE, CertificateError, MeshError, SpiffeId
+from meshlib.contract.ca import CREATE_CERTIFICATE, CertificateRequest, CertificateResponse
+from meshlib.contract.x509 import spiffe_id_of
 
 __all__ = [
     "CA_FILE",
@@ -56,7 +52,6 @@ __all__ = [
 
 log = logging.getLogger("meshlib.security")
 
-CERT_FILE, KEY_FILE, CA_FILE = "cert.pem", "key.pem", "ca.pem"
 ROTATE_AT = 0.5  # of the remaining lifetime
 ROTATE_JITTER = 0.1
 _RETRY_MIN, _RETRY_MAX = 0.5, 30.0
@@ -90,10 +85,8 @@ class WorkloadCertificate:
         if key.public_key().public_numbers() != leaf.public_key().public_numbers():  # type: ignore[union-attr]
             raise CertificateError("the private key does not match the certificate")
         try:
-            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-            spiffe_id = SpiffeId.parse(uris[0] if len(uris) == 1 else "")
-        except (x509.ExtensionNotFound, ValueError) as err:
+            spiffe_id = spiffe_id_of(leaf)
+        except ValueError as err:
             raise CertificateError(f"the certificate has no single SPIFFE ID: {err}") from err
         return cls(key_pem=key_pem, chain_pem=chain_pem, roots_pem=roots_pem,
                    spiffe_id=spiffe_id, serial=leaf.serial_number,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshlib._spiffe import SpiffeId
+from meshlib.contract import SpiffeId
 
 __all__ = ["peer_identity", "peer_principal"]
 

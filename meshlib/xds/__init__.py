@@ -40,12 +40,18 @@ from meshlib.xds._client import (
     XdsClientConfig,
     XdsProtocol,
 )
-from meshlib.xds._cluster import ClusterUpdate, LbPolicy, OutlierDetectionConfig, decode_cluster
+from meshlib.xds._cluster import (
+    CircuitBreakerConfig,
+    ClusterUpdate,
+    LbPolicy,
+    OutlierDetectionConfig,
+    RetryBudgetConfig,
+    decode_cluster,
+)
 from meshlib.xds._decoders import DECODERS, Decoder, Update
 from meshlib.xds._delta_protocol import DeltaAdsClientProtocol
 from meshlib.xds._endpoints import Endpoint, EndpointsUpdate, Locality, decode_endpoints
 from meshlib.xds._listener import (
-    DEFAULT_SAMPLING,
     ListenerUpdate,
     ServerListenerUpdate,
     decode_listener,
@@ -77,13 +83,13 @@ __all__ = [
     "DEFAULT_CACHE_WRITE_INTERVAL",
     "DEFAULT_PROTOCOL",
     "DEFAULT_RESOURCE_TIMEOUT",
-    "DEFAULT_SAMPLING",
     "ENDPOINT",
     "LISTENER",
     "ROUTE",
     "AdsClientProtocol",
     "Backoff",
     "CachedResource",
+    "CircuitBreakerConfig",
     "ClusterUpdate",
     "ClusterWeight",
     "Decoder",
@@ -104,6 +110,7 @@ __all__ = [
     "ResourceRemoved",
     "ResourceValidationError",
     "ResourceWatcher",
+    "RetryBudgetConfig",
     "RetryPolicy",
     "Route",
     "RouteAction",

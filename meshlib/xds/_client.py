@@ -54,7 +54,13 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 
-from meshlib.errors import XdsError
+from meshlib.contract import (
+    DEFAULT_NAMESPACE,
+    KIND_METADATA_KEY,
+    MESHLIB_NODE,
+    NAMESPACE_METADATA_KEY,
+    XdsError,
+)
 from meshlib.xds._ads_protocol import (
     AdsClientProtocol,
     Event,
@@ -81,15 +87,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NAMESPACE = "default"
 DEFAULT_RESOURCE_TIMEOUT = 15.0  # seconds; gRPC's does-not-exist timer
 DEFAULT_CACHE_WRITE_INTERVAL = 0.5  # seconds between two writes of the cache file
 
 #: Which ADS flavour to speak: ``"auto"`` is delta, falling back to state of the world.
 XdsProtocol = Literal["auto", "delta", "sotw"]
 DEFAULT_PROTOCOL: XdsProtocol = "auto"
-KIND_METADATA_KEY = "MESHLIB_KIND"
-NAMESPACE_METADATA_KEY = "NAMESPACE"
 
 _Key = tuple[str, str]  # (type URL, resource name)
 _Ads = AdsClientProtocol | DeltaAdsClientProtocol
@@ -127,7 +130,8 @@ class XdsClientConfig:
     def node(self) -> base_pb2.Node:
         """The ``Node`` sent on each stream: metadata ``MESHLIB_KIND`` and ``NAMESPACE``."""
         metadata = struct_pb2.Struct()
-        metadata.update({KIND_METADATA_KEY: "meshlib", NAMESPACE_METADATA_KEY: self.namespace})
+        metadata.update({KIND_METADATA_KEY: MESHLIB_NODE,
+                         NAMESPACE_METADATA_KEY: self.namespace})
         return base_pb2.Node(id=self.node_id, user_agent_name="meshlib", metadata=metadata)
 
 

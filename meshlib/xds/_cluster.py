@@ -9,7 +9,8 @@
 * Outlier detection fields and defaults as in gRFC A50; percentages must be <= 100.
 * ``metadata.filter_metadata["meshlib.dev"]`` carries what xDS has no field for: the
   per-endpoint circuit breaker (``circuitBreaker``) and the retry budget
-  (``retryBudget``) meshlib enforces.
+  (``retryBudget``) meshlib enforces; its schema is
+  :mod:`meshlib.contract.cluster_metadata`, shared with the control plane.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2, message
 
-from meshlib._spiffe import SpiffeId
+from meshlib.contract import (
+    DEFAULT_MAX_REQUESTS,
+    MESHLIB_METADATA,
+    CircuitBreakerConfig,
+    RetryBudgetConfig,
+    SpiffeId,
+)
+from meshlib.contract.cluster_metadata import decode as decode_meshlib_metadata
 from meshlib.xds._resources import CLUSTER, ResourceValidationError, seconds, unpack
 
 __all__ = [
@@ -42,9 +50,7 @@ __all__ = [
     "decode_cluster",
 ]
 
-DEFAULT_MAX_REQUESTS = 1024
 MAX_RING_SIZE = 8 * 1024 * 1024
-MESHLIB_METADATA = "meshlib.dev"
 _Cluster = cluster_pb2.Cluster
 _RING_HASH = ring_hash_pb2.RingHash
 _TYPE = "type.googleapis.com/"
@@ -83,24 +89,6 @@ class OutlierDetectionConfig:
     enforcing_failure_percentage: int = 0
     failure_percentage_minimum_hosts: int = 5
     failure_percentage_request_volume: int = 50
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CircuitBreakerConfig:
-    """Per-endpoint breaker: open after ``consecutive_failures``, for ``open_duration`` s,
-    then let ``half_open_probes`` calls test the endpoint."""
-
-    consecutive_failures: int = 5
-    open_duration: float = 30.0
-    half_open_probes: int = 1
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryBudgetConfig:
-    """Retries allowed: ``percent`` % of requests plus ``min_retries_per_second``."""
-
-    percent: float = 20.0
-    min_retries_per_second: float = 10.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,33 +155,11 @@ def _meshlib_settings(cluster: cluster_pb2.Cluster, invalid: _Invalid
                       ) -> tuple[CircuitBreakerConfig | None, RetryBudgetConfig | None]:
     if MESHLIB_METADATA not in cluster.metadata.filter_metadata:
         return None, None
-    fields = cluster.metadata.filter_metadata[MESHLIB_METADATA].fields
-    breaker = budget = None
-
-    def number(section: str, key: str, default: float, low: float) -> float:
-        struct = fields[section].struct_value.fields
-        if key not in struct:
-            return default
-        value = struct[key].number_value
-        if value < low:
-            raise invalid(f"metadata {MESHLIB_METADATA}.{section}.{key}: {value} < {low}")
-        return value
-
-    if "circuitBreaker" in fields:
-        d = CircuitBreakerConfig()
-        breaker = CircuitBreakerConfig(
-            consecutive_failures=int(number("circuitBreaker", "consecutiveFailures",
-                                            d.consecutive_failures, 1)),
-            open_duration=number("circuitBreaker", "openDuration", d.open_duration, 0.0),
-            half_open_probes=int(number("circuitBreaker", "halfOpenProbes",
-                                        d.half_open_probes, 1)))
-    if "retryBudget" in fields:
-        d2 = RetryBudgetConfig()
-        budget = RetryBudgetConfig(
-            percent=number("retryBudget", "percent", d2.percent, 0.0),
-            min_retries_per_second=number("retryBudget", "minRetriesPerSecond",
-                                          d2.min_retries_per_second, 0.0))
-    return breaker, budget
+    try:
+        settings = decode_meshlib_metadata(cluster.metadata.filter_metadata[MESHLIB_METADATA])
+    except ValueError as err:
+        raise invalid(f"metadata {err}") from err
+    return settings.circuit_breaker, settings.retry_budget
 
 
 def _upstream_tls(cluster: cluster_pb2.Cluster, invalid: _Invalid) -> UpstreamTls | None:

@@ -27,7 +27,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import any_pb2
 
-from meshlib.errors import XdsError
+from meshlib.contract import DEFAULT_TRACING_SAMPLING, XdsError
 from meshlib.xds._resources import LISTENER, ResourceValidationError, unpack
 from meshlib.xds._route_config import RouteConfigUpdate, decode_route_configuration
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_SAMPLING", "ListenerUpdate", "ServerListenerUpdate", "decode_listener"]
 
 #: Tracing's share of calls when the HttpConnectionManager has no ``tracing`` (1 %).
-DEFAULT_SAMPLING = 0.01
+DEFAULT_SAMPLING = DEFAULT_TRACING_SAMPLING
 
 _DOWNSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 _LOCAL_RATE_LIMIT = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"

@@ -1,4 +1,5 @@
-"""xDS type URLs, the validation error, and small proto helpers shared by the decoders.
+"""The validation error and small proto helpers shared by the decoders; the xDS type
+URLs (from :mod:`meshlib.contract.resources`, shared with the control plane).
 
 Every decoder is a pure function ``decode(any_pb2.Any) -> Update`` that raises
 :class:`ResourceValidationError`; nothing here does I/O.
@@ -11,7 +12,17 @@ from typing import TypeVar
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, message
 
-from meshlib.errors import XdsError
+from meshlib.contract import (
+    CLUSTER,
+    ENDPOINT,
+    FULL_STATE_TYPES,
+    LISTENER,
+    ROUTE,
+    SECRET,
+    TYPE_URL_PREFIX,
+    XdsError,
+    short_name,
+)
 
 __all__ = [
     "CLUSTER",
@@ -27,18 +38,6 @@ __all__ = [
     "unpack",
 ]
 
-_PREFIX = "type.googleapis.com/"
-LISTENER = _PREFIX + "envoy.config.listener.v3.Listener"
-ROUTE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
-CLUSTER = _PREFIX + "envoy.config.cluster.v3.Cluster"
-ENDPOINT = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
-SECRET = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
-
-# State-of-the-world LDS/CDS responses carry every subscribed resource, so a name that
-# is missing from one has been deleted; RDS/EDS responses may carry a subset.
-FULL_STATE_TYPES = frozenset({LISTENER, CLUSTER})
-
-_SHORT = {LISTENER: "LDS", ROUTE: "RDS", CLUSTER: "CDS", ENDPOINT: "EDS", SECRET: "SDS"}
 _DENOMINATORS = {
     percent_pb2.FractionalPercent.HUNDRED: 100,
     percent_pb2.FractionalPercent.TEN_THOUSAND: 10_000,
@@ -46,11 +45,6 @@ _DENOMINATORS = {
 }
 
 M = TypeVar("M", bound=message.Message)
-
-
-def short_name(type_url: str) -> str:
-    """``LDS``/``RDS``/``CDS``/``EDS``/``SDS`` for messages, logs and metric labels."""
-    return _SHORT.get(type_url, type_url.rsplit(".", 1)[-1])
 
 
 class ResourceValidationError(XdsError):
@@ -72,7 +66,7 @@ class ResourceValidationError(XdsError):
 
 def unpack(any_msg: any_pb2.Any, cls: type[M], type_url: str, name: str = "") -> M:
     """``any_msg`` as a ``cls``, or a :class:`ResourceValidationError` saying why not."""
-    expected = _PREFIX + cls.DESCRIPTOR.full_name
+    expected = TYPE_URL_PREFIX + cls.DESCRIPTOR.full_name
     if any_msg.type_url != expected:
         raise ResourceValidationError(
             f"expected {cls.DESCRIPTOR.full_name}, got {any_msg.type_url or 'no type URL'}",

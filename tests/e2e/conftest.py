@@ -20,13 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from examples.reviews_server import make_server
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(Path(__file__).parent))
-
-from reviews_server import make_server  # noqa: E402
-
-MESHCTL = [sys.executable, "-m", "xds_server.cli"]
+MESHCTL = [sys.executable, "-m", "meshctl.cli"]
 # gRPC 1.85 acts on the control plane's NOT_FOUND for a missing LDS/CDS name (gRFC A88)
 # only with this set; without it, it waits its 15 s does-not-exist timer.
 NATIVE_GRPC_ENV = {"GRPC_EXPERIMENTAL_XDS_DATA_ERROR_HANDLING": "true"}
@@ -210,4 +207,4 @@ def envoy_binary() -> str | None:
     return str(path) if path.exists() else shutil.which("envoy")
 
 
-from meshlib_env import mesh_env  # noqa: E402,F401  (meshlib client tests)
+from tests.e2e.meshlib_env import mesh_env  # noqa: E402,F401  (meshlib client tests)

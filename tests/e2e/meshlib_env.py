@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mesh_files import write_mesh
-from meshlib_backends import Backend
 
 import meshlib
+from tests.e2e.mesh_files import write_mesh
+from tests.e2e.meshlib_backends import Backend
 
 
 @dataclass

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import envoy_binary, free_port, http_get, stop_process
-from mesh_files import write_mesh
+
+from tests.e2e.conftest import envoy_binary, free_port, http_get, stop_process
+from tests.e2e.mesh_files import write_mesh
 
 pytestmark = pytest.mark.envoy
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from conftest import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -19,6 +18,7 @@ from starlette.routing import Route
 
 import meshlib
 from meshlib.security._certificates import CA_FILE, CERT_FILE, KEY_FILE, write_files
+from tests.e2e.conftest import free_port
 
 TOKENS = {"frontend": "frontend-token-0123456789", "web": "web-token-0123456789",
           "rogue": "rogue-token-0123456789"}

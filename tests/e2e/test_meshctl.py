@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+from importlib.metadata import entry_points
 
-from conftest import MESHCTL, ROOT
-from mesh_files import write_mesh
+from tests.e2e.conftest import MESHCTL, ROOT
+from tests.e2e.mesh_files import write_mesh
 
 
 def meshctl(*args: str) -> subprocess.CompletedProcess:
@@ -17,6 +19,14 @@ def test_check_accepts_the_examples():
     result = meshctl("check", "examples/mesh")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok" in result.stdout
+
+
+def test_python_m_meshctl_and_the_installed_script_are_the_same_cli():
+    result = subprocess.run([sys.executable, "-m", "meshctl", "check", "examples/mesh"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "meshctl"]
+    assert script.value == "meshctl.cli:main"
 
 
 def test_check_rejects_invalid_config_one_line_per_problem():

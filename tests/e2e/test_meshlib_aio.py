@@ -8,10 +8,10 @@ import collections
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from mesh_files import policy_yaml
-from meshlib_backends import CHAT, GET, LIST, UPLOAD
 
 import meshlib
+from tests.e2e.mesh_files import policy_yaml
+from tests.e2e.meshlib_backends import CHAT, GET, LIST, UPLOAD
 
 
 async def test_aio_weighted_split_and_all_call_kinds(mesh_env):

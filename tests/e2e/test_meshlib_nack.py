@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 from envoy.config.cluster.v3 import cluster_pb2
-from mesh_files import write_mesh
-from meshlib_backends import GET, Backend
 
 import meshlib
 from meshlib.xds import CLUSTER
+from tests.e2e.mesh_files import write_mesh
+from tests.e2e.meshlib_backends import GET, Backend
 from xds_server.cache.snapshot import Snapshot
 from xds_server.control_plane import ControlPlane
 from xds_server.metrics import ControlPlaneMetrics

@@ -9,10 +9,10 @@ import time
 
 import grpc
 import pytest
-from mesh_files import policy_yaml
-from meshlib_backends import GET, LIST
 
 import meshlib
+from tests.e2e.mesh_files import policy_yaml
+from tests.e2e.meshlib_backends import GET, LIST
 
 RETRIES = """  retries:
     attempts: 3

@@ -10,11 +10,11 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from mesh_files import policy_yaml, service_yaml
-from meshlib_backends import CHAT, GET, LIST, UPLOAD
 
 import meshlib
 from meshlib import deadline_scope
+from tests.e2e.mesh_files import policy_yaml, service_yaml
+from tests.e2e.meshlib_backends import CHAT, GET, LIST, UPLOAD
 
 
 def names(channel: grpc.Channel, n: int, metadata=None) -> collections.Counter:

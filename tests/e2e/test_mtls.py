@@ -15,13 +15,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import free_port
 from cryptography import x509
-from mesh_files import service_yaml
 
 import meshlib
-from meshlib._spiffe import SpiffeId
+from meshlib.contract import SpiffeId
 from meshlib.security._certificates import WorkloadCertificate, make_key_and_csr, write_files
+from tests.e2e.conftest import free_port
+from tests.e2e.mesh_files import service_yaml
 from xds_server.ca import CertificateAuthority
 
 WHO = "/demo.Who/Am"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import MESHCTL, NATIVE_GRPC_ENV, ROOT, free_port, stop_process
-from mesh_files import service_yaml
 
 import meshlib
+from tests.e2e.conftest import MESHCTL, NATIVE_GRPC_ENV, ROOT, free_port, stop_process
+from tests.e2e.mesh_files import service_yaml
 
 PEER = Path(__file__).parent / "native_mtls_peer.py"
 METHOD = "/demo.Reviews/Get"

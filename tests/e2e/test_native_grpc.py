@@ -12,8 +12,9 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, free_port, stop_process
-from mesh_files import route_yaml, service_yaml, write_mesh
+
+from tests.e2e.conftest import ROOT, free_port, stop_process
+from tests.e2e.mesh_files import route_yaml, service_yaml, write_mesh
 
 TARGET = "xds:///reviews.default.svc.cluster.local:50051"
 

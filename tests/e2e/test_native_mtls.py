@@ -19,7 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import (
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meshlib.contract import SpiffeId
+from tests.e2e.conftest import (
     MESHCTL,
     NATIVE_GRPC_ENV,
     ROOT,
@@ -28,11 +33,6 @@ from conftest import (
     start_control_plane,
     stop_process,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from meshlib._spiffe import SpiffeId
 from xds_server.bootstrap import CA_FILE, CERT_FILE, KEY_FILE
 from xds_server.ca import CertificateAuthority
 

@@ -22,8 +22,6 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import grpc
 import pytest
 import uvicorn
-from conftest import free_port
-from mesh_files import service_yaml
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -36,6 +34,8 @@ from starlette.routing import Route
 import meshlib
 from interceptors.http import MeshASGIMiddleware, MeshWSGIMiddleware
 from meshlib.telemetry._access_log import ACCESS_LOG_FIELDS
+from tests.e2e.conftest import free_port
+from tests.e2e.mesh_files import service_yaml
 
 GET = "/demo.Store/Get"
 _EXPORTER = InMemorySpanExporter()

@@ -9,7 +9,8 @@ from typing import Any
 
 import grpc
 import pytest
-from interceptor_backend import Backend
+
+from tests.interceptors.interceptor_backend import Backend
 
 
 @pytest.fixture

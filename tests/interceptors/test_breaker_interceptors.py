@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from interceptor_backend import BACKEND
 
 import meshlib
 from interceptors import (
@@ -18,6 +17,7 @@ from interceptors import (
     RetryClientInterceptor,
     aio_interceptors,
 )
+from tests.interceptors.interceptor_backend import BACKEND
 
 METHOD = f"/{BACKEND}/UnaryUnary"
 

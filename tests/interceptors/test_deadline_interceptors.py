@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
-from interceptor_backend import BACKEND, KINDS, acall_every_kind, call_every_kind
 
 import meshlib
 from interceptors import (
@@ -19,6 +18,7 @@ from interceptors import (
     DeadlineServerInterceptor,
     aio_interceptors,
 )
+from tests.interceptors.interceptor_backend import BACKEND, KINDS, acall_every_kind, call_every_kind
 
 RELAY = "test.Relay"
 ANSWERS = [b"echo:a", [b"echo:b"], b"echo:cd", [b"echo:e"]]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from interceptor_backend import BACKEND
 
 import meshlib
 from interceptors import AioRetryClientInterceptor, RetryClientInterceptor
+from tests.interceptors.interceptor_backend import BACKEND
 
 METHOD = f"/{BACKEND}/UnaryUnary"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 
@@ -27,6 +28,45 @@ def test_meshlib_public_api_is_pinned():
     ])
     for name in meshlib.__all__:
         assert getattr(meshlib, name).__doc__ or name.startswith("DEFAULT_"), name
+
+
+def test_meshlib_security_public_api_is_pinned():
+    import meshlib.security
+
+    assert sorted(meshlib.security.__all__) == sorted([
+        "CA_FILE", "CERT_FILE", "DENIED", "HANDLER_FACTORIES", "KEY_FILE", "Admission",
+        "AuthorizationPolicy", "CertificateSource", "Check", "Decision", "FileCertificates",
+        "IssuedCertificates", "PolicySource", "Refusal", "WorkloadCertificate", "Wrap",
+        "authorization_check", "authorize_generic", "authorize_methods",
+        "decode_rbac_filters", "guard_handler", "log_denial", "make_key_and_csr",
+        "peer_identity", "peer_principal", "request_certificate", "rewrap_generic",
+        "rewrap_handler", "write_files",
+    ])
+    for name in meshlib.security.__all__:
+        value = getattr(meshlib.security, name)
+        if inspect.isclass(value) or inspect.isfunction(value):  # not aliases, constants
+            assert value.__doc__, name
+
+
+def test_meshlib_resilience_and_telemetry_public_apis_are_pinned():
+    assert sorted(meshlib.resilience.__all__) == sorted([
+        "DEADLINE", "DEFAULT_BACKOFF", "DEFAULT_MAX_BACKOFF", "DEFAULT_MIN_RETRIES_PER_SECOND",
+        "DEFAULT_RETRY_ATTEMPTS", "DEFAULT_RETRY_BUDGET_PERCENT", "DEFAULT_RETRY_BUDGET_WINDOW",
+        "DEFAULT_RETRY_ON", "FAILURE_CODES", "RETRIES_OWNED", "CircuitBreaker", "Clock",
+        "RateLimit", "Retry", "RetryBudget", "RetryRules", "RetryRun", "Sleep",
+        "acall_with_retry", "async_sleep", "call_with_retry", "cap_timeout",
+        "circuit_breaker", "current_deadline", "deadline_scope", "earliest", "is_failure",
+        "rate_limit", "remaining", "reset_deadline", "retry", "run_within", "set_deadline",
+        "timeout",
+    ])
+    assert sorted(meshlib.telemetry.__all__) == sorted([
+        "ACCESS_LOG_FIELDS", "DURATION_BUCKETS", "FOLD_AT", "TRACEPARENT", "CallRecord",
+        "ClientTelemetry", "Counted", "Durations", "MeshMetrics", "Observability", "Record",
+        "ServerCall", "ServerObserver", "ServerSpan", "Total", "access_logger",
+        "caller_label", "code_of", "counting_codec", "format_traceparent",
+        "parse_traceparent", "server_wrappers", "start_server_span", "tracer", "w3c_only",
+        "write_access_log",
+    ])
 
 
 def test_interceptors_public_api_is_pinned():

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2
 
+from tests.xds_server.translate.model_builders import endpoint, endpoint_slice, mesh, port, service
 from xds_server.cache import Snapshot
 from xds_server.control_plane import ControlPlane
 from xds_server.model import MeshModel
@@ -16,9 +15,6 @@ from xds_server.node import NodeGroup
 from xds_server.resources import CLUSTER, LISTENER
 from xds_server.snapshot_builder import SnapshotBuilder
 from xds_server.translate import build_resources
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "translate"))
-from model_builders import endpoint, endpoint_slice, mesh, port, service
 
 GRPC = NodeGroup(kind="grpc")
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks import mesh_gen
 from xds_server import snapshot_builder
 from xds_server.cache import Snapshot
 from xds_server.node import NodeGroup
@@ -17,8 +17,6 @@ from xds_server.sources.yaml_loader import ConfigLoader
 from xds_server.translate import build_resources
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import mesh_gen  # noqa: E402
 
 GROUPS = [NodeGroup(kind="grpc"), NodeGroup(kind="envoy", outbound_port=15001),
           NodeGroup(kind="grpc", namespace="other"), NodeGroup(kind="grpc", tls=True),

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from meshlib._spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId
-from meshlib.errors import MeshError
+from meshlib.contract import DEFAULT_TRUST_DOMAIN, MeshError, SpiffeId
+from meshlib.contract.x509 import uri_sans
 from xds_server.ca._store import CaStore
 
 __all__ = [
@@ -219,11 +219,7 @@ def parse_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
 
 def _check_requested_identity(csr: x509.CertificateSigningRequest,
                               identity: SpiffeId) -> None:
-    try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return
-    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+    for uri in uri_sans(csr):
         if uri != identity.uri:
             raise CsrError(f"CSR asks for {uri}, but the caller is {identity.uri}: a "
                            "workload can only get a certificate for its own identity")

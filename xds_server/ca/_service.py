@@ -1,7 +1,7 @@
 """The certificate service: workloads send a CSR and a bearer token, get an SVID.
 
 Served on the control plane's gRPC port beside ADS, speaking Istio's
-``IstioCertificateService`` (see :mod:`meshlib.security._ca_protocol`). The CA key
+``IstioCertificateService`` (see :mod:`meshlib.contract.ca`). The CA key
 never leaves this process. Status codes a caller sees:
 
 * ``UNAUTHENTICATED`` — no token, or a token nobody issued (no detail on which);
@@ -19,13 +19,14 @@ from collections.abc import Callable
 import grpc
 from cryptography import x509
 
-from meshlib._spiffe import SpiffeId
-from meshlib.security._ca_protocol import (
+from meshlib.contract import SpiffeId
+from meshlib.contract.ca import (
     CREATE_CERTIFICATE,
     SERVICE_NAME,
     CertificateRequest,
     CertificateResponse,
 )
+from meshlib.contract.x509 import spiffe_id_of
 from xds_server.ca._authority import CertificateAuthority, CsrError, parse_csr
 from xds_server.ca._tokens import AuthenticationError, TokenAuthenticator
 
@@ -121,16 +122,9 @@ def _bearer(metadata) -> str:  # type: ignore[no-untyped-def]
 def _requested_identity(csr: x509.CertificateSigningRequest, trust_domain: str) -> SpiffeId:
     """The one SPIFFE ID the CSR's URI SANs ask for."""
     try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        raise CsrError("CSR has no subjectAltName: put the SPIFFE ID in a URI SAN") from None
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    if len(uris) != 1:
-        raise CsrError(f"CSR must ask for exactly one SPIFFE ID URI SAN, got {len(uris)}")
-    try:
-        identity = SpiffeId.parse(uris[0])
+        identity = spiffe_id_of(csr)
     except ValueError as err:
-        raise CsrError(str(err)) from err
+        raise CsrError(f"CSR: {err}") from err
     if identity.trust_domain != trust_domain:
         raise CsrError(f"{identity} is not in trust domain {trust_domain}")
     return identity

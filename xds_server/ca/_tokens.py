@@ -30,8 +30,7 @@ from typing import Protocol
 
 import yaml
 
-from meshlib._spiffe import SpiffeId
-from meshlib.errors import ConfigError, MeshError
+from meshlib.contract import ConfigError, MeshError, SpiffeId
 
 __all__ = [
     "AuthenticationError",

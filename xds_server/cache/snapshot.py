@@ -19,7 +19,7 @@ from typing import Any
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from meshlib.errors import InconsistentSnapshotError, XdsError
+from meshlib.contract import InconsistentSnapshotError, XdsError
 from xds_server.cache.consistency import missing_references
 
 __all__ = ["Resource", "Snapshot", "TypeDiff", "diff"]

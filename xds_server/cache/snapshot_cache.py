@@ -79,7 +79,7 @@ class SnapshotCache:
     def set_snapshot(self, group: str, snapshot: Snapshot) -> None:
         """Serve ``snapshot`` to ``group`` and answer the watches it changes.
 
-        Raises :class:`~meshlib.errors.InconsistentSnapshotError` (and keeps the
+        Raises :class:`~meshlib.contract.InconsistentSnapshotError` (and keeps the
         previous snapshot) if it references RDS/EDS/CDS names it does not contain.
         """
         self._check_thread()

@@ -23,7 +23,7 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from meshlib.errors import XdsError
+from meshlib.contract import XdsError
 from xds_server.cache.watch import Cancel, ConfigWatcher, WatchRequest
 from xds_server.resources import ADS_ORDER, short_name
 from xds_server.server.callbacks import CallbackFuncs, Callbacks, StreamProtocol

@@ -1,7 +1,8 @@
 """Config sources: Kubernetes-shaped objects → a validated, immutable ``MeshModel``.
 
 * :func:`parse_objects` — pure: ``(source, dict)`` pairs in, the model and every
-  problem out. Fed by the YAML loader and by the Kubernetes watcher alike.
+  problem out. The YAML loader feeds it today; a Kubernetes source (list/watch of
+  the same objects) will feed it the same way, so both build the same model.
 * :func:`load_model`, :func:`check`, :func:`load_documents` — the same from YAML
   files or a directory of them.
 

@@ -1,7 +1,7 @@
 """Typed reading of one object's fields, reporting every problem with its path.
 
 Parsers read a Kubernetes object through :class:`Fields` views. A wrong type, a bad
-value or a missing required field becomes a :class:`~meshlib.errors.Problem` naming
+value or a missing required field becomes a :class:`~meshlib.contract.Problem` naming
 the file, the object and the field path (``spec.rules[0].backendRefs[1].weight``);
 the getter then returns its default so parsing goes on and *every* problem is found.
 
@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from meshlib.errors import Problem
+from meshlib.contract import Problem
 from xds_server.sources.durations import parse_duration
 
 __all__ = [

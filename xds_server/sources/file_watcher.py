@@ -17,7 +17,7 @@ from pathlib import Path
 
 import watchfiles
 
-from meshlib.errors import ConfigError, Problem
+from meshlib.contract import ConfigError, Problem
 from xds_server.model import MeshModel
 from xds_server.sources.yaml_loader import ConfigLoader
 

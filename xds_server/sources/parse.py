@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshlib.errors import Problem
+from meshlib.contract import Problem
 from xds_server.model import MeshConfig, MeshModel, Service
 from xds_server.sources.fields import Fields, ObjectContext, ServiceReference, describe, quote
 from xds_server.sources.parse_core import (

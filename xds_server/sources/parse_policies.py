@@ -13,6 +13,7 @@ from typing import Literal, cast
 
 import grpc
 
+from meshlib.contract import MTLS_MODES, MtlsMode
 from xds_server.model import (
     AccessPolicy,
     AccessRule,
@@ -60,7 +61,6 @@ RETRYABLE_STATUS_CODES = (
     "CANCELLED", "DEADLINE_EXCEEDED", "INTERNAL", "RESOURCE_EXHAUSTED", "UNAVAILABLE",
 )
 LOAD_BALANCER_TYPES = ("ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH")
-MTLS_MODES = ("STRICT", "PERMISSIVE", "DISABLE")
 _ACTIONS = ("ALLOW", "DENY")
 _MAX_RING_SIZE = 8_388_608
 
@@ -316,7 +316,7 @@ def parse_access_policy(ctx: ObjectContext, obj: Fields, meta: Metadata) -> Acce
         name=meta.name,
         namespace=meta.namespace,
         target_ref=target,
-        mtls_mode=cast(Literal["STRICT", "PERMISSIVE", "DISABLE"] | None, mode),
+        mtls_mode=cast(MtlsMode | None, mode),
         rules=tuple(_access_rule(r) for r in spec.children("rules", _RULE_FIELDS)),
         ref=_object_ref("AccessPolicy", ctx, meta),
     )
@@ -388,7 +388,7 @@ def parse_mesh_config(ctx: ObjectContext, obj: Fields, meta: Metadata) -> MeshCo
         name=meta.name,
         trust_domain=spec.string("trustDomain", d.trust_domain, check=domain),
         cluster_domain=spec.string("clusterDomain", d.cluster_domain, check=domain),
-        default_mtls_mode=cast(Literal["STRICT", "PERMISSIVE", "DISABLE"], mode),
+        default_mtls_mode=cast(MtlsMode, mode),
         certificate_ttl=spec.duration("certificateTTL", d.certificate_ttl, positive=True),
         tracing_sampling=(
             tracing.number("sampling", d.tracing_sampling, minimum=0, maximum=1)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from meshlib.errors import Problem
+from meshlib.contract import Problem
 
 __all__ = ["ProblemOrder", "document_position"]
 

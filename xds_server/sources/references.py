@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
-from meshlib.errors import Problem
+from meshlib.contract import Problem
 from xds_server.model import Service
 from xds_server.sources.fields import ServiceReference, quote
 from xds_server.sources.parse_core import SERVICE_NAME_LABEL

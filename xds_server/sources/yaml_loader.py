@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from meshlib.errors import ConfigError, Problem
+from meshlib.contract import ConfigError, Problem
 from xds_server.model import MeshModel
 from xds_server.sources.fields import describe, quote
 from xds_server.sources.parse import ParseMemo, parse_objects
@@ -242,7 +242,7 @@ class ConfigLoader:
         return changed
 
     def load(self) -> MeshModel:
-        """The current model; raises :class:`~meshlib.errors.ConfigError` if invalid."""
+        """The current model; raises :class:`~meshlib.contract.ConfigError` if invalid."""
         self._loaded = True
         documents, problems = _read_all(self.path, self._files, self._fresh)
         self._fresh = {}
@@ -256,7 +256,7 @@ class ConfigLoader:
 def load_documents(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     """Every document under ``path`` (a YAML file or a directory) as ``(file, object)``.
 
-    Raises :class:`~meshlib.errors.ConfigError` listing every YAML problem found.
+    Raises :class:`~meshlib.contract.ConfigError` listing every YAML problem found.
     """
     documents, problems = read_documents(path)
     if problems:
@@ -274,7 +274,7 @@ def check(path: str | Path) -> list[Problem]:
 def load_model(path: str | Path) -> MeshModel:
     """The model of the config under ``path``.
 
-    Raises :class:`~meshlib.errors.ConfigError` listing every problem (YAML, objects
+    Raises :class:`~meshlib.contract.ConfigError` listing every problem (YAML, objects
     and references) if there is any.
     """
     return ConfigLoader(path).load()

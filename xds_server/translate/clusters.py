@@ -17,7 +17,13 @@ from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 from google.protobuf import message, wrappers_pb2
 
-from meshlib.xds._cluster import MESHLIB_METADATA  # breaker + budget; gRPC, Envoy ignore it
+from meshlib.contract.cluster_metadata import (  # breaker + budget; gRPC, Envoy ignore it
+    MESHLIB_METADATA,
+    CircuitBreakerConfig,
+    ClusterMetadata,
+    RetryBudgetConfig,
+    encode,
+)
 from xds_server.model import (
     CircuitBreaker,
     LoadBalancer,
@@ -100,25 +106,22 @@ def build_cluster(model: MeshModel, service: Service, port: ServicePort) -> clus
         cluster.circuit_breakers.CopyFrom(_circuit_breakers(policy.circuit_breaker))
     if policy.outlier_detection is not None:
         cluster.outlier_detection.CopyFrom(_outlier_detection(policy.outlier_detection))
-    extra = _meshlib_metadata(policy)
+    extra = encode(_meshlib_metadata(policy))
     if extra:
         cluster.metadata.filter_metadata[MESHLIB_METADATA].update(extra)
     return cluster
 
 
-def _meshlib_metadata(policy: TrafficPolicy) -> dict[str, dict[str, float]]:
+def _meshlib_metadata(policy: TrafficPolicy) -> ClusterMetadata:
     """The breaker and retry-budget settings meshlib reads (see ``MESHLIB_METADATA``)."""
-    out: dict[str, dict[str, float]] = {}
     cb = policy.circuit_breaker
-    if cb is not None:
-        out["circuitBreaker"] = {"consecutiveFailures": cb.consecutive_failures,
-                                 "openDuration": cb.open_duration,
-                                 "halfOpenProbes": cb.half_open_probes}
-    if policy.retries is not None:
-        budget = policy.retries.budget
-        out["retryBudget"] = {"percent": budget.percent,
-                              "minRetriesPerSecond": budget.min_retries_per_second}
-    return out
+    breaker = None if cb is None else CircuitBreakerConfig(
+        consecutive_failures=cb.consecutive_failures, open_duration=cb.open_duration,
+        half_open_probes=cb.half_open_probes)
+    budget = None if policy.retries is None else RetryBudgetConfig(
+        percent=policy.retries.budget.percent,
+        min_retries_per_second=policy.retries.budget.min_retries_per_second)
+    return ClusterMetadata(circuit_breaker=breaker, retry_budget=budget)
 
 
 def _set_lb_policy(cluster: cluster_pb2.Cluster, lb: LoadBalancer) -> None:

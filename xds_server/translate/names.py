@@ -4,11 +4,13 @@ A gRPC client asks for a Listener named exactly as its target authority
 (``xds:///reviews.default:50051`` → Listener ``reviews.default:50051``), so every
 form a Kubernetes user may write gets a Listener of its own. Clusters follow Istio's
 ``outbound|port||fqdn`` naming, and a Cluster's EDS ``service_name`` is the cluster
-name itself.
+name itself. The names meshlib parses too (server Listeners, Clusters) are built by
+:mod:`meshlib.contract.names`.
 """
 
 from __future__ import annotations
 
+from meshlib.contract import SERVER_LISTENER_TEMPLATE, outbound_cluster_name, server_listener_name
 from xds_server.model import DEFAULT_CLUSTER_DOMAIN, Service
 
 __all__ = [
@@ -27,10 +29,6 @@ __all__ = [
     "server_listener_name",
 ]
 
-# gRPC xDS servers fill ``%s`` with their listening ``ip:port`` (gRFC A36); the same
-# string goes into the bootstrap's ``server_listener_resource_name_template``.
-SERVER_LISTENER_TEMPLATE = "grpc/server?xds.resource.listening_address=%s"
-
 ENVOY_OUTBOUND_LISTENER = "outbound"
 ENVOY_OUTBOUND_ROUTE = "outbound"
 
@@ -48,7 +46,7 @@ _DEFAULT_PROTOCOLS = ("grpc", "http2")
 def cluster_name(service: Service, port: int, *, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
                  ) -> str:
     """``outbound|50051||reviews.default.svc.cluster.local``; also the EDS service name."""
-    return f"outbound|{port}||{service.fqdn(cluster_domain)}"
+    return outbound_cluster_name(service.fqdn(cluster_domain), port)
 
 
 def route_config_name(service: Service, port: int, *,
@@ -96,9 +94,3 @@ def listener_names(service: Service, port: int, group_namespace: str,
         if port == default_port:
             names.append(host)
     return tuple(names)
-
-
-def server_listener_name(address: str, port: int) -> str:
-    """The Listener a gRPC xDS server on ``address:port`` asks for (IPv6 in brackets)."""
-    host = f"[{address}]" if ":" in address else address
-    return SERVER_LISTENER_TEMPLATE % f"{host}:{port}"

@@ -33,7 +33,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 
-from meshlib._spiffe import SpiffeId
+from meshlib.contract import SpiffeId
 from xds_server.model import (
     SERVICE_ACCOUNTS_ANNOTATION,
     AccessPolicy,

@@ -11,7 +11,7 @@ import shutil
 import grpc
 import pytest
 
-from meshlib._spiffe import SpiffeId
+from meshlib.contract import SpiffeId
 from meshlib.security._certificates import (
     CA_FILE,
     CERT_FILE,

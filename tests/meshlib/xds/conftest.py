@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from google.protobuf import message
-from xds_models import MESHLIB, canary_model
 
+from tests.meshlib.xds.xds_models import MESHLIB, canary_model
 from xds_server.translate import build_resources
 
 

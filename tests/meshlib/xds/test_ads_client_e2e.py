@@ -10,7 +10,6 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from google.protobuf import struct_pb2
-from xds_models import OWN, RDS, V1, V2, canary_model
 
 from meshlib.xds import (
     CLUSTER,
@@ -24,6 +23,7 @@ from meshlib.xds import (
     ResourceChanged,
     RouteConfigUpdate,
 )
+from tests.meshlib.xds.xds_models import OWN, RDS, V1, V2, canary_model
 from xds_server.control_plane import ControlPlane
 from xds_server.server import serve
 

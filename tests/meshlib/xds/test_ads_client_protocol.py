@@ -6,7 +6,6 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import code_pb2, status_pb2
-from xds_models import OWN, RDS, V1, V2, pack
 
 from meshlib.xds import (
     CLUSTER,
@@ -18,6 +17,7 @@ from meshlib.xds import (
     ResourceError,
     ResourceRemoved,
 )
+from tests.meshlib.xds.xds_models import OWN, RDS, V1, V2, pack
 
 NODE = base_pb2.Node(id="frontend-1")
 

@@ -8,7 +8,6 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import message
 from google.rpc import code_pb2, status_pb2
-from xds_models import OWN, RDS, V1, V2, pack
 
 from meshlib.xds import (
     CLUSTER,
@@ -23,6 +22,7 @@ from meshlib.xds import (
     ResourceRemoved,
     decode_cluster,
 )
+from tests.meshlib.xds.xds_models import OWN, RDS, V1, V2, pack
 
 NODE = base_pb2.Node(id="frontend-1")
 

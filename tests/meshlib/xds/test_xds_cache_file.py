@@ -13,7 +13,6 @@ from types import MappingProxyType
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
-from xds_models import V1, V2, pack
 
 from meshlib.xds import CLUSTER, CachedResource, decode_cluster
 from meshlib.xds._persist import (
@@ -24,6 +23,7 @@ from meshlib.xds._persist import (
     read_cache,
     write_atomic,
 )
+from tests.meshlib.xds.xds_models import V1, V2, pack
 
 
 def _contents(canary, *names: str, namespace: str = "default") -> CacheContents:  # type: ignore[no-untyped-def]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from xds_watchers import Recorder
 
 import meshlib.xds
 from meshlib.xds import (
@@ -17,6 +16,7 @@ from meshlib.xds import (
     XdsClient,
     XdsClientConfig,
 )
+from tests.meshlib.xds.xds_watchers import Recorder
 
 
 def test_backoff_doubles_from_base_to_cap_without_jitter():
@@ -104,13 +104,15 @@ def test_node_carries_meshlib_kind_and_namespace():
 def test_public_api_is_pinned():
     assert meshlib.xds.__all__ == [
         "CLUSTER", "DECODERS", "DEFAULT_CACHE_WRITE_INTERVAL", "DEFAULT_PROTOCOL",
-        "DEFAULT_RESOURCE_TIMEOUT", "DEFAULT_SAMPLING", "ENDPOINT", "LISTENER", "ROUTE",
-        "AdsClientProtocol", "Backoff", "CachedResource", "ClusterUpdate", "ClusterWeight",
+        "DEFAULT_RESOURCE_TIMEOUT", "ENDPOINT", "LISTENER", "ROUTE",
+        "AdsClientProtocol", "Backoff", "CachedResource", "CircuitBreakerConfig",
+        "ClusterUpdate", "ClusterWeight",
         "Decoder", "DeltaAdsClientProtocol", "Endpoint", "EndpointsUpdate", "Event",
         "FaultConfig", "HashPolicy", "HeaderMatcher", "LbPolicy", "ListenerUpdate",
         "Locality", "OutlierDetectionConfig", "QueryParameterMatcher", "ResourceChanged",
         "ResourceError", "ResourceRemoved", "ResourceValidationError", "ResourceWatcher",
-        "RetryPolicy", "Route", "RouteAction", "RouteConfigUpdate", "RouteMatch",
+        "RetryBudgetConfig", "RetryPolicy", "Route", "RouteAction", "RouteConfigUpdate",
+        "RouteMatch",
         "ServerListenerUpdate", "StringMatcher", "Update", "VirtualHost", "WatcherFuncs",
         "XdsClient", "XdsClientConfig", "XdsProtocol", "decode_cluster", "decode_endpoints",
         "decode_listener", "decode_route_config", "match_route", "pick_virtual_host",

@@ -13,17 +13,6 @@ import pytest
 from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import message
-from xds_cp import (
-    NODE_ID,
-    catch_all_timeout,
-    client,
-    slower_canary,
-    start,
-    start_sotw_only,
-    stop,
-)
-from xds_models import RDS, V1, canary_model, pack
-from xds_watchers import Recorder, wait_for
 
 from meshlib.xds import (
     CLUSTER,
@@ -34,6 +23,17 @@ from meshlib.xds import (
     EndpointsUpdate,
     XdsClientConfig,
 )
+from tests.meshlib.xds.xds_cp import (
+    NODE_ID,
+    catch_all_timeout,
+    client,
+    slower_canary,
+    start,
+    start_sotw_only,
+    stop,
+)
+from tests.meshlib.xds.xds_models import RDS, V1, canary_model, pack
+from tests.meshlib.xds.xds_watchers import Recorder, wait_for
 
 PROTOCOLS = ["delta", "sotw"]
 

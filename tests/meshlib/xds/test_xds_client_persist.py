@@ -10,7 +10,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from xds_cp import (
+
+from meshlib.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, ClusterUpdate, XdsClient
+from meshlib.xds._persist import read_cache
+from tests.meshlib.xds.xds_cp import (
     NODE_ID,
     catch_all_timeout,
     client,
@@ -19,11 +22,8 @@ from xds_cp import (
     start,
     stop,
 )
-from xds_models import RDS, V1, V2, canary_model
-from xds_watchers import Recorder, wait_for
-
-from meshlib.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, ClusterUpdate, XdsClient
-from meshlib.xds._persist import read_cache
+from tests.meshlib.xds.xds_models import RDS, V1, V2, canary_model
+from tests.meshlib.xds.xds_watchers import Recorder, wait_for
 
 PROTOCOLS = ["delta", "sotw"]
 

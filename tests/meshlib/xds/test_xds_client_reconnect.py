@@ -10,8 +10,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from xds_models import RDS, canary_model
-from xds_watchers import Recorder, wait_for
 
 from meshlib.xds import (
     LISTENER,
@@ -22,6 +20,8 @@ from meshlib.xds import (
     XdsClient,
     XdsClientConfig,
 )
+from tests.meshlib.xds.xds_models import RDS, canary_model
+from tests.meshlib.xds.xds_watchers import Recorder, wait_for
 from xds_server.control_plane import ControlPlane
 from xds_server.model import MeshModel
 from xds_server.server import serve

@@ -11,10 +11,10 @@ import grpc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import message
-from xds_models import pack
-from xds_watchers import Recorder, wait_for
 
 from meshlib.xds import LISTENER, Backoff, XdsClient, XdsClientConfig
+from tests.meshlib.xds.xds_models import pack
+from tests.meshlib.xds.xds_watchers import Recorder, wait_for
 
 
 class ScriptedAds(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):

@@ -16,7 +16,6 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.load_balancing_policies.ring_hash.v3 import ring_hash_pb2
-from xds_models import FQDN, OWN, RDS, V1, V2, pack
 
 from meshlib.errors import XdsError
 from meshlib.xds import (
@@ -35,6 +34,7 @@ from meshlib.xds import (
     decode_listener,
     decode_route_config,
 )
+from tests.meshlib.xds.xds_models import FQDN, OWN, RDS, V1, V2, pack
 
 # ------------------------------------------------------------------ from the translator
 

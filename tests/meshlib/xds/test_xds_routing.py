@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from xds_models import RDS, V1, V2, pack
 
 from meshlib.xds import (
     ROUTE,
@@ -17,6 +16,7 @@ from meshlib.xds import (
     match_route,
     pick_virtual_host,
 )
+from tests.meshlib.xds.xds_models import RDS, V1, V2, pack
 
 
 def _vh(name: str, *domains: str) -> VirtualHost:

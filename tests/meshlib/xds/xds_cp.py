@@ -11,9 +11,9 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
-from xds_models import canary_model, mesh, service
 
 from meshlib.xds import Backoff, RouteConfigUpdate, XdsClient, XdsClientConfig
+from tests.meshlib.xds.xds_models import canary_model, mesh, service
 from xds_server.control_plane import ControlPlane
 from xds_server.model import MeshModel
 from xds_server.server import AdsServer, serve

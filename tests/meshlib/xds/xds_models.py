@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from google.protobuf import any_pb2, message
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "xds_server" / "translate"))
-
-from model_builders import (
+from tests.xds_server.translate.model_builders import (
     backend,
     endpoint,
     endpoint_slice,
@@ -21,7 +16,6 @@ from model_builders import (
     rule,
     service,
 )
-
 from xds_server.model import (
     CircuitBreaker,
     FaultInjection,

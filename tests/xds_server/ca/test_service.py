@@ -12,13 +12,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meshlib._spiffe import SpiffeId
-from meshlib.errors import ConfigError
-from meshlib.security._ca_protocol import (
+from meshlib.contract import SpiffeId
+from meshlib.contract.ca import (
     CREATE_CERTIFICATE,
     CertificateRequest,
     CertificateResponse,
 )
+from meshlib.errors import ConfigError
 from meshlib.security._certificates import CertificateError, make_key_and_csr, request_certificate
 from xds_server.ca import CertificateAuthority, CertificateService, StaticTokens, hash_token
 from xds_server.cache import SnapshotCache

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from xds_test_resources import (
+
+from meshlib.errors import InconsistentSnapshotError, XdsError
+from tests.xds_server.xds_test_resources import (
     cluster,
     load_assignment,
     mesh,
@@ -13,8 +15,6 @@ from xds_test_resources import (
     route_config,
     socket_listener,
 )
-
-from meshlib.errors import InconsistentSnapshotError, XdsError
 from xds_server.cache import Resource, Snapshot, TypeDiff, diff
 from xds_server.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 

@@ -6,9 +6,9 @@ import threading
 from typing import Any
 
 import pytest
-from xds_test_resources import grpc_node, mesh, rds_listener
 
 from meshlib.errors import InconsistentSnapshotError
+from tests.xds_server.xds_test_resources import grpc_node, mesh, rds_listener
 from xds_server.cache import (
     DeltaResponse,
     Response,

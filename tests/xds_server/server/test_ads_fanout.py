@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 
 import grpc
-from ads_test_client import AdsEnv, SotwClient, sotw_req
-from xds_test_resources import grpc_node, mesh
 
+from tests.xds_server.server.ads_test_client import AdsEnv, SotwClient, sotw_req
+from tests.xds_server.xds_test_resources import grpc_node, mesh
 from xds_server.cache import Snapshot
 from xds_server.resources import ENDPOINT
 

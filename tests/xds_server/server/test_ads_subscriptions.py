@@ -3,9 +3,8 @@ reconnect, and ADS order of a push."""
 
 from __future__ import annotations
 
-from ads_test_client import AdsEnv, SotwClient, sotw_req
-from xds_test_resources import grpc_node, mesh, names_of
-
+from tests.xds_server.server.ads_test_client import AdsEnv, SotwClient, sotw_req
+from tests.xds_server.xds_test_resources import grpc_node, mesh, names_of
 from xds_server.cache import Snapshot
 from xds_server.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 

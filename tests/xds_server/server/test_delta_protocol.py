@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ads_test_client import delta_req
 from envoy.service.discovery.v3 import discovery_pb2
-from xds_test_resources import grpc_node, mesh, names_of
 
+from tests.xds_server.server.ads_test_client import delta_req
+from tests.xds_server.xds_test_resources import grpc_node, mesh, names_of
 from xds_server.cache import Snapshot, SnapshotCache
 from xds_server.resources import CLUSTER, ENDPOINT, LISTENER
 from xds_server.server import CallbackFuncs, DeltaStream

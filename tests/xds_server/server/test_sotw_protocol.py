@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ads_test_client import sotw_req
 from envoy.service.discovery.v3 import discovery_pb2
-from xds_test_resources import grpc_node, mesh, names_of
 
+from tests.xds_server.server.ads_test_client import sotw_req
+from tests.xds_server.xds_test_resources import grpc_node, mesh, names_of
 from xds_server.cache import Snapshot, SnapshotCache
 from xds_server.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from xds_server.server import CallbackFuncs, SotwStream, StreamRejected

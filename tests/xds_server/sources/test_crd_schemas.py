@@ -9,8 +9,16 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from source_builders import FULL_TRAFFIC_SPEC, ROOT, lines, mesh_config, parse, policy, service
 
+from tests.xds_server.sources.source_builders import (
+    FULL_TRAFFIC_SPEC,
+    ROOT,
+    lines,
+    mesh_config,
+    parse,
+    policy,
+    service,
+)
 from xds_server.sources import read_documents
 from xds_server.sources.durations import DURATION_PATTERN
 from xds_server.sources.parse_policies import (

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from source_builders import ROOT, lines
 
+from tests.xds_server.sources.source_builders import ROOT, lines
 from xds_server.model import BackendRef, HeaderMatch, ParentRef, RouteMatch
 from xds_server.sources import check, load_model
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from source_builders import endpoint_slice, lines, parse, parse_ok, service
 
+from tests.xds_server.sources.source_builders import endpoint_slice, lines, parse, parse_ok, service
 from xds_server.model import Endpoint, EndpointPort, ServicePort
 from xds_server.sources import derive_protocol
 

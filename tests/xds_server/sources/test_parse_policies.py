@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from source_builders import FULL_TRAFFIC_SPEC, lines, mesh_config, parse, parse_ok, policy, service
 
+from tests.xds_server.sources.source_builders import (
+    FULL_TRAFFIC_SPEC,
+    lines,
+    mesh_config,
+    parse,
+    parse_ok,
+    policy,
+    service,
+)
 from xds_server.model import (
     AccessRule,
     CircuitBreaker,

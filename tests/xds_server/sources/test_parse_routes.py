@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from source_builders import lines, parse, parse_ok, route, service
 
+from tests.xds_server.sources.source_builders import lines, parse, parse_ok, route, service
 from xds_server.model import BackendRef, HeaderMatch, ParentRef, PathMatch, RouteMatch
 from xds_server.sources import grpc_method_path
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import random
 
-from source_builders import ROOT, endpoint_slice, lines, parse, policy, route, service
-
+from tests.xds_server.sources.source_builders import (
+    ROOT,
+    endpoint_slice,
+    lines,
+    parse,
+    policy,
+    route,
+    service,
+)
 from xds_server.sources import parse_objects, read_documents
 
 

@@ -6,9 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from source_builders import lines
 
 from meshlib.errors import ConfigError
+from tests.xds_server.sources.source_builders import lines
 from xds_server.sources import check, load_documents, load_model, read_documents
 
 SERVICE = """\

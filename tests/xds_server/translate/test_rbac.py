@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from model_builders import access_policy, access_rule, endpoint, endpoint_slice, mesh, service
-from reference_check import hcm_of, hcms_of
-
+from tests.xds_server.translate.model_builders import (
+    access_policy,
+    access_rule,
+    endpoint,
+    endpoint_slice,
+    mesh,
+    service,
+)
+from tests.xds_server.translate.reference_check import hcm_of, hcms_of
 from xds_server.model import AccessRule, MeshConfig
 from xds_server.node import NodeGroup
 from xds_server.resources import LISTENER

@@ -3,18 +3,13 @@ contexts per node group, merged listeners, and the bootstrap that enables them."
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from model_builders import (
+from tests.xds_server.translate.model_builders import (
     access_policy,
     access_rule,
     backend,
@@ -26,8 +21,7 @@ from model_builders import (
     rule,
     service,
 )
-from reference_check import hcm_of
-
+from tests.xds_server.translate.reference_check import hcm_of
 from xds_server.bootstrap import BootstrapOptions, make_bootstrap
 from xds_server.model import SERVICE_ACCOUNTS_ANNOTATION, MeshConfig, Service
 from xds_server.node import NodeGroup, group_of

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2, protocol_pb2
@@ -13,10 +10,7 @@ from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from model_builders import mesh, policy, port, service
-
+from tests.xds_server.translate.model_builders import mesh, policy, port, service
 from xds_server.model import (
     CircuitBreaker,
     LoadBalancer,

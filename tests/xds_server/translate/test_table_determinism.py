@@ -6,16 +6,11 @@ RDS/CDS/EDS name a resource points at exists; every packed ``Any`` is a known me
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from google.protobuf import any_pb2, symbol_database
 from google.protobuf.message import Message
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from model_builders import (
+from tests.xds_server.translate.model_builders import (
     backend,
     endpoint,
     endpoint_slice,
@@ -29,8 +24,7 @@ from model_builders import (
     rule,
     service,
 )
-from reference_check import hcms_of, missing_references
-
+from tests.xds_server.translate.reference_check import hcms_of, missing_references
 from xds_server.model import (
     CircuitBreaker,
     EndpointPort,

@@ -7,8 +7,6 @@ docstring) and passes once the bug is fixed.
 from __future__ import annotations
 
 import ipaddress
-import sys
-from pathlib import Path
 
 import pytest
 from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
@@ -16,10 +14,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import wrappers_pb2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from model_builders import endpoint, endpoint_slice, mesh, port, service
-
+from tests.xds_server.translate.model_builders import endpoint, endpoint_slice, mesh, port, service
 from xds_server.model import Endpoint, EndpointPort, EndpointSlice, Service
 from xds_server.node import NodeGroup
 from xds_server.resources import ENDPOINT

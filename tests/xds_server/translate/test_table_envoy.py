@@ -6,9 +6,7 @@ docstring) and passes once the bug is fixed.
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from envoy.config.core.v3 import base_pb2, config_source_pb2
@@ -16,9 +14,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from model_builders import (
+from tests.xds_server.translate.model_builders import (
     backend,
     endpoint,
     endpoint_slice,
@@ -29,8 +25,7 @@ from model_builders import (
     rule,
     service,
 )
-from reference_check import hcm_of
-
+from tests.xds_server.translate.reference_check import hcm_of
 from xds_server.model import MeshConfig, RetryPolicy
 from xds_server.node import NodeGroup
 from xds_server.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from model_builders import endpoint, endpoint_slice, mesh, port, service
-from reference_check import hcm_of
-
+from tests.xds_server.translate.model_builders import endpoint, endpoint_slice, mesh, port, service
+from tests.xds_server.translate.reference_check import hcm_of
 from xds_server.model import EndpointPort, EndpointSlice, MeshConfig, Service
 from xds_server.node import NodeGroup
 from xds_server.resources import LISTENER

@@ -6,19 +6,22 @@ docstring) and passes once the bug is fixed.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from model_builders import backend, grpc_route, http_route, mesh, policy, port, rule, service
-
+from tests.xds_server.translate.model_builders import (
+    backend,
+    grpc_route,
+    http_route,
+    mesh,
+    policy,
+    port,
+    rule,
+    service,
+)
 from xds_server.model import FaultInjection, LoadBalancer, RetryPolicy
 from xds_server.node import NodeGroup
 from xds_server.resources import ROUTE

@@ -10,17 +10,13 @@ docstring) and passes once the bug is fixed.
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import duration_pb2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from model_builders import (
+from tests.xds_server.translate.model_builders import (
     backend,
     grpc_route,
     header,
@@ -32,7 +28,6 @@ from model_builders import (
     rule,
     service,
 )
-
 from xds_server.model import (
     FaultInjection,
     MeshConfig,

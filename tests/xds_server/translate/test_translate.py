@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import health_check_pb2
@@ -13,9 +10,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from model_builders import (
+from tests.xds_server.translate.model_builders import (
     backend,
     endpoint,
     endpoint_slice,
@@ -29,8 +24,7 @@ from model_builders import (
     rule,
     service,
 )
-from reference_check import hcm_of, missing_references
-
+from tests.xds_server.translate.reference_check import hcm_of, missing_references
 from xds_server.model import (
     CircuitBreaker,
     EndpointPort,

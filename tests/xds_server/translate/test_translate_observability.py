@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from google.protobuf import any_pb2, json_format
-from model_builders import endpoint, endpoint_slice, mesh, service
-from reference_check import hcm_of
 
 from meshlib.xds._listener import DEFAULT_SAMPLING, decode_listener
+from tests.xds_server.translate.model_builders import endpoint, endpoint_slice, mesh, service
+from tests.xds_server.translate.reference_check import hcm_of
 from xds_server.model import MeshConfig
 from xds_server.node import NodeGroup
 from xds_server.resources import LISTENER

@@ -69,7 +69,7 @@ def run_demo(config: Path, *, seconds: float = 24.0) -> int:
 
     try:
         _say(f"control plane: xDS on 127.0.0.1:{xds_port}, admin on 127.0.0.1:{admin_port}")
-        start("-m", "xds_server.cli", "control-plane", "--config", str(mesh_dir),
+        start("-m", "meshctl.cli", "control-plane", "--config", str(mesh_dir),
               "--xds-address", f"127.0.0.1:{xds_port}",
               "--admin-address", f"127.0.0.1:{admin_port}")
         seen: set[tuple[str, int]] = set()
@@ -84,7 +84,7 @@ def run_demo(config: Path, *, seconds: float = 24.0) -> int:
                                   "--host", address, "--port", str(port.port))
         _wait_ready(f"http://127.0.0.1:{admin_port}/readyz")
         bootstrap = work / "bootstrap.json"
-        subprocess.run([py, "-m", "xds_server.cli", "bootstrap", "--xds-address",
+        subprocess.run([py, "-m", "meshctl.cli", "bootstrap", "--xds-address",
                         f"127.0.0.1:{xds_port}", "--node-id", "demo-client",
                         "--output", str(bootstrap)], check=True)
         _say("two clients, one line each per second: meshlib (in-process, "

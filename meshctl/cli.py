@@ -36,7 +36,7 @@ def _cmd_control_plane(args: argparse.Namespace) -> int:
         ca_dir=Path(args.ca_dir) if args.ca_dir else None,
         token_file=Path(args.token_file) if args.token_file else None,
     )
-    from meshlib.errors import ConfigError
+    from meshlib.contract import ConfigError
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
@@ -88,8 +88,8 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 def _cmd_certs_issue(args: argparse.Namespace) -> int:
-    from meshlib._spiffe import SpiffeId
-    from meshlib.security._certificates import CertificateError, request_certificate, write_files
+    from meshlib.contract import CertificateError, SpiffeId
+    from meshlib.security import request_certificate, write_files
 
     host, port = args.xds_address
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -107,7 +107,7 @@ def _cmd_certs_issue(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from xds_server.demo import run_demo
+    from meshctl.demo import run_demo
 
     config = Path(args.config) if args.config else (
         Path(__file__).resolve().parents[1] / "examples" / "mesh")

@@ -15,7 +15,9 @@ workload certificate first and the root last, PEM. The caller authenticates with
 field 4, is not used; unknown fields are ignored either way.)
 
 The two message classes are built at import from a descriptor, in a private pool: no
-generated code, and nothing registered globally.
+generated code, and nothing registered globally. This module imports protobuf, so
+:mod:`meshlib.contract` does not re-export it: the CA client and the certificate
+service import it by name.
 """
 
 from __future__ import annotations
@@ -54,3 +56,7 @@ def _build() -> tuple[type, type]:
 
 
 CertificateRequest, CertificateResponse = _build()
+CertificateRequest.__doc__ = ("``IstioCertificateRequest``: ``csr`` (PEM) and "
+                              "``validity_duration`` (seconds; 0: the mesh default).")
+CertificateResponse.__doc__ = ("``IstioCertificateResponse``: ``cert_chain``, PEM, the "
+                               "workload certificate first and the root last.")

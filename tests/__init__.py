@@ -1,0 +1,1 @@
+"""meshlib's tests: a package tree mirroring the code, so shared helpers import by name."""
