@@ -39,11 +39,13 @@ _MAX_CACHED = 1024
 
 
 class _AioBase:
-    __slots__ = ("__weakref__", "_bytes", "_cache", "_clients", "_deser", "_method", "_pool",
-                 "_ser", "_target")
+    __slots__ = ("__weakref__", "_bytes", "_cache", "_clients", "_clock", "_deser", "_method",
+                 "_pool", "_ser", "_target", "_telemetry")
 
     def __init__(self, channel: AioMeshChannel, method: str, ser: Any, deser: Any) -> None:
         clients = self._clients = channel._clients
+        self._telemetry = clients.telemetry
+        self._clock = clients.clock
         self._target = channel._target
         self._method = method
         ser, deser, self._bytes = byte_counting(clients.telemetry, channel._target.name, method,
@@ -90,8 +92,8 @@ class _AioBase:
         table = self._target.table
         if table is None:
             table = await self._table(timeout)
-        call = Call(table, self._method, metadata, timeout, clients.telemetry, self._method,
-                    clock=clients.clock, retry=retry)
+        call = Call(table, self._method, metadata, timeout, self._telemetry, self._method,
+                    self._clock, retry)
         if call.delay:
             await clients.async_sleep(call.delay)
             call.start()
@@ -114,8 +116,17 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
 
     async def _invoke(self, handle: _AioUnaryCall) -> Any:
         """The whole call, awaited in the caller's task."""
-        try:
-            call = await self._call(handle._timeout, handle._metadata)
+        try:  # self._call(), inline: no coroutine of its own on the common path
+            table = self._target.table
+            if table is None:
+                table = await self._table(handle._timeout)
+            call = Call(table, self._method, handle._metadata, handle._timeout,
+                        self._telemetry, self._method, self._clock)
+            if call.delay:
+                await self._clients.async_sleep(call.delay)
+                call.start()
+            if call.aborted is not None:
+                raise call.aborted
         except BaseException as err:
             handle._error = err
             raise
@@ -397,8 +408,8 @@ class _AioStreamRequest(_AioBase):
         table = self._target.table
         if table is None:
             raise resolve_failure(self._target, 0.0, self._clients.settings.xds_address)
-        call = Call(table, self._method, metadata, timeout, self._clients.telemetry,
-                    self._method, clock=self._clients.clock, retry=False)
+        call = Call(table, self._method, metadata, timeout, self._telemetry, self._method,
+                    self._clock, False)
         if call.delay:
             call.delay = 0.0
             call.start()

@@ -132,7 +132,16 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
     def _invoke(self, request: Any, timeout: float | None, metadata: Metadata,
                 credentials: Any, wait_for_ready: bool | None, compression: Any,
                 with_call: bool) -> Any:
-        call = self._call(timeout, metadata)
+        table = self._target.table  # self._call(), inline on the hot path
+        if table is None:
+            table = self._table(timeout)
+        call = Call(table, self._method, metadata, timeout, self._telemetry, self._method,
+                    self._clock)
+        if call.delay:
+            self._clients.sleep(call.delay)
+            call.start()
+        if call.aborted is not None:
+            raise call.aborted
         counters = self._bytes if call.record is not None else None
         try:
             while True:

@@ -43,20 +43,25 @@ def calls(cmd: dict) -> dict:
 
 
 def wait_for(cmd: dict) -> dict:
-    """Call until a response comes from ``backend`` (prefix match) or time runs out."""
+    """Call until ``consecutive`` (default 1) responses in a row come from ``backend``
+    (prefix match), or time runs out. Waiting for a new split needs a run of them: a
+    backend the old split also reaches answers some calls before the change too."""
     call = _call(cmd["target"])
     metadata = tuple(tuple(m) for m in cmd.get("metadata", ()))
     start = time.monotonic()
     deadline = start + cmd.get("timeout", 10.0)
-    last = ""
+    wanted = cmd.get("consecutive", 1)
+    last, streak = "", 0
     while time.monotonic() < deadline:
         try:
             last = call(b"", timeout=2.0, metadata=metadata, wait_for_ready=True).decode()
-            if last.startswith(cmd["backend"]):
+            streak = streak + 1 if last.startswith(cmd["backend"]) else 0
+            if streak >= wanted:
                 return {"ok": True, "seconds": time.monotonic() - start}
         except grpc.RpcError as err:
-            last = err.code().name
-        time.sleep(0.01)
+            last, streak = err.code().name, 0
+        if not streak:
+            time.sleep(0.01)
     return {"ok": False, "last": last}
 
 

@@ -92,7 +92,9 @@ def test_editing_yaml_shifts_split_live(mesh):
     written = time.monotonic()
     write_mesh(config, ports, {"reviews-v1": 0, "reviews-v2": 100})
     # The route changed only: the client sees it without reconnecting or restarting.
-    waited = client.send(op="wait_for", target=TARGET, backend="reviews-v2", timeout=10)
+    # The old split sends 10 % to v2 too: wait for a run of v2 answers, not one.
+    waited = client.send(op="wait_for", target=TARGET, backend="reviews-v2", timeout=10,
+                         consecutive=20)
     assert waited["ok"], waited
     result = client.send(op="calls", target=TARGET, n=300)
     assert result["counts"] == {"reviews-v2-a": 300}, result
@@ -158,12 +160,15 @@ def test_xds_enabled_server_gets_its_listener(tmp_path, control_plane_factory,
 def test_route_file_alone_can_be_added_and_removed(mesh):
     config, _, _, client = mesh
     (config / "routes.yaml").unlink()
-    # No route attached: reviews is plain round robin over its own three endpoints.
-    assert client.send(op="wait_for", target=TARGET, backend="reviews-v1", timeout=10)["ok"]
+    # No route attached: reviews is plain round robin over its own three endpoints. (A
+    # canary call reaching v1 proves it: the header rule sent every one of them to v2.)
+    assert client.send(op="wait_for", target=TARGET, backend="reviews-v1", timeout=10,
+                       metadata=[["x-canary", "true"]])["ok"]
     canary = client.send(op="calls", target=TARGET, n=30, metadata=[["x-canary", "true"]])
     assert len(canary["counts"]) == 3, canary
     (config / "routes.yaml").write_text(route_yaml("reviews", {"reviews-v2": 1}))
-    assert client.send(op="wait_for", target=TARGET, backend="reviews-v2", timeout=10)["ok"]
+    assert client.send(op="wait_for", target=TARGET, backend="reviews-v2", timeout=10,
+                       consecutive=20)["ok"]
     time.sleep(0.2)
     assert client.send(op="calls", target=TARGET, n=30)["counts"] == {"reviews-v2-a": 30}
 
