@@ -17,7 +17,10 @@ ms, and ratios as medians of per-round ratios.
     returned, and the part from "Mesh() returned" to the call returned;
   - native gRPC: ``grpc.insecure_channel("xds:///reviews")`` (GRPC_XDS_BOOTSTRAP at
     the same control plane) -> first unary call returned;
-  with ratios meshlib / native for both meshlib parts.
+  with ratios meshlib / native for both meshlib parts; and "from scratch", the same
+  child timed from before its imports (``import grpc``, ``import meshlib``) to the
+  first call returned, against native's ``import grpc`` -> first call: what a new
+  process waits for its first answer.
 
 ``--baseline REV`` (``--baseline`` alone: the merge-base of HEAD and ``main``) also
 runs every meshlib sample with meshlib from a temporary ``git worktree`` of REV
@@ -65,6 +68,7 @@ meshlib = sys.modules.get("meshlib")
 print(json.dumps({{"import": ms, "file": meshlib and meshlib.__file__}}))
 """
 MESHLIB_CALL = f"""import json, os, time
+t_import = time.perf_counter()
 import grpc
 import meshlib
 from meshlib import Mesh
@@ -74,16 +78,19 @@ t1 = time.perf_counter()
 mesh.channel("reviews").unary_unary({METHOD!r})(b"", timeout=10)
 t2 = time.perf_counter()
 print(json.dumps({{"total": (t2 - t0) * 1e3, "after Mesh()": (t2 - t1) * 1e3,
-                  "Mesh()": (t1 - t0) * 1e3, "file": meshlib.__file__}}), flush=True)
+                  "Mesh()": (t1 - t0) * 1e3, "from scratch": (t2 - t_import) * 1e3,
+                  "file": meshlib.__file__}}), flush=True)
 mesh.close()
 """
 NATIVE_CALL = f"""import json, time
+t_import = time.perf_counter()
 import grpc
 t0 = time.perf_counter()
 channel = grpc.insecure_channel("xds:///reviews")
 channel.unary_unary({METHOD!r}, _registered_method=True)(b"", timeout=10)
-ms = (time.perf_counter() - t0) * 1e3
-print(json.dumps({{"total": ms}}), flush=True)
+t1 = time.perf_counter()
+print(json.dumps({{"total": (t1 - t0) * 1e3, "from scratch": (t1 - t_import) * 1e3}}),
+      flush=True)
 channel.close()
 """
 
@@ -220,6 +227,12 @@ def run(args: argparse.Namespace, trees: dict[str, Path], xds_address: str,
                        "native"))
         print(line("  of which Mesh() itself" + tag(side),
                    values("meshlib first call", side, "Mesh()")))
+    print("from scratch: the imports, then the first routed call (what a new process waits):")
+    scratch = values("native first call", None, "from scratch")
+    print(line("native: import grpc -> ... -> call", scratch))
+    for side in sides:
+        print(line("meshlib: import meshlib -> ... -> call" + tag(side),
+                   values("meshlib first call", side, "from scratch"), scratch, "native"))
     if len(sides) > 1:
         print("\nafter/before (medians of per-round ratios):")
         for name, key, label in (
@@ -227,7 +240,8 @@ def run(args: argparse.Namespace, trees: dict[str, Path], xds_address: str,
                 ("from meshlib import Mesh", "import", "from meshlib import Mesh"),
                 ("meshlib first call", "total", "Mesh() -> channel -> call"),
                 ("meshlib first call", "after Mesh()", "Mesh() returned -> call"),
-                ("meshlib first call", "Mesh()", "Mesh() itself")):
+                ("meshlib first call", "Mesh()", "Mesh() itself"),
+                ("meshlib first call", "from scratch", "import -> first call")):
             ratio = paired(values(name, "after", key), values(name, "before", key))
             print(f"  {label:42} ×{ratio:.3f}")
 
