@@ -5,6 +5,9 @@ clusters and per-endpoint channel pools, telemetry, the identity's credentials.
 sync and aio channels and the httpx sync and async transports — instead of reaching
 into a Mesh. Targets resolve on the Mesh's loop (LDS → RDS → CDS → EDS, see
 :mod:`meshlib._resolver`); calls only read the table each target publishes.
+
+Each driver's module is imported when the first client of its kind is made, so a
+process that only makes sync gRPC channels never imports the aio channel or httpx.
 """
 
 from __future__ import annotations
