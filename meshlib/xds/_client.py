@@ -274,6 +274,8 @@ class XdsClient:
         while True:
             outcome = await self._stream_once()
             self.connected.clear()
+            if self._closed:  # grpc.aio may turn close()'s cancellation into CANCELLED
+                return
             if outcome is None:  # switched to state of the world: try it at once
                 continue
             error, got_response = outcome
