@@ -296,3 +296,13 @@ def test_code_names():
     assert code_name(None) == "OK"
     assert code_name(failure()) == "UNAVAILABLE"
     assert code_name(KeyboardInterrupt()) == "CANCELLED"
+
+
+def test_a_stream_refused_before_it_starts_is_recorded():
+    table, _, clock = world(endpoints=0)
+    recorder = Recorder()
+    call = Call(table, METHOD, None, None, recorder, METHOD,  # type: ignore[arg-type]
+                clock=clock, retry=False)
+    with pytest.raises(NoHealthyEndpointError):
+        call.open(lambda endpoint: None, lambda c, e, rpc: lambda _: None)
+    assert recorder.events[-1] == ("finish", "UNAVAILABLE", True)
