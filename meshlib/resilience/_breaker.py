@@ -33,6 +33,11 @@ from typing import Any, Literal, TypeVar
 import grpc
 import pybreaker
 
+from meshlib.contract import (
+    DEFAULT_BREAKER_FAILURES,
+    DEFAULT_BREAKER_HALF_OPEN_PROBES,
+    DEFAULT_BREAKER_OPEN_DURATION,
+)
 from meshlib.errors import CircuitOpenError
 from meshlib.resilience._clock import Clock, callable_name
 
@@ -157,8 +162,9 @@ class CircuitBreaker:
     tripped) is ignored.
     """
 
-    def __init__(self, failures: int = 5, reset_timeout: float = 30.0,
-                 half_open_probes: int = 1, *,
+    def __init__(self, failures: int = DEFAULT_BREAKER_FAILURES,
+                 reset_timeout: float = DEFAULT_BREAKER_OPEN_DURATION,
+                 half_open_probes: int = DEFAULT_BREAKER_HALF_OPEN_PROBES, *,
                  is_failure: Callable[[BaseException], bool] | None = None,
                  clock: Clock = time.monotonic, name: str = "") -> None:
         if failures < 1:
@@ -299,8 +305,10 @@ class CircuitBreaker:
                 f"failures={self.consecutive_failures}/{self.failures})")
 
 
-def circuit_breaker(failures: int = 5, reset_timeout: float = 30.0,
-                    half_open_probes: int = 1, *, breaker: CircuitBreaker | None = None,
+def circuit_breaker(failures: int = DEFAULT_BREAKER_FAILURES,
+                    reset_timeout: float = DEFAULT_BREAKER_OPEN_DURATION,
+                    half_open_probes: int = DEFAULT_BREAKER_HALF_OPEN_PROBES, *,
+                    breaker: CircuitBreaker | None = None,
                     clock: Clock | None = None) -> Callable[[_F], _F]:
     """Guard a sync or async function with a circuit breaker: after ``failures``
     consecutive failures, calls fail fast with :class:`~meshlib.CircuitOpenError`
