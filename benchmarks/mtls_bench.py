@@ -92,7 +92,7 @@ def serve_child(kind: str, port: int, arg: str) -> None:
 
 def start(tmp: Path) -> tuple[list[subprocess.Popen], str, int, int, Path]:
     from meshlib.contract import SpiffeId
-    from meshlib.security._certificates import request_certificate, write_files
+    from meshlib.security import request_certificate, write_files
 
     mesh_port, bare_port = free_port(), free_port()
     config = tmp / "mesh"
