@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     )
     from meshlib.telemetry._client import CallRecord, ClientTelemetry, Counted, Record
     from meshlib.telemetry._metrics import (
-        DURATION_BUCKETS,
         MeshMetrics,
         caller_label,
         counting_codec,
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
         code_of,
         server_wrappers,
     )
-    from meshlib.telemetry._tally import FOLD_AT, Durations, Total
+    from meshlib.telemetry._tally import DURATION_BUCKETS, FOLD_AT, Durations, Total
     from meshlib.telemetry._tracing import (
         TRACEPARENT,
         ServerSpan,

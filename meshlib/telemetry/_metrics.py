@@ -21,29 +21,20 @@ and byte counts are appended to lock-free tallies folded in batches
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-)
-from prometheus_client.registry import Collector
 
-from meshlib.telemetry._tally import Durations, Total
+from meshlib.telemetry._tally import DURATION_BUCKETS, Durations, Total
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from meshlib._cluster_state import ClusterState
 
 __all__ = ["DURATION_BUCKETS", "MeshMetrics", "caller_label", "counting_codec"]
 
-#: Seconds: sub-millisecond loopback calls up to slow ones.
-DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                    2.5, 5.0, 10.0)
 _MAX_SERIES = 10_000
 
 
@@ -74,30 +65,43 @@ class MeshMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *,
                  clusters: Callable[[], Iterable[ClusterState]] | None = None,
                  source_service: str = "") -> None:
-        self.registry = registry or CollectorRegistry()
         self.source_service = source_service or "unknown"
+        self._clusters = clusters
         self._client: dict[tuple[str, str, str, str], Durations] = {}
         self._bytes: dict[tuple[str, str, str], tuple[Total, Total]] = {}
         self._lock = threading.Lock()
-        self.registry.register(_CallCollector(self))
-        if clusters is not None:
-            self.registry.register(_ClusterCollector(clusters))
-        self.server_requests = Counter(
-            "meshlib_server_requests_total",
-            "Calls a mesh server finished, by destination service, method, gRPC code and "
-            "caller identity (namespace/service-account, or unknown for plaintext).",
-            ["destination_service", "method", "code", "source_identity"],
-            registry=self.registry)
-        self.server_duration = Histogram(
-            "meshlib_server_request_duration_seconds",
-            "Time a mesh server spent on a call (until its last response message).",
-            ["destination_service", "method", "code"], buckets=DURATION_BUCKETS,
-            registry=self.registry)
         self._series: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+        self._registry: CollectorRegistry | None = None
+        self._server: tuple[Any, Any] | None = None  # requests counter, duration histogram
+        if registry is not None:
+            self._expose(registry)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The Prometheus registry holding these metrics, made (prometheus_client
+        imported) on first use: a client that is never scraped pays for neither."""
+        if self._registry is None:
+            with self._lock:
+                if self._registry is None:
+                    from prometheus_client import CollectorRegistry
+
+                    self._expose(CollectorRegistry())
+        return self._registry  # type: ignore[return-value]
+
+    def _expose(self, registry: CollectorRegistry) -> None:
+        from meshlib.telemetry._exposition import expose
+
+        self._server = expose(registry, self, self._clusters)
+        self._registry = registry
+
+    def _expose_now(self) -> None:
+        self.registry  # noqa: B018 - the property makes it
 
     def serve(self, port: int = 0, host: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` on ``host:port`` (0: any free port) from a daemon thread;
         returns the port."""
+        from prometheus_client import start_http_server
+
         server, _ = start_http_server(port, host, registry=self.registry)
         return int(server.server_port)
 
@@ -128,9 +132,11 @@ class MeshMetrics:
         if series is None:
             if len(self._series) >= _MAX_SERIES:
                 self._series.clear()
-            series = self._series[key] = (
-                self.server_requests.labels(service, method, name, caller),
-                self.server_duration.labels(service, method, name))
+            if self._server is None:
+                self._expose_now()
+            requests, duration = self._server  # type: ignore[misc]
+            series = self._series[key] = (requests.labels(service, method, name, caller),
+                                          duration.labels(service, method, name))
         series[0].inc()
         series[1].observe(seconds)
 
@@ -144,54 +150,6 @@ class MeshMetrics:
             if pair is None:
                 pair = self._bytes[key] = (Total(), Total())
         return pair[0].add, pair[1].add
-
-
-class _CallCollector(Collector):
-    """The client series and the byte totals, folded and read when scraped."""
-
-    def __init__(self, metrics: MeshMetrics) -> None:
-        self._metrics = metrics
-
-    def collect(self) -> Iterator[Any]:
-        metrics = self._metrics
-        requests = CounterMetricFamily(
-            "meshlib_client_requests",
-            "Calls a mesh client made (retries included once), by source and destination "
-            "service, route, backend and response code (gRPC code name or HTTP status).",
-            labels=["source_service", "destination_service", "route", "backend", "code"])
-        duration = HistogramMetricFamily(
-            "meshlib_client_request_duration_seconds",
-            "Time from a call's start to its outcome, retries and backoff included.",
-            labels=["destination_service", "route", "backend", "code"])
-        retries = CounterMetricFamily(
-            "meshlib_client_retries",
-            "Attempts after the first, by destination service, route and backend.",
-            labels=["destination_service", "route", "backend"])
-        retried: dict[tuple[str, str, str], int] = {}
-        bounds = [*(repr(b) for b in DURATION_BUCKETS), "+Inf"]
-        for key, series in list(metrics._client.items()):
-            cumulative, total, count_retries = series.snapshot()
-            requests.add_metric([metrics.source_service, *key], cumulative[-1])
-            duration.add_metric(list(key), list(zip(bounds, cumulative, strict=True)),
-                                total)
-            retried[key[:3]] = retried.get(key[:3], 0) + count_retries
-        for labels, count in retried.items():
-            retries.add_metric(list(labels), count)
-        yield from (requests, duration, retries)
-        families = {}
-        for side, what, help_text in (
-                ("client", "request", "Bytes of request messages a mesh client sent "
-                 "(gRPC: serialized messages; HTTP: bodies)."),
-                ("client", "response", "Bytes of response messages a mesh client received."),
-                ("server", "request", "Bytes of request messages a mesh server received."),
-                ("server", "response", "Bytes of response messages a mesh server sent.")):
-            families[side, what] = CounterMetricFamily(
-                f"meshlib_{side}_{what}_bytes", help_text,
-                labels=["destination_service", "method"])
-        for (side, service, method), (request, response) in list(metrics._bytes.items()):
-            families[side, "request"].add_metric([service, method], request.value())
-            families[side, "response"].add_metric([service, method], response.value())
-        yield from families.values()
 
 
 def counting_codec(serialize: Callable[[Any], bytes] | None,
@@ -211,36 +169,3 @@ def counting_codec(serialize: Callable[[Any], bytes] | None,
         return deserialize(data) if deserialize is not None else data
 
     return counted_serialize, counted_deserialize
-
-
-class _ClusterCollector(Collector):
-    """Breakers, ejections and endpoints per backend, read from the live cluster
-    states when scraped: nothing on the call path."""
-
-    def __init__(self, clusters: Callable[[], Iterable[ClusterState]]) -> None:
-        self._clusters = clusters
-
-    def collect(self) -> Iterator[Any]:
-        endpoints = GaugeMetricFamily(
-            "meshlib_client_endpoints", "Endpoints the control plane lists, per backend.",
-            labels=["backend"])
-        ejected = GaugeMetricFamily(
-            "meshlib_client_endpoints_ejected",
-            "Endpoints out of rotation now (outlier detection), per backend.",
-            labels=["backend"])
-        open_ = GaugeMetricFamily(
-            "meshlib_client_circuit_breakers_open",
-            "Endpoint circuit breakers open now, per backend.", labels=["backend"])
-        ejections = CounterMetricFamily(
-            "meshlib_client_ejections", "Outlier ejections so far, per backend.",
-            labels=["backend"])
-        now = time.monotonic()
-        for cluster in self._clusters():
-            states = list(cluster.endpoints.values())
-            backend = [cluster.service]
-            endpoints.add_metric(backend, len(states))
-            ejected.add_metric(backend, sum(1 for e in states if e.ejected_until > now))
-            open_.add_metric(backend, sum(1 for e in states if e.breaker is not None
-                                          and e.breaker.state == "open"))
-            ejections.add_metric(backend, cluster.ejections_total)
-        yield from (endpoints, ejected, open_, ejections)

@@ -13,8 +13,11 @@ import threading
 from bisect import bisect_left
 from collections.abc import Sequence
 
-__all__ = ["FOLD_AT", "Durations", "Total"]
+__all__ = ["DURATION_BUCKETS", "FOLD_AT", "Durations", "Total"]
 
+#: Seconds: sub-millisecond loopback calls up to slow ones.
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    2.5, 5.0, 10.0)
 FOLD_AT = 1024  # pending observations before the appending caller folds them
 
 

@@ -111,3 +111,16 @@ def test_import_meshlib_imports_what_a_call_path_needs_only_when_used():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout.splitlines()
     assert out == ["[]", "[]"], out
+
+
+def test_a_client_only_mesh_imports_no_server_identity_or_exposition_machinery():
+    code = ("import sys, meshlib; mesh = meshlib.Mesh('127.0.0.1:1', resolve_timeout=0.1); "
+            "mesh.channel('reviews'); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'prometheus_client', "
+            "'cryptography', 'httpx'} | {m for m in sys.modules if m in ("
+            "'meshlib._server', 'meshlib._identity', 'meshlib._http', "
+            "'meshlib._aio_channel')})); "
+            "mesh.metrics.registry; print('prometheus_client' in sys.modules); mesh.close()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.splitlines()
+    assert out == ["[]", "True"], out
