@@ -45,7 +45,7 @@ class _AioBase:
     def __init__(self, channel: AioMeshChannel, method: str, ser: Any, deser: Any) -> None:
         clients = self._clients = channel._clients
         self._telemetry = clients.telemetry
-        self._clock = clients.clock
+        self._clock = clients.settings.clock
         self._target = channel._target
         self._method = method
         ser, deser, self._bytes = byte_counting(clients.telemetry, channel._target.name, method,
@@ -55,10 +55,8 @@ class _AioBase:
         self._cache: dict[EndpointState, Any] = {}
         self._pool: AioChannelPool | None = None
 
-    async def _table(self, timeout: float | None) -> RouteTable:
-        table = self._target.table
-        if table is not None:
-            return table
+    async def _wait_table(self, timeout: float | None) -> RouteTable:
+        """The target's first table, waited for (at most ``resolve_timeout``)."""
         wait = self._clients.settings.resolve_timeout
         if timeout is not None and timeout < wait:
             wait = timeout
@@ -87,15 +85,14 @@ class _AioBase:
 
     async def _call(self, timeout: float | None, metadata: Metadata,
                     retry: bool = True) -> Call:
-        """Route, wait out an injected delay, raise an injected abort, start."""
-        clients = self._clients
+        """Route and start; wait out an injected delay, raise an injected abort."""
         table = self._target.table
         if table is None:
-            table = await self._table(timeout)
+            table = await self._wait_table(timeout)
         call = Call(table, self._method, metadata, timeout, self._telemetry, self._method,
                     self._clock, retry)
         if call.delay:
-            await clients.async_sleep(call.delay)
+            await self._clients.async_sleep(call.delay)
             call.start()
         if call.aborted is not None:
             raise call.aborted
@@ -116,17 +113,8 @@ class _AioUnaryUnary(_AioBase, grpc.aio.UnaryUnaryMultiCallable):
 
     async def _invoke(self, handle: _AioUnaryCall) -> Any:
         """The whole call, awaited in the caller's task."""
-        try:  # self._call(), inline: no coroutine of its own on the common path
-            table = self._target.table
-            if table is None:
-                table = await self._table(handle._timeout)
-            call = Call(table, self._method, handle._metadata, handle._timeout,
-                        self._telemetry, self._method, self._clock)
-            if call.delay:
-                await self._clients.async_sleep(call.delay)
-                call.start()
-            if call.aborted is not None:
-                raise call.aborted
+        try:
+            call = await self._call(handle._timeout, handle._metadata)
         except BaseException as err:
             handle._error = err
             raise

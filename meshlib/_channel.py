@@ -46,7 +46,7 @@ class _Base:
     def __init__(self, channel: MeshChannel, method: str, ser: Any, deser: Any) -> None:
         clients = self._clients = channel._clients
         self._telemetry = clients.telemetry
-        self._clock = clients.clock
+        self._clock = clients.settings.clock
         self._target = channel._target
         self._method = method
         ser, deser, self._bytes = byte_counting(clients.telemetry, channel._target.name, method,
@@ -56,10 +56,8 @@ class _Base:
         self._cache: dict[EndpointState, Any] = {}
         clients.tracker.track(self)
 
-    def _table(self, timeout: float | None) -> RouteTable:
-        table = self._target.table
-        if table is not None:
-            return table
+    def _wait_table(self, timeout: float | None) -> RouteTable:
+        """The target's first table, waited for (at most ``resolve_timeout``)."""
         wait = self._clients.settings.resolve_timeout
         if timeout is not None and timeout < wait:
             wait = timeout
@@ -85,11 +83,11 @@ class _Base:
         """Route and start; wait out an injected delay, raise an injected abort."""
         table = self._target.table
         if table is None:
-            table = self._table(timeout)
+            table = self._wait_table(timeout)
         call = Call(table, self._method, metadata, timeout, self._telemetry, self._method,
                     self._clock, retry)
         if call.delay:
-            self._clients.sleep(call.delay)
+            self._clients.settings.sleep(call.delay)
             call.start()
         if call.aborted is not None:
             raise call.aborted
@@ -132,16 +130,7 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
     def _invoke(self, request: Any, timeout: float | None, metadata: Metadata,
                 credentials: Any, wait_for_ready: bool | None, compression: Any,
                 with_call: bool) -> Any:
-        table = self._target.table  # self._call(), inline on the hot path
-        if table is None:
-            table = self._table(timeout)
-        call = Call(table, self._method, metadata, timeout, self._telemetry, self._method,
-                    self._clock)
-        if call.delay:
-            self._clients.sleep(call.delay)
-            call.start()
-        if call.aborted is not None:
-            raise call.aborted
+        call = self._call(timeout, metadata)
         counters = self._bytes if call.record is not None else None
         try:
             while True:
@@ -159,7 +148,7 @@ class _UnaryUnary(_Base, grpc.UnaryUnaryMultiCallable):
                     if wait is None:
                         call.give_up(err)
                     if wait:
-                        self._clients.sleep(wait)
+                        self._clients.settings.sleep(wait)
                     continue
                 except BaseException:
                     call.cancelled(endpoint)
@@ -190,7 +179,7 @@ class _UnaryStream(_Base, grpc.UnaryStreamMultiCallable):
                          credentials=credentials, wait_for_ready=wait_for_ready,
                          compression=compression)
 
-        return _RetryingStream(call, start, self._clients.sleep)
+        return _RetryingStream(call, start, self._clients.settings.sleep)
 
 
 class _RetryingStream(grpc.Call, grpc.Future, Iterator[Any]):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -53,10 +54,9 @@ class Clients:
         self.settings = settings
         self.telemetry = telemetry
         self.certificates: CertificateSource | None = None
-        self.clock = settings.clock
-        self.sleep = settings.sleep
+        # The injected sleep, awaitable; time.sleep (the default) becomes asyncio.sleep.
         self.async_sleep: Callable[[float], Awaitable[Any]] = async_sleep(
-            None if settings.sleep is _DEFAULT_SLEEP else settings.sleep)
+            None if settings.sleep is time.sleep else settings.sleep)
         self._loop = loop
         self.tracker = CallableTracker()
         self.pool = ChannelPool(options=settings.channel_options, grace=settings.close_grace,
@@ -79,7 +79,7 @@ class Clients:
         self.registry = ClusterRegistry(xds, self._make_cluster)
 
     def _make_cluster(self, name: str) -> ClusterState:
-        return ClusterState(name, clock=self.clock,
+        return ClusterState(name, clock=self.settings.clock,
                             on_endpoints=self._endpoints_changed,
                             on_server_name=self.tracker.forget_channels)
 
@@ -194,5 +194,3 @@ class Clients:
         if pool is not None:
             await pool.close()
 
-
-_DEFAULT_SLEEP = MeshSettings.__dataclass_fields__["sleep"].default

@@ -113,6 +113,15 @@ class _Shared:
         port = request.url.port
         return self.clients.target(host if port is None else f"{host}:{port}")
 
+    def waited(self, target: Target) -> RouteTable | None:
+        """A target's table after waiting for it: None when the host is not a mesh
+        service (the request goes out as plain HTTP); raises when the control plane
+        gave no answer in time."""
+        if target.table is None and target.status != "not_found":
+            raise resolve_failure(target, self.settings.resolve_timeout,
+                                  self.settings.xds_address)
+        return target.table
+
     def call(self, table: RouteTable, request: httpx.Request) -> Call:
         """Route ``request`` (path and query, headers, ``:method``) into a started
         call, unless a fault delays it (``call.delay``: wait, then ``call.start()``)."""
@@ -121,7 +130,7 @@ class _Shared:
         headers.append((":method", request.method))
         retry = request.method in self.retry_methods and _replayable(request)
         return Call(table, request.url.raw_path.decode("ascii"), headers, None,
-                    self.clients.telemetry, request.method, clock=self.clients.clock,
+                    self.clients.telemetry, request.method, clock=self.settings.clock,
                     retry=retry, protocol="http", headers=())
 
     @staticmethod
@@ -163,8 +172,10 @@ class _Shared:
         (a 5xx the route retries)."""
         status = response.status_code
         label = str(status)
-        size = response.headers.get("content-length")
-        size = int(size) if size and size.isdigit() else None
+        size = None
+        if call.record is not None:  # the response's size, for telemetry only
+            length = response.headers.get("content-length")
+            size = int(length) if length and length.isdigit() else None
         code = _status_code(status)
         if code is None:
             call.succeeded(endpoint, label, size)
@@ -262,14 +273,12 @@ class MeshTransport(httpx.BaseTransport):
         table = target.table
         if table is None:
             target.ready.wait(settings.resolve_timeout)
-            table = target.table
-            if table is None:
-                if target.status == "not_found":  # not a mesh service: plain HTTP
-                    return self._plain.handle_request(request)
-                raise resolve_failure(target, settings.resolve_timeout, settings.xds_address)
+            table = shared.waited(target)
+            if table is None:  # not a mesh service: plain HTTP
+                return self._plain.handle_request(request)
         call = shared.call(table, request)
         if call.delay:
-            shared.clients.sleep(call.delay)
+            settings.sleep(call.delay)
             call.start()
         aborted = shared.aborted(call, request)
         if aborted is not None:
@@ -295,7 +304,7 @@ class MeshTransport(httpx.BaseTransport):
                 response.read()  # free the connection before another attempt
                 response.close()
             if wait:
-                shared.clients.sleep(wait)
+                settings.sleep(wait)
 
     def close(self) -> None:
         self._plain.close()
@@ -338,11 +347,9 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         if table is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(target.wait_async(), settings.resolve_timeout)
-            table = target.table
-            if table is None:
-                if target.status == "not_found":
-                    return await self._plain.handle_async_request(request)
-                raise resolve_failure(target, settings.resolve_timeout, settings.xds_address)
+            table = shared.waited(target)
+            if table is None:  # not a mesh service: plain HTTP
+                return await self._plain.handle_async_request(request)
         call = shared.call(table, request)
         sleep = shared.clients.async_sleep
         if call.delay:

@@ -293,9 +293,7 @@ class Call:
         if retry is None:
             return None
         run = self.run
-        if run is None:
-            if retry.attempts <= 1 or not retry.retryable(error):
-                return None  # the common failure: no engine built
+        if run is None:  # a first failure: the retry engine (no tenacity yet)
             run = self.run = RetryRun(retry, name=self.cluster.service, clock=self._clock,
                                       deadline=self.deadline, budget=self.cluster.budget)
         return run.next_wait(error)
@@ -321,10 +319,9 @@ class Call:
 
     def give_up(self, error: BaseException) -> NoReturn:
         """Raise what the call raises when it ends with ``error`` (:meth:`final`)."""
-        final = self.final(error)
-        if final is error:
-            raise error
-        raise final from error
+        if self.run is not None:
+            self.run.give_up(error)
+        raise error
 
     # ------------------------------------------------------------ streams
 

@@ -21,7 +21,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -193,19 +193,11 @@ def settings_of(settings: MeshSettings | None, xds_address: str | None,
     as before :class:`MeshSettings` existed (None meaning "the default"), or a
     settings object, optionally with overrides."""
     given = {k: v for k, v in options.items() if v is not None}  # None: the default
-    if isinstance(given.get("channel_options"), Sequence):
-        given["channel_options"] = tuple(given["channel_options"])
     if xds_address is not None:
         given["xds_address"] = xds_address
-    unknown = set(given) - _FIELDS
-    if unknown:
-        raise TypeError(f"Mesh() got unexpected keyword argument(s): "
-                        f"{', '.join(sorted(unknown))}")
     if settings is not None:
         return settings.replace(**given) if given else settings
     if "xds_address" not in given:
         raise MeshError("Mesh needs xds_address (host:port of the control plane)")
     return MeshSettings(**given)
 
-
-_FIELDS = frozenset(f.name for f in dataclasses.fields(MeshSettings))

@@ -49,18 +49,17 @@ _T = TypeVar("_T")
 DEADLINE: ContextVar[float | None] = ContextVar("meshlib_deadline", default=None)
 """The context variable behind :func:`current_deadline` (hot paths read it with
 ``DEADLINE.get()``; set it through :func:`set_deadline` or :func:`deadline_scope`)."""
-_DEADLINE = DEADLINE
 _monotonic = time.monotonic
 
 
 def current_deadline() -> float | None:
     """The deadline in force (a ``time.monotonic()`` instant), or None."""
-    return _DEADLINE.get()
+    return DEADLINE.get()
 
 
 def remaining(now: float | None = None) -> float | None:
     """Seconds left before the deadline in force (may be <= 0), or None."""
-    deadline = _DEADLINE.get()
+    deadline = DEADLINE.get()
     if deadline is None:
         return None
     return deadline - (_monotonic() if now is None else now)
@@ -69,15 +68,15 @@ def remaining(now: float | None = None) -> float | None:
 def set_deadline(deadline: float | None) -> object:
     """Shorten the deadline to ``deadline`` (never lengthen it); returns a reset token
     for :func:`reset_deadline`."""
-    current = _DEADLINE.get()
+    current = DEADLINE.get()
     if deadline is not None and current is not None and current < deadline:
         deadline = current
-    return _DEADLINE.set(deadline if deadline is not None else current)
+    return DEADLINE.set(deadline if deadline is not None else current)
 
 
 def reset_deadline(token: object) -> None:
     """Undo a :func:`set_deadline`."""
-    _DEADLINE.reset(token)  # type: ignore[arg-type]
+    DEADLINE.reset(token)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager
@@ -86,9 +85,9 @@ def deadline_scope(timeout: float | None, *, now: float | None = None) -> Iterat
     start = _monotonic() if now is None else now
     token = set_deadline(None if timeout is None else start + timeout)
     try:
-        yield _DEADLINE.get()
+        yield DEADLINE.get()
     finally:
-        _DEADLINE.reset(token)
+        DEADLINE.reset(token)
 
 
 def earliest(a: float | None, b: float | None) -> float | None:

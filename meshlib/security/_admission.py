@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -34,14 +35,15 @@ from meshlib.resilience import RateLimit
 from meshlib.security._authz import AuthorizationPolicy
 from meshlib.security._peer import peer_principal
 
-__all__ = ["DENIED", "Admission", "Refusal", "log_denial"]
+__all__ = ["DENIAL", "DENIED", "Admission", "Refusal", "denied", "log_denial"]
 
 log = logging.getLogger("meshlib.authz")
 
 DENIED = "permission denied"  # the only details a denied caller gets
 #: A gRPC call's refusal: the status and details to end it with.
 Refusal = tuple[grpc.StatusCode, str]
-_DENIAL: Refusal = (grpc.StatusCode.PERMISSION_DENIED, DENIED)
+#: How a denied gRPC call ends.
+DENIAL: Refusal = (grpc.StatusCode.PERMISSION_DENIED, DENIED)
 _MAX_BUCKETS = 10_000  # distinct callers tracked before the buckets start over
 
 
@@ -49,6 +51,18 @@ def log_denial(method: str, principal: str | None, peer: str, reason: str) -> No
     """Log why a call was denied (INFO on ``meshlib.authz``)."""
     log.info("denied %s to %s (%s): %s", method, principal or "a caller without identity",
              peer, reason)
+
+
+def denied(policy: AuthorizationPolicy, principal: str | None, method: str,
+           peer: Callable[[], str], what: str = "") -> bool:
+    """Whether ``policy`` denies ``principal`` (a SPIFFE ID, or None) calling
+    ``method``; a denial is logged, naming ``what`` (default ``method``) and the
+    ``peer()`` address (asked only then)."""
+    decision = policy.check(principal, method)
+    if decision.allowed:
+        return False
+    log_denial(what or method, principal, peer(), decision.reason)
+    return True
 
 
 class Admission:
@@ -78,12 +92,7 @@ class Admission:
         (a gRPC method path or an HTTP path); a denial is logged (naming ``what``,
         default ``method``)."""
         policy = self.authorization
-        if policy is None:
-            return True
-        decision = policy.check(principal, method)
-        if not decision.allowed:
-            log_denial(what or method, principal, peer, decision.reason)
-        return decision.allowed
+        return policy is None or not denied(policy, principal, method, lambda: peer, what)
 
     def throttle(self, principal: str | None) -> float:
         """Take a token of ``principal``'s bucket: 0.0 to go on, else the seconds
@@ -105,8 +114,9 @@ class Admission:
         if self.authorization is None and self.rate_limit is None:
             return None
         principal = peer_principal(context)
-        if not self.authorize(principal, method, context.peer()):
-            return _DENIAL
+        policy = self.authorization
+        if policy is not None and denied(policy, principal, method, context.peer):
+            return DENIAL
         wait = self.throttle(principal)
         if not wait:
             return None

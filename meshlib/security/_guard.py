@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from meshlib.security._admission import DENIED, Refusal, log_denial
+from meshlib.security._admission import DENIAL, Refusal, denied
 from meshlib.security._authz import AuthorizationPolicy
 from meshlib.security._handlers import rewrap_generic, rewrap_handler
 from meshlib.security._peer import peer_principal
@@ -39,7 +39,6 @@ PolicySource = Callable[[], AuthorizationPolicy | None]
 #: A per-call check in front of a handler: (method path, context) → None to go on, or
 #: the status and details to end the call with.
 Check = Callable[[str, Any], "Refusal | None"]
-_DENIAL: Refusal = (grpc.StatusCode.PERMISSION_DENIED, DENIED)
 
 
 def authorization_check(source: PolicySource) -> Check:
@@ -48,14 +47,10 @@ def authorization_check(source: PolicySource) -> Check:
 
     def check(method: str, context: Any) -> Refusal | None:
         policy = source()
-        if policy is None:
-            return None
-        principal = peer_principal(context)
-        decision = policy.check(principal, method)
-        if decision.allowed:
-            return None
-        log_denial(method, principal, context.peer(), decision.reason)
-        return _DENIAL
+        if policy is not None and denied(policy, peer_principal(context), method,
+                                         context.peer):
+            return DENIAL
+        return None
     return check
 
 

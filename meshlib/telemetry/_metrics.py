@@ -80,22 +80,22 @@ class MeshMetrics:
     def registry(self) -> CollectorRegistry:
         """The Prometheus registry holding these metrics, made (prometheus_client
         imported) on first use: a client that is never scraped pays for neither."""
-        if self._registry is None:
-            with self._lock:
-                if self._registry is None:
-                    from prometheus_client import CollectorRegistry
+        return self._registry or self._exposed()[0]
 
-                    self._expose(CollectorRegistry())
-        return self._registry  # type: ignore[return-value]
+    def _exposed(self) -> tuple[CollectorRegistry, tuple[Any, Any]]:
+        """The registry and the server series, made once."""
+        with self._lock:
+            if self._registry is None:
+                from prometheus_client import CollectorRegistry
+
+                self._expose(CollectorRegistry())
+        return self._registry, self._server  # type: ignore[return-value]
 
     def _expose(self, registry: CollectorRegistry) -> None:
         from meshlib.telemetry._exposition import expose
 
         self._server = expose(registry, self, self._clusters)
         self._registry = registry
-
-    def _expose_now(self) -> None:
-        self.registry  # noqa: B018 - the property makes it
 
     def serve(self, port: int = 0, host: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` on ``host:port`` (0: any free port) from a daemon thread;
@@ -132,9 +132,7 @@ class MeshMetrics:
         if series is None:
             if len(self._series) >= _MAX_SERIES:
                 self._series.clear()
-            if self._server is None:
-                self._expose_now()
-            requests, duration = self._server  # type: ignore[misc]
+            requests, duration = self._server or self._exposed()[1]
             series = self._series[key] = (requests.labels(service, method, name, caller),
                                           duration.labels(service, method, name))
         series[0].inc()

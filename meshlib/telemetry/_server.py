@@ -75,13 +75,12 @@ class ServerObserver:
 class ServerCall:
     """One call a :class:`ServerObserver` is watching; :meth:`end` it once."""
 
-    __slots__ = ("log", "observer", "span", "started", "wall")
+    __slots__ = ("log", "observer", "span", "started")
 
     def __init__(self, observer: ServerObserver, span: ServerSpan, log: bool) -> None:
         self.observer = observer
         self.span = span
         self.log = log
-        self.wall = time.time()
         self.started = _perf()
 
     def end(self, method: str, code: str, error: bool, principal: str | None, *,
@@ -107,7 +106,7 @@ class ServerCall:
         span.end(code, error, {**(attributes or {}), "meshlib.source_identity": caller})
         if self.log:
             write_access_log(
-                "server", observer.protocol, started=self.wall, seconds=seconds,
+                "server", observer.protocol, started=time.time() - seconds, seconds=seconds,
                 source_identity=principal, destination_service=observer.service or None,
                 method=log_method or method, code=code, request_bytes=request_bytes,
                 response_bytes=response_bytes, trace_id=trace_id or None,

@@ -38,10 +38,10 @@ def clients(sleeps: list[float], **world_options: Any) -> tuple[Any, Target]:
     table, _, clock = world(**world_options)
     target = Target("reviews")
     target.settle("ready", table)
-    settings = MeshSettings(xds_address="x:1", sleep=sleeps.append)
+    settings = MeshSettings(xds_address="x:1", sleep=sleeps.append, clock=clock)
     stand_in = types.SimpleNamespace(
-        settings=settings, telemetry=None, tracker=CallableTracker(), clock=clock,
-        sleep=settings.sleep, async_sleep=async_sleep(settings.sleep), certificates=None,
+        settings=settings, telemetry=None, tracker=CallableTracker(),
+        async_sleep=async_sleep(settings.sleep), certificates=None,
         target=lambda name: target)
     return stand_in, target
 
