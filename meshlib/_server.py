@@ -221,8 +221,11 @@ class Servers:
                 log.warning("no server Listener %s from the control plane; serving %s",
                             policy.name, mode)
         if mode == "PERMISSIVE" and certificates is None:
-            log.warning("mTLS mode PERMISSIVE but this Mesh has no identity: serving %s in "
-                        "plaintext only", policy.name)
+            # PERMISSIVE (the default) accepts plaintext; with no identity there is
+            # nothing else to offer. Only worth a warning when the caller asked for it.
+            log.log(logging.WARNING if mtls else logging.INFO,
+                    "mTLS mode PERMISSIVE but this Mesh has no identity: serving %s in "
+                    "plaintext only", policy.name)
             mode = "DISABLE"
         server, front = build_server(
             mode=mode, source=certificates, host=host, port=port,

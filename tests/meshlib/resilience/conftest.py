@@ -1,21 +1,11 @@
-"""A fake monotonic clock and a recording sleep, so no resilience test really waits."""
+"""The resilience tests' clock is meshlib.testing's (the ``fake_clock`` fixture of the
+pytest plugin); ``fake_sleep`` is its recording sleep."""
 
 from __future__ import annotations
 
 import pytest
 
-
-class FakeClock:
-    """A monotonic clock that only moves when told to."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from meshlib.testing import FakeClock
 
 
 class FakeSleep(list[float]):
@@ -28,11 +18,6 @@ class FakeSleep(list[float]):
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
         self.clock.advance(seconds)
-
-
-@pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
