@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import MESHCTL, ROOT, ControlPlaneProc, stop_process
-from tests.e2e.mesh_files import write_mesh
+from tests.e2e.mesh_files import policy_yaml, service_yaml, write_mesh
 
 NODE_DIR = Path(__file__).parent / "node"
 TARGET = "xds:///reviews.default.svc.cluster.local:50051"
@@ -169,3 +169,50 @@ def test_node_follows_the_split_live_and_the_header_route(tmp_path, backends,
     assert cp.metric("meshlib_xds_nacks_total") == 0
     for xds_type in ("LDS", "RDS", "CDS", "EDS"):
         assert cp.metric("meshlib_xds_acks_total", type=xds_type) >= 1
+
+
+def test_node_accepts_and_applies_the_policies(tmp_path, backends, control_plane_factory,
+                                               node_client_factory):
+    """What docs/native-grpc.md says grpc-js-xds honours, checked."""
+    ports = [backends("ring-a"), backends("ring-b")]
+    config = tmp_path / "mesh"
+    config.mkdir()
+    (config / "services.yaml").write_text(
+        service_yaml("ring", ports) + service_yaml("least", ports)
+        + service_yaml("faulty", ports[:1]) + service_yaml("slow", ports[:1]))
+    (config / "policies.yaml").write_text(
+        policy_yaml("ring", "  loadBalancer: {type: RING_HASH, hashHeader: x-user}\n")
+        + policy_yaml("least", "  loadBalancer: {type: LEAST_REQUEST, choiceCount: 2}\n")
+        + policy_yaml("faulty", "  faultInjection: {abort: {percent: 100, "
+                                "grpcStatus: RESOURCE_EXHAUSTED}}\n")
+        + policy_yaml("slow", "  timeout: 200ms\n"
+                              "  faultInjection: {delay: {percent: 100, fixedDelay: 2s}}\n"))
+    cp = control_plane_factory(config)
+    client = node_client_factory(cp)
+
+    def calls(target: str, n: int, **kw: object) -> dict:
+        return client.send(op="calls", target=f"xds:///{target}:50051", n=n,
+                           wait_for_ready=True, **kw)
+
+    # RING_HASH on a header: one key sticks to one backend; many keys spread.
+    for user in ("alice", "bob", "carol"):
+        sticky = calls("ring", 20, metadata=[["x-user", user]])
+        assert len(sticky["counts"]) == 1 and sticky["errors"] == {}, sticky
+    spread: set[str] = set()
+    for i in range(30):
+        spread |= set(calls("ring", 1, metadata=[["x-user", f"user-{i}"]])["counts"])
+    assert spread == {"ring-a", "ring-b"}
+
+    # LEAST_REQUEST: grpc-js-xds has no least_request policy; it takes round robin from
+    # the policy list the control plane sends.
+    least = calls("least", 40)
+    assert least["errors"] == {} and set(least["counts"]) == {"ring-a", "ring-b"}, least
+
+    assert calls("faulty", 10)["errors"] == {"RESOURCE_EXHAUSTED": 10}
+
+    # The route timeout (200 ms) cuts the injected 2 s delay.
+    started = time.monotonic()
+    assert calls("slow", 3)["errors"] == {"DEADLINE_EXCEEDED": 3}
+    assert 3 * 0.2 <= time.monotonic() - started < 3 * 1.0
+
+    assert cp.metric("meshlib_xds_nacks_total") == 0
