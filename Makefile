@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Node's @grpc/grpc-js-xds for tests/e2e/test_node_xds.py (versions in its package-lock.json)
+NODE_DIR := tests/e2e/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
 .PHONY: demo test test-slow bench lint check clean
 
@@ -12,15 +15,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+$(NODE_STAMP): $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: tests/e2e/test_node_xds.py needs Node.js 20+ and npm" >&2; exit 1; }
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --ignore-scripts
+	touch $(NODE_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/meshctl demo --config examples/mesh
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)

@@ -4,6 +4,10 @@ gRPC reads it from the file named by ``GRPC_XDS_BOOTSTRAP`` (or the JSON itself 
 ``GRPC_XDS_BOOTSTRAP_CONFIG``) the first time an ``xds:///`` channel or an xDS server
 is created. Format: https://github.com/grpc/proposal/blob/master/A27-xds-global-load-balancing.md
 
+One file for every gRPC: it passes C-core's checks (grpcio, C++, Ruby, PHP, ...) and the
+stricter ones of Node's ``@grpc/grpc-js-xds`` (``src/xds-bootstrap.ts``: ``node.locality``
+required, and at least one ``insecure`` or ``google_default`` channel credential).
+
 With a certificate directory (``cert_dir``) the bootstrap also declares the
 ``file_watcher`` certificate provider ``meshlib`` (gRFC A29) that the control plane's
 TLS contexts name, and tells the control plane so (node metadata ``MESHLIB_TLS``).
@@ -68,6 +72,9 @@ def make_bootstrap(options: BootstrapOptions) -> dict[str, Any]:
     """
     node: dict[str, Any] = {
         "id": options.node_id,
+        # Always present, even empty: grpc-js-xds refuses a node without it ("locality
+        # field missing in node element"); C-core takes {} as no locality.
+        "locality": {"zone": options.zone} if options.zone else {},
         "metadata": {
             NAMESPACE_METADATA_KEY: options.namespace,
             KIND_METADATA_KEY: options.kind,
@@ -75,8 +82,6 @@ def make_bootstrap(options: BootstrapOptions) -> dict[str, Any]:
     }
     if options.cluster:
         node["cluster"] = options.cluster
-    if options.zone:
-        node["locality"] = {"zone": options.zone}
     bootstrap: dict[str, Any] = {
         "xds_servers": [
             {
