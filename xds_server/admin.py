@@ -17,6 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from meshlib.contract import BindError
+from meshlib.contract.listen import address_of
+
 __all__ = ["AdminServer", "AdminViews"]
 
 log = logging.getLogger(__name__)
@@ -32,11 +35,19 @@ class AdminViews:
 
 
 class AdminServer:
-    """Serves the admin endpoints on ``host:port`` (port 0 picks a free one)."""
+    """Serves the admin endpoints on ``host:port`` (port 0 picks a free one).
+
+    A busy port raises :class:`~meshlib.contract.BindError` naming the address (the
+    socket gets ``SO_REUSEADDR`` only, never ``SO_REUSEPORT``: no shared port).
+    """
 
     def __init__(self, address: tuple[str, int], views: AdminViews) -> None:
         handler = _make_handler(views)
-        self._httpd = ThreadingHTTPServer(address, handler)
+        try:
+            self._httpd = ThreadingHTTPServer(address, handler)
+        except OSError as err:
+            raise BindError(address_of(*address), (err.strerror or str(err)).lower(),
+                            what="serve admin", errno=err.errno) from None
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="meshctl-admin", daemon=True

@@ -5,6 +5,7 @@
     MeshError
     ├── ConfigError                 invalid mesh configuration (carries every Problem)
     ├── CertificateError            no workload certificate (the CA's status code if any)
+    ├── BindError                   a server cannot listen on its address (also an OSError)
     └── XdsError                    xDS protocol or resource trouble (type URL, name)
         └── InconsistentSnapshotError   RDS/EDS references that do not resolve
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     import grpc
 
 __all__ = [
+    "BindError",
     "CertificateError",
     "ConfigError",
     "InconsistentSnapshotError",
@@ -71,6 +73,23 @@ class CertificateError(MeshError):
     def __init__(self, message: str, *, code: grpc.StatusCode | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class BindError(MeshError, OSError):
+    """A server cannot listen on ``address`` (``host:port``): the port is in use (by
+    another control plane or service: ports are never shared), or the host is not an
+    address of this machine. ``errno`` is the socket error's when known (e.g.
+    ``errno.EADDRINUSE``). Also an :class:`OSError`, so ``except OSError`` still works.
+
+    Example: ``cannot serve xDS on 127.0.0.1:15010: address already in use``.
+    """
+
+    def __init__(self, address: str, reason: str, *, what: str = "serve",
+                 errno: int | None = None) -> None:
+        super().__init__(f"cannot {what} on {address}: {reason}")
+        self.address = address
+        self.reason = reason
+        self.errno = errno
 
 
 class XdsError(MeshError):
