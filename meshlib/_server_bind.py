@@ -125,9 +125,8 @@ class Front:
         try:
             asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
         except OSError as err:
-            raise BindError(address_of(self.host, self.port),
-                            (err.strerror or str(err)).lower(), what=self._what,
-                            errno=err.errno) from None
+            raise BindError.from_os_error(address_of(self.host, self.port), err,
+                                          what=self._what) from None
 
     async def _start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, self.port,

@@ -46,8 +46,8 @@ class AdminServer:
         try:
             self._httpd = ThreadingHTTPServer(address, handler)
         except OSError as err:
-            raise BindError(address_of(*address), (err.strerror or str(err)).lower(),
-                            what="serve admin", errno=err.errno) from None
+            raise BindError.from_os_error(address_of(*address), err,
+                                          what="serve admin") from None
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="meshctl-admin", daemon=True

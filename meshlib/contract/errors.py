@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -90,6 +91,13 @@ class BindError(MeshError, OSError):
         self.address = address
         self.reason = reason
         self.errno = errno
+
+    @classmethod
+    def from_os_error(cls, address: str, err: OSError, *, what: str = "serve") -> BindError:
+        """The :class:`BindError` of a failed ``bind()``: the reason is the errno's
+        text (``address already in use``), without the wrappers asyncio adds."""
+        reason = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
+        return cls(address, reason.lower(), what=what, errno=err.errno)
 
 
 class XdsError(MeshError):

@@ -55,5 +55,4 @@ def check_free(host: str, port: int, *, what: str = "serve") -> None:
             try:
                 sock.bind(sockaddr)
             except OSError as err:
-                reason = (err.strerror or str(err)).lower()
-                raise BindError(address, reason, what=what, errno=err.errno) from None
+                raise BindError.from_os_error(address, err, what=what) from None
