@@ -1,4 +1,5 @@
-"""``Mesh.server()`` never shares a busy port: it raises :class:`meshlib.BindError`."""
+"""``Mesh.server()`` (and ``serve_metrics``) never share a busy port: they raise
+:class:`meshlib.BindError` naming the address."""
 
 from __future__ import annotations
 
@@ -88,3 +89,10 @@ def test_a_free_port_still_serves(mesh):
             pass
     finally:
         server.stop(None)
+
+
+def test_serve_metrics_refuses_a_busy_port_naming_it(mesh, held_port):
+    with pytest.raises(meshlib.BindError) as caught:
+        mesh.serve_metrics(held_port, "127.0.0.1")
+    assert str(caught.value) == (
+        f"cannot serve metrics on 127.0.0.1:{held_port}: address already in use")
