@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from meshlib.contract.listen import address_of
+
 __all__ = ["main"]
 
 DESCRIPTION = """\
@@ -94,10 +96,9 @@ def _writable_dir(path: Path, what: str) -> str | None:
 def _cmd_bootstrap(args: argparse.Namespace) -> int:
     from xds_server.bootstrap import BootstrapOptions, bootstrap_json
 
-    host, port = args.xds_address
     text = bootstrap_json(
         BootstrapOptions(
-            xds_address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            xds_address=address_of(*args.xds_address),
             node_id=args.node_id,
             namespace=args.namespace,
             cluster=args.cluster,
@@ -123,8 +124,7 @@ def _cmd_certs_issue(args: argparse.Namespace) -> int:
     from meshlib.contract import CertificateError, SpiffeId
     from meshlib.security import request_certificate, write_files
 
-    host, port = args.xds_address
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    address = address_of(*args.xds_address)
     out_dir = Path(args.out_dir)
     try:  # before asking the CA: a certificate nobody can store is wasted
         out_dir.mkdir(parents=True, exist_ok=True)

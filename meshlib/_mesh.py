@@ -228,7 +228,7 @@ class Mesh:
         it; ``mtls=`` forces one. Add servicers as usual, then ``start()``. Handlers
         learn their caller with :func:`meshlib.peer_identity`. A port another process
         listens on is never shared: it raises :class:`meshlib.BindError` naming the
-        address (for PERMISSIVE, at ``start()``).
+        address.
         """
         return self._server_side().server(service or self.service, port, host=host,
                                           mtls=mtls, interceptors=interceptors,
