@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ class AdminServer:
 
     def __init__(self, address: tuple[str, int], views: AdminViews) -> None:
         handler = _make_handler(views)
+        server_class = _IPv6Server if ":" in address[0] else ThreadingHTTPServer
         try:
-            self._httpd = ThreadingHTTPServer(address, handler)
+            self._httpd = server_class(address, handler)
         except OSError as err:
             raise BindError.from_os_error(address_of(*address), err,
                                           what="serve admin") from None
@@ -63,6 +65,10 @@ class AdminServer:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def _make_handler(views: AdminViews) -> type[BaseHTTPRequestHandler]:

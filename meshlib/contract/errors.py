@@ -96,7 +96,9 @@ class BindError(MeshError, OSError):
     def from_os_error(cls, address: str, err: OSError, *, what: str = "serve") -> BindError:
         """The :class:`BindError` of a failed ``bind()``: the reason is the errno's
         text (``address already in use``), without the wrappers asyncio adds."""
-        reason = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
+        # errno's own text, not asyncio's wrapper; resolver errors have errno < 0
+        reason = os.strerror(err.errno) if err.errno and err.errno > 0 else (
+            err.strerror or str(err))
         return cls(address, reason.lower(), what=what, errno=err.errno)
 
 

@@ -21,3 +21,22 @@ def test_a_busy_admin_port_is_refused_naming_the_address():
         with pytest.raises(BindError) as caught:
             AdminServer(("127.0.0.1", port), VIEWS)
     assert str(caught.value) == f"cannot serve admin on 127.0.0.1:{port}: address already in use"
+
+
+def test_an_ipv6_admin_address_serves():
+    server = AdminServer(("::1", 0), VIEWS)
+    server.start()
+    try:
+        with socket.create_connection(("::1", server.port), timeout=2) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.0 200")
+    finally:
+        server.stop()
+
+
+def test_an_unknown_admin_host_says_so_in_words():
+    with pytest.raises(BindError) as caught:
+        AdminServer(("nohost.invalid", 0), VIEWS)
+    message = str(caught.value)
+    assert message.startswith("cannot serve admin on nohost.invalid:0: ")
+    assert "unknown error" not in message
