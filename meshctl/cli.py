@@ -5,19 +5,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import sys
 from pathlib import Path
 
+from meshlib.contract.listen import address_of
+
 __all__ = ["main"]
+
+DESCRIPTION = """\
+meshctl: run the meshlib control plane, check mesh config, write gRPC xDS bootstraps,
+get workload certificates from the mesh CA, and run the demo."""
+
+ADDRESS_HELP = ("HOST:PORT; an empty HOST (:PORT) means 127.0.0.1, loopback only; "
+                "0.0.0.0:PORT or [::]:PORT listens on all interfaces")
 
 
 def _host_port(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``); an empty host is loopback, never every interface."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _fail(message: str) -> int:
+    print(f"meshctl: {message}", file=sys.stderr)
+    return 1
 
 
 def _cmd_control_plane(args: argparse.Namespace) -> int:
@@ -26,9 +42,6 @@ def _cmd_control_plane(args: argparse.Namespace) -> int:
     if args.kubernetes:
         print("meshctl: --kubernetes is not available yet; use --config", file=sys.stderr)
         return 2
-    if args.config is None:
-        print("meshctl: control-plane needs --config PATH", file=sys.stderr)
-        return 2
     options = ControlPlaneOptions(
         config=Path(args.config),
         xds_address=args.xds_address,
@@ -36,7 +49,7 @@ def _cmd_control_plane(args: argparse.Namespace) -> int:
         ca_dir=Path(args.ca_dir) if args.ca_dir else None,
         token_file=Path(args.token_file) if args.token_file else None,
     )
-    from meshlib.contract import ConfigError
+    from meshlib.contract import BindError, ConfigError
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
@@ -47,14 +60,16 @@ def _cmd_control_plane(args: argparse.Namespace) -> int:
         print(f"meshctl: {len(err.problems)} problem(s) in {args.config}; not started",
               file=sys.stderr)
         return 1
-    except (OSError, RuntimeError) as err:  # e.g. an address already in use
-        print(f"meshctl: cannot serve: {err}", file=sys.stderr)
-        return 1
+    except BindError as err:  # e.g. an address already in use: ports are never shared
+        hint = " (another control plane?)" if err.errno == errno.EADDRINUSE else ""
+        return _fail(f"{err}{hint}")
+    except (OSError, RuntimeError) as err:
+        return _fail(f"cannot serve: {err}")
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from xds_server.sources.yaml_loader import check
+    from xds_server.sources.yaml_loader import YAML_SUFFIXES, check, read_documents
 
     problems = check(Path(args.path))
     for problem in problems:
@@ -62,17 +77,28 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem(s) in {args.path}", file=sys.stderr)
         return 1
+    documents, _ = read_documents(Path(args.path))
+    if not documents:  # nothing checked is not "ok": a wrong path, a typo'd suffix
+        patterns = ", ".join(f"*{suffix}" for suffix in YAML_SUFFIXES)
+        return _fail(f"{args.path}: no mesh objects found ({patterns})")
     print(f"{args.path}: ok")
     return 0
+
+
+def _writable_dir(path: Path, what: str) -> str | None:
+    """Why ``path`` (a directory to write into) will not do, or None."""
+    if not path.is_dir():
+        missing = "does not exist" if not path.exists() else "is not a directory"
+        return f"cannot write {what}: directory {path} {missing}"
+    return None
 
 
 def _cmd_bootstrap(args: argparse.Namespace) -> int:
     from xds_server.bootstrap import BootstrapOptions, bootstrap_json
 
-    host, port = args.xds_address
     text = bootstrap_json(
         BootstrapOptions(
-            xds_address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            xds_address=address_of(*args.xds_address),
             node_id=args.node_id,
             namespace=args.namespace,
             cluster=args.cluster,
@@ -81,7 +107,14 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
         )
     )
     if args.output:
-        Path(args.output).write_text(text)
+        output = Path(args.output)
+        why = _writable_dir(output.parent, str(output))
+        if why is not None:
+            return _fail(why)
+        try:
+            output.write_text(text)
+        except OSError as err:
+            return _fail(f"cannot write {output}: {(err.strerror or str(err)).lower()}")
     else:
         sys.stdout.write(text)
     return 0
@@ -91,8 +124,13 @@ def _cmd_certs_issue(args: argparse.Namespace) -> int:
     from meshlib.contract import CertificateError, SpiffeId
     from meshlib.security import request_certificate, write_files
 
-    host, port = args.xds_address
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    address = address_of(*args.xds_address)
+    out_dir = Path(args.out_dir)
+    try:  # before asking the CA: a certificate nobody can store is wasted
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return _fail(f"cannot write certificates to {out_dir}: "
+                     f"{(err.strerror or str(err)).lower()}")
     try:
         identity = SpiffeId(args.trust_domain, args.namespace, args.service_account)
         token = args.token if args.token else Path(args.token_file).read_text().strip()
@@ -115,37 +153,54 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meshctl", description=__doc__)
+    parser = argparse.ArgumentParser(prog="meshctl", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    cp = sub.add_parser("control-plane", help="serve xDS (ADS) from config files")
-    cp.add_argument("--config", help="a YAML file or a directory of them (reloaded on change)")
-    cp.add_argument("--kubernetes", action="store_true", help="read config from the API server")
-    cp.add_argument("--xds-address", type=_host_port, default=("127.0.0.1", 15010))
-    cp.add_argument("--ca-dir", default=None,
+    cp = sub.add_parser(
+        "control-plane", help="serve xDS (ADS) from config files",
+        description="Serve xDS (ADS, and the mesh CA with --ca-dir) from mesh config. "
+                    f"Addresses are {ADDRESS_HELP}.")
+    source = cp.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", metavar="PATH",
+                        help="a YAML file or a directory of them (reloaded on change)")
+    source.add_argument("--kubernetes", action="store_true",
+                        help="read config from the API server (not available yet)")
+    cp.add_argument("--xds-address", type=_host_port, default="127.0.0.1:15010",
+                    metavar="HOST:PORT",
+                    help="serve ADS (and the CA) here; never shared with another server "
+                         "(default: %(default)s)")
+    cp.add_argument("--ca-dir", default=None, metavar="DIR",
                     help="run the mesh CA: its key and certificate live here (created on "
-                         "first start, key mode 0600)")
-    cp.add_argument("--token-file", default=None,
-                    help="bootstrap tokens (YAML) that authenticate certificate requests")
-    cp.add_argument("--admin-address", type=_host_port, default=None,
-                    help="serve /healthz, /readyz, /metrics, /debug/config_dump here")
+                         "first start, key mode 0600; default: no CA)")
+    cp.add_argument("--token-file", default=None, metavar="FILE",
+                    help="bootstrap tokens (YAML) that authenticate certificate requests "
+                         "(default: none, so the CA refuses every request)")
+    cp.add_argument("--admin-address", type=_host_port, default=None, metavar="HOST:PORT",
+                    help="serve /healthz, /readyz, /metrics, /debug/config_dump here "
+                         "(default: off)")
     cp.set_defaults(func=_cmd_control_plane)
 
-    ck = sub.add_parser("check", help="validate config; exit 1 with one line per problem")
-    ck.add_argument("path")
+    ck = sub.add_parser("check", help="validate config; exit 1 with one line per problem",
+                        description="Validate mesh config: exit 0, or exit 1 with one line "
+                                    "per problem (also when PATH holds no mesh objects).")
+    ck.add_argument("path", metavar="PATH", help="a YAML file or a directory of them")
     ck.set_defaults(func=_cmd_check)
 
     bs = sub.add_parser("bootstrap", help="write a gRPC xDS bootstrap for native gRPC")
-    bs.add_argument("--xds-address", type=_host_port, required=True)
+    bs.add_argument("--xds-address", type=_host_port, required=True, metavar="HOST:PORT",
+                    help="the control plane, as the workload reaches it")
     bs.add_argument("--node-id", required=True)
-    bs.add_argument("--namespace", default="default")
-    bs.add_argument("--cluster", default="", help="node.cluster (e.g. the service name)")
-    bs.add_argument("--zone", default="", help="node.locality.zone")
+    bs.add_argument("--namespace", default="default", help="(default: %(default)s)")
+    bs.add_argument("--cluster", default="",
+                    help="node.cluster (e.g. the service name; default: empty)")
+    bs.add_argument("--zone", default="", help="node.locality.zone (default: empty)")
     bs.add_argument("--cert-dir", default="",
                     help="mTLS: the directory holding cert.pem, key.pem and ca.pem (gRPC's "
-                         "file_watcher certificate provider re-reads them every 10 s)")
-    bs.add_argument("-o", "--output", help="file to write (default: stdout)")
+                         "file_watcher certificate provider re-reads them every 10 s; "
+                         "default: plaintext)")
+    bs.add_argument("-o", "--output", metavar="FILE",
+                    help="file to write; its directory must exist (default: stdout)")
     bs.set_defaults(func=_cmd_bootstrap)
 
     certs = sub.add_parser("certs", help="workload certificates from the mesh CA")
@@ -153,17 +208,22 @@ def build_parser() -> argparse.ArgumentParser:
     issue = certs_sub.add_parser(
         "issue", help="get a certificate for a workload that does not run meshlib; writes "
                       "key.pem (0600), cert.pem and ca.pem, as bootstrap --cert-dir expects")
-    issue.add_argument("--xds-address", type=_host_port, required=True,
+    issue.add_argument("--xds-address", type=_host_port, required=True, metavar="HOST:PORT",
                        help="the control plane (its CA serves on the xDS port)")
-    issue.add_argument("--namespace", default="default")
+    issue.add_argument("--namespace", default="default", help="(default: %(default)s)")
     issue.add_argument("--service-account", required=True)
-    issue.add_argument("--trust-domain", default="cluster.local")
+    issue.add_argument("--trust-domain", default="cluster.local",
+                       help="(default: %(default)s)")
     token = issue.add_mutually_exclusive_group(required=True)
     token.add_argument("--token-file", help="file holding the bootstrap token")
-    token.add_argument("--token", help="the bootstrap token (prefer --token-file)")
+    token.add_argument("--token",
+                       help="the bootstrap token; discouraged: other users can read it in "
+                            "the process list and it lands in shell history (prefer "
+                            "--token-file)")
     issue.add_argument("--ttl", type=float, default=None,
                        help="seconds (default and maximum: MeshConfig certificateTTL)")
-    issue.add_argument("--out-dir", required=True)
+    issue.add_argument("--out-dir", required=True, metavar="DIR",
+                       help="where to write the files (created if missing)")
     issue.set_defaults(func=_cmd_certs_issue)
 
     demo = sub.add_parser("demo", help="the whole mesh on one machine, with live traffic")

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from meshlib._settings import DEFAULT_RESOLVE_TIMEOUT, MeshSettings
     from meshlib.contract import SpiffeId
     from meshlib.errors import (
+        BindError,
         CallError,
         CertificateError,
         CircuitOpenError,
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_RESOLVE_TIMEOUT",
     "AioMeshChannel",
+    "BindError",
     "CallError",
     "CertificateError",
     "CircuitBreaker",

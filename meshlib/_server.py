@@ -227,10 +227,14 @@ class Servers:
                     "mTLS mode PERMISSIVE but this Mesh has no identity: serving %s in "
                     "plaintext only", policy.name)
             mode = "DISABLE"
-        server, front = build_server(
-            mode=mode, source=certificates, host=host, port=port,
-            interceptors=interceptors, aio=aio, options=options, max_workers=max_workers,
-            loop=self._loop.loop)
+        try:
+            server, front = build_server(
+                mode=mode, source=certificates, host=host, port=port,
+                interceptors=interceptors, aio=aio, options=options,
+                max_workers=max_workers, loop=self._loop.loop, service=service or "gRPC")
+        except BaseException:
+            stop_watching()
+            raise
         return MeshServer(server, front, port=port, mtls_mode=mode, on_stop=stop_watching,
                           policy=policy, service=service, metrics=self._metrics())
 

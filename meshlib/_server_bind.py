@@ -8,6 +8,10 @@
   byte of each connection and splices it to an internal TLS or plaintext port (the
   one mode with an extra hop: it is meant for migrations).
 
+Ports are never shared: the servers refuse ``SO_REUSEPORT``
+(:data:`~meshlib.contract.NO_REUSEPORT`) and a busy address raises
+:class:`~meshlib.contract.BindError` naming it.
+
 The server certificate rotates without a restart: gRPC asks the credentials for the
 current certificate on each new handshake (``grpc.dynamic_ssl_server_credentials``).
 """
@@ -17,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
 
 import grpc
 
-from meshlib.contract import MTLS_MODES
+from meshlib.contract import MTLS_MODES, NO_REUSEPORT, BindError, check_free
+from meshlib.contract.listen import address_of
 from meshlib.errors import MeshError
 from meshlib.security import CertificateSource, WorkloadCertificate
 
@@ -57,38 +62,47 @@ def server_credentials(source: CertificateSource) -> grpc.ServerCredentials:
 
 def build_server(*, mode: str, source: CertificateSource | None, host: str, port: int,
                  interceptors: Sequence[Any], aio: bool, options: Sequence[tuple[str, Any]],
-                 max_workers: int, loop: asyncio.AbstractEventLoop
+                 max_workers: int, loop: asyncio.AbstractEventLoop, service: str = "gRPC"
                  ) -> tuple[Any, Front | None]:
     """A gRPC server (sync or aio) bound to ``host:port`` for ``mode``; for PERMISSIVE
-    also the front that owns the public port (running on ``loop``)."""
+    also the front that owns the public port (running on ``loop``). A busy
+    ``host:port`` raises :class:`BindError` ("cannot serve ``service`` on ...")."""
     if mode not in MTLS_MODES:
         raise MeshError(f"unknown mTLS mode {mode!r}: use one of {', '.join(MTLS_MODES)}")
     if mode != "DISABLE" and source is None:
         raise MeshError(f"this server's mTLS mode is {mode} but the Mesh has no identity: "
                         "give Mesh a token, token_file or cert_dir (or set "
                         "MESHLIB_TOKEN_FILE / MESHLIB_CERT_DIR)")
+    what = f"serve {service}"
+    check_free(host, port, what=what)
+    options = [NO_REUSEPORT, *options]
     if aio:
-        server = grpc.aio.server(interceptors=list(interceptors), options=list(options))
+        server = grpc.aio.server(interceptors=list(interceptors), options=options)
     else:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                             interceptors=list(interceptors), options=list(options))
-    address = f"{host}:{port}"
+                             interceptors=list(interceptors), options=options)
+    address = address_of(host, port)
     if mode == "DISABLE":
-        _bind(server.add_insecure_port(address), address)
+        _bind(lambda: server.add_insecure_port(address), address, what)
         return server, None
     credentials = server_credentials(source)  # type: ignore[arg-type]
     if mode == "STRICT":
-        _bind(server.add_secure_port(address, credentials), address)
+        _bind(lambda: server.add_secure_port(address, credentials), address, what)
         return server, None
-    tls_port = _bind(server.add_secure_port("127.0.0.1:0", credentials), "127.0.0.1:0")
-    plain_port = _bind(server.add_insecure_port("127.0.0.1:0"), "127.0.0.1:0")
-    front = Front(host, port, tls_port=tls_port, plain_port=plain_port, loop=loop)
+    inner = "127.0.0.1:0"
+    tls_port = _bind(lambda: server.add_secure_port(inner, credentials), inner, what)
+    plain_port = _bind(lambda: server.add_insecure_port(inner), inner, what)
+    front = Front(host, port, tls_port=tls_port, plain_port=plain_port, loop=loop, what=what)
     return server, front
 
 
-def _bind(port: int, address: str) -> int:
+def _bind(add_port: Callable[[], int], address: str, what: str) -> int:
+    try:
+        port = add_port()
+    except RuntimeError:  # grpcio >= 1.5x raises where it used to return 0
+        port = 0
     if not port:
-        raise MeshError(f"cannot bind a gRPC server to {address}")
+        raise BindError(address, "in use or not an address of this host", what=what)
     return port
 
 
@@ -97,15 +111,22 @@ class Front:
     it to the internal TLS port (a TLS ClientHello) or the plaintext one."""
 
     def __init__(self, host: str, port: int, *, tls_port: int, plain_port: int,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, what: str = "serve") -> None:
         self.host, self.port = host.strip("[]") or "::", port
+        self._what = what
         self._ports = (tls_port, plain_port)
         self._loop = loop
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
+        """Listen on the public port (never shared: no ``SO_REUSEPORT``); a busy one
+        raises :class:`BindError`."""
+        try:
+            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
+        except OSError as err:
+            raise BindError.from_os_error(address_of(self.host, self.port), err,
+                                          what=self._what) from None
 
     async def _start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, self.port,

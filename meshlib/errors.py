@@ -5,6 +5,7 @@
     MeshError
     ├── ConfigError                 invalid mesh configuration (carries every Problem)
     ├── CertificateError            no workload certificate (the CA's status code if any)
+    ├── BindError                   a server cannot listen on its address (also an OSError)
     ├── XdsError                    xDS protocol or resource trouble (type URL, name)
     │   └── InconsistentSnapshotError   RDS/EDS references that do not resolve
     └── CallError                   a call meshlib failed; also a grpc.RpcError
@@ -20,8 +21,8 @@ A :class:`CallError` is a ``grpc.RpcError`` and a ``grpc.Call``-like object with
 existing ``except grpc.RpcError`` code keeps working unchanged.
 
 :class:`MeshError`, :class:`Problem`, :class:`ConfigError`, :class:`CertificateError`,
-:class:`XdsError` and :class:`InconsistentSnapshotError` are shared with the control
-plane: they are defined in :mod:`meshlib.contract.errors` and re-exported here (the
+:class:`BindError`, :class:`XdsError` and :class:`InconsistentSnapshotError` are shared
+with the control plane: they are defined in :mod:`meshlib.contract.errors` and re-exported here (the
 same classes, so ``except meshlib.MeshError`` catches both sides' errors).
 """
 
@@ -32,6 +33,7 @@ from typing import Any
 import grpc
 
 from meshlib.contract import (
+    BindError,
     CertificateError,
     ConfigError,
     InconsistentSnapshotError,
@@ -41,6 +43,7 @@ from meshlib.contract import (
 )
 
 __all__ = [
+    "BindError",
     "CallError",
     "CertificateError",
     "CircuitOpenError",

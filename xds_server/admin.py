@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from meshlib.contract import BindError
+from meshlib.contract.listen import address_of
 
 __all__ = ["AdminServer", "AdminViews"]
 
@@ -32,11 +36,20 @@ class AdminViews:
 
 
 class AdminServer:
-    """Serves the admin endpoints on ``host:port`` (port 0 picks a free one)."""
+    """Serves the admin endpoints on ``host:port`` (port 0 picks a free one).
+
+    A busy port raises :class:`~meshlib.contract.BindError` naming the address (the
+    socket gets ``SO_REUSEADDR`` only, never ``SO_REUSEPORT``: no shared port).
+    """
 
     def __init__(self, address: tuple[str, int], views: AdminViews) -> None:
         handler = _make_handler(views)
-        self._httpd = ThreadingHTTPServer(address, handler)
+        server_class = _IPv6Server if ":" in address[0] else ThreadingHTTPServer
+        try:
+            self._httpd = server_class(address, handler)
+        except OSError as err:
+            raise BindError.from_os_error(address_of(*address), err,
+                                          what="serve admin") from None
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="meshctl-admin", daemon=True
@@ -52,6 +65,10 @@ class AdminServer:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def _make_handler(views: AdminViews) -> type[BaseHTTPRequestHandler]:

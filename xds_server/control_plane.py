@@ -176,13 +176,26 @@ class ControlPlane:
             },
         }
 
+    def summary(self) -> str:
+        """What is served, for a log line: ``version 1a2b…: 3 Service, 4 EndpointSlice, …``."""
+        snapshot = self.cache.get_snapshot(NodeGroup(kind="grpc").key)
+        counts = ", ".join(f"{n} {kind}" for kind, n in _object_counts(self._model).items())
+        version = f"version {snapshot.version}: " if snapshot is not None else ""
+        return f"{version}{counts}"
+
     def _count_objects(self, model: MeshModel) -> None:
-        g = self.metrics.model_objects
-        g.labels("Service").set(len(model.services))
-        g.labels("EndpointSlice").set(len(model.endpoint_slices))
-        g.labels("Route").set(len(model.routes))
-        g.labels("TrafficPolicy").set(len(model.traffic_policies))
-        g.labels("AccessPolicy").set(len(model.access_policies))
+        for kind, n in _object_counts(model).items():
+            self.metrics.model_objects.labels(kind).set(n)
+
+
+def _object_counts(model: MeshModel) -> dict[str, int]:
+    return {
+        "Service": len(model.services),
+        "EndpointSlice": len(model.endpoint_slices),
+        "Route": len(model.routes),
+        "TrafficPolicy": len(model.traffic_policies),
+        "AccessPolicy": len(model.access_policies),
+    }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,11 +237,17 @@ async def run(options: ControlPlaneOptions) -> None:
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread
                 loop.add_signal_handler(sig, stop.set)
                 signals.append(sig)
+        rejected = 0  # problems of the last rejected reload, until a valid one
         async for change in watch_model(options.config, loader=loader, stop_event=stop):
             if change.model is None:
                 cp.metrics.reloads.labels("invalid").inc()
+                rejected = len(change.problems)
                 continue
             await cp.apply(change.model, seen_at=change.seen_at)
+            if rejected and cp.model == change.model:
+                log.warning("config valid again: serving %s (the %d problem(s) reported "
+                            "before are resolved)", cp.summary(), rejected)
+                rejected = 0
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)

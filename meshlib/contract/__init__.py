@@ -6,7 +6,9 @@ the other reads, or a check both make — each defined once:
 
 * :mod:`~meshlib.contract.errors` — the root of the error hierarchy
   (:class:`MeshError`), :class:`Problem`, :class:`ConfigError`, :class:`XdsError`,
-  :class:`InconsistentSnapshotError`, :class:`CertificateError`;
+  :class:`InconsistentSnapshotError`, :class:`CertificateError`, :class:`BindError`;
+* :mod:`~meshlib.contract.listen` — how every server of the mesh listens: never on a
+  port another process serves (:data:`NO_REUSEPORT`, :func:`check_free`);
 * :mod:`~meshlib.contract.spiffe` — workload identities (:class:`SpiffeId`) and
   :data:`DEFAULT_TRUST_DOMAIN`;
 * :mod:`~meshlib.contract.resources` — xDS type URLs and their short names;
@@ -58,6 +60,7 @@ from meshlib.contract.defaults import (
     MtlsMode,
 )
 from meshlib.contract.errors import (
+    BindError,
     CertificateError,
     ConfigError,
     InconsistentSnapshotError,
@@ -65,6 +68,7 @@ from meshlib.contract.errors import (
     Problem,
     XdsError,
 )
+from meshlib.contract.listen import NO_REUSEPORT, check_free
 from meshlib.contract.names import (
     CA_FILE,
     CERT_FILE,
@@ -124,12 +128,14 @@ __all__ = [
     "MTLS_MODES",
     "NAMESPACE_METADATA_KEY",
     "NODE_KINDS",
+    "NO_REUSEPORT",
     "OUTBOUND_PORT_METADATA_KEY",
     "ROUTE",
     "SECRET",
     "SERVER_LISTENER_TEMPLATE",
     "TLS_METADATA_KEY",
     "TYPE_URL_PREFIX",
+    "BindError",
     "CertificateError",
     "CircuitBreakerConfig",
     "ClusterMetadata",
@@ -142,6 +148,7 @@ __all__ = [
     "RetryBudgetConfig",
     "SpiffeId",
     "XdsError",
+    "check_free",
     "outbound_cluster_name",
     "server_listener_name",
     "service_of",

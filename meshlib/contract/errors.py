@@ -5,6 +5,7 @@
     MeshError
     ├── ConfigError                 invalid mesh configuration (carries every Problem)
     ├── CertificateError            no workload certificate (the CA's status code if any)
+    ├── BindError                   a server cannot listen on its address (also an OSError)
     └── XdsError                    xDS protocol or resource trouble (type URL, name)
         └── InconsistentSnapshotError   RDS/EDS references that do not resolve
 
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     import grpc
 
 __all__ = [
+    "BindError",
     "CertificateError",
     "ConfigError",
     "InconsistentSnapshotError",
@@ -71,6 +74,32 @@ class CertificateError(MeshError):
     def __init__(self, message: str, *, code: grpc.StatusCode | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class BindError(MeshError, OSError):
+    """A server cannot listen on ``address`` (``host:port``): the port is in use (by
+    another control plane or service: ports are never shared), or the host is not an
+    address of this machine. ``errno`` is the socket error's when known (e.g.
+    ``errno.EADDRINUSE``). Also an :class:`OSError`, so ``except OSError`` still works.
+
+    Example: ``cannot serve xDS on 127.0.0.1:15010: address already in use``.
+    """
+
+    def __init__(self, address: str, reason: str, *, what: str = "serve",
+                 errno: int | None = None) -> None:
+        super().__init__(f"cannot {what} on {address}: {reason}")
+        self.address = address
+        self.reason = reason
+        self.errno = errno
+
+    @classmethod
+    def from_os_error(cls, address: str, err: OSError, *, what: str = "serve") -> BindError:
+        """The :class:`BindError` of a failed ``bind()``: the reason is the errno's
+        text (``address already in use``), without the wrappers asyncio adds."""
+        # errno's own text, not asyncio's wrapper; resolver errors have errno < 0
+        reason = os.strerror(err.errno) if err.errno and err.errno > 0 else (
+            err.strerror or str(err))
+        return cls(address, reason.lower(), what=what, errno=err.errno)
 
 
 class XdsError(MeshError):

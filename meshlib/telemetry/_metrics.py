@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from meshlib.contract import BindError
+from meshlib.contract.listen import address_of
 from meshlib.telemetry._tally import DURATION_BUCKETS, Durations, Total
 
 if TYPE_CHECKING:
@@ -99,10 +101,14 @@ class MeshMetrics:
 
     def serve(self, port: int = 0, host: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` on ``host:port`` (0: any free port) from a daemon thread;
-        returns the port."""
+        returns the port. A busy port raises :class:`~meshlib.contract.BindError`."""
         from prometheus_client import start_http_server
 
-        server, _ = start_http_server(port, host, registry=self.registry)
+        try:
+            server, _ = start_http_server(port, host, registry=self.registry)
+        except OSError as err:
+            raise BindError.from_os_error(address_of(host, port), err,
+                                          what="serve metrics") from None
         return int(server.server_port)
 
     def client_series(self, destination: str, route: str, backend: str, code: str

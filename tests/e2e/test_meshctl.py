@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from importlib.metadata import entry_points
 
-from tests.e2e.conftest import MESHCTL, ROOT
+from tests.e2e.conftest import MESHCTL, ROOT, free_port
 from tests.e2e.mesh_files import write_mesh
 
 
@@ -85,3 +86,47 @@ def test_demo_runs_both_clients_and_the_split_follows_the_edit():
     assert len(meshlib_lines) >= 3 and len(native_lines) >= 3, out.stdout
     assert "0 errors so far" in meshlib_lines[-1], out.stdout
     assert "reviews-v2" in meshlib_lines[-1], out.stdout  # 50/50 after the edit
+
+
+def test_control_plane_refuses_a_port_held_by_a_plain_socket():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = meshctl("control-plane", "--config", "examples/mesh",
+                         "--xds-address", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"meshctl: cannot serve xDS on 127.0.0.1:{port}: address already in use "
+        "(another control plane?)")
+
+
+def test_a_second_control_plane_on_the_same_port_refuses(tmp_path, backends,
+                                                        control_plane_factory):
+    """gRPC's default SO_REUSEPORT would let it "serve" beside the first one."""
+    config = tmp_path / "mesh"
+    write_mesh(config, {"reviews-v1": [backends("reviews-v1-a")]})
+    first = control_plane_factory(config)
+    result = meshctl("control-plane", "--config", str(config),
+                     "--xds-address", first.xds_address)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"meshctl: cannot serve xDS on {first.xds_address}: address already in use "
+        "(another control plane?)")
+    assert first.proc.poll() is None and first.admin("/readyz")[0] == 200
+
+
+def test_control_plane_refuses_a_busy_admin_port(tmp_path, backends, control_plane_factory):
+    config = tmp_path / "mesh"
+    write_mesh(config, {"reviews-v1": [backends("reviews-v1-a")]})
+    first = control_plane_factory(config)
+    result = meshctl("control-plane", "--config", str(config),
+                     "--xds-address", f"127.0.0.1:{free_port()}",
+                     "--admin-address", f":{first.admin_port}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"meshctl: cannot serve admin on 127.0.0.1:{first.admin_port}: address already in "
+        "use (another control plane?)")

@@ -18,7 +18,7 @@ import meshlib.telemetry
 
 def test_meshlib_public_api_is_pinned():
     assert sorted(meshlib.__all__) == sorted([
-        "DEFAULT_RESOLVE_TIMEOUT", "AioMeshChannel", "CallError", "CertificateError",
+        "DEFAULT_RESOLVE_TIMEOUT", "AioMeshChannel", "BindError", "CallError", "CertificateError",
         "CircuitBreaker", "CircuitOpenError", "ConfigError", "DeadlineExceededError",
         "Mesh", "MeshChannel", "MeshError", "MeshServer", "MeshSettings",
         "NoHealthyEndpointError", "RateLimit", "RateLimitedError", "Retry",

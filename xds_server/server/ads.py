@@ -24,6 +24,8 @@ from typing import Any
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
+from meshlib.contract import NO_REUSEPORT, BindError, check_free
+from meshlib.contract.listen import address_of
 from xds_server.cache.watch import ConfigWatcher
 from xds_server.server.callbacks import CallbackFuncs, Callbacks
 from xds_server.server.delta_protocol import DeltaStream
@@ -143,11 +145,11 @@ def _safe(hook: Any, *args: Any) -> None:
         log.exception("callback %s failed", getattr(hook, "__name__", hook))
 
 
-def _target(address: str | tuple[str, int]) -> str:
+def _host_port(address: str | tuple[str, int]) -> tuple[str, int]:
     if isinstance(address, str):
-        return address
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        host, _, port = address.rpartition(":")
+        return host.strip("[]"), int(port)
+    return address
 
 
 async def serve(
@@ -163,15 +165,25 @@ async def serve(
     Returns the started server (its :class:`AdsServer` is ``server.ads``) and the
     bound port. Stop it with ``await server.stop(grace)``. ``services`` are more
     services for the same port (objects with ``add_to_server(server)``, e.g. the CA's).
+
+    A busy port raises :class:`~meshlib.contract.BindError` naming the address: the
+    port is never shared with another server (:data:`~meshlib.contract.NO_REUSEPORT`),
+    so two control planes cannot both answer on it.
     """
-    server = grpc.aio.server(options=list(options))
+    host, port = _host_port(address)
+    target = address_of(host, port)
+    check_free(host, port, what="serve xDS")
+    server = grpc.aio.server(options=[NO_REUSEPORT, *options])
     ads = AdsServer(cache, callbacks)
     ads.add_to_server(server)
     for service in services:
         service.add_to_server(server)
-    port = server.add_insecure_port(_target(address))
-    if not port:
-        raise OSError(f"cannot bind the xDS server to {_target(address)}")
+    try:
+        bound = server.add_insecure_port(target)
+    except RuntimeError:  # grpcio >= 1.5x raises where it used to return 0
+        bound = 0
+    if not bound:
+        raise BindError(target, "in use or not an address of this host", what="serve xDS")
     await server.start()
     server.ads = ads  # type: ignore[attr-defined]
-    return server, port
+    return server, bound

@@ -32,15 +32,15 @@ def test_public_names_are_pinned():
         "DEFAULT_TRACING_SAMPLING", "DEFAULT_TRUST_DOMAIN", "ENDPOINT", "ENVOY_NODE",
         "FULL_STATE_TYPES", "GRPC_NODE", "KEY_FILE", "KIND_METADATA_KEY", "LISTENER",
         "MESHLIB_METADATA", "MESHLIB_NODE", "MTLS_MODES", "NAMESPACE_METADATA_KEY",
-        "NODE_KINDS", "OUTBOUND_PORT_METADATA_KEY", "ROUTE", "SECRET",
+        "NODE_KINDS", "NO_REUSEPORT", "OUTBOUND_PORT_METADATA_KEY", "ROUTE", "SECRET",
         "SERVER_LISTENER_TEMPLATE", "TLS_METADATA_KEY", "TYPE_URL_PREFIX",
-        "CertificateError", "CircuitBreakerConfig", "ClusterMetadata", "ConfigError",
+        "BindError", "CertificateError", "CircuitBreakerConfig", "ClusterMetadata", "ConfigError",
         "InconsistentSnapshotError", "MeshError", "MtlsMode", "NodeKind", "Problem",
-        "RetryBudgetConfig", "SpiffeId", "XdsError", "outbound_cluster_name",
+        "RetryBudgetConfig", "SpiffeId", "XdsError", "check_free", "outbound_cluster_name",
         "server_listener_name", "service_of", "short_name",
     ])
-    assert MODULES == ["ca", "cluster_metadata", "defaults", "errors", "names", "node",
-                       "resources", "spiffe", "x509"]
+    assert MODULES == ["ca", "cluster_metadata", "defaults", "errors", "listen", "names",
+                       "node", "resources", "spiffe", "x509"]
 
 
 def test_every_module_is_documented_and_declares_its_names():
