@@ -1,6 +1,6 @@
 """An HTTP service in the mesh with Starlette (FastAPI is the same: ``app.add_middleware``).
 
-    python examples/http/starlette_app.py --port 8080 --xds-address 127.0.0.1:15010
+    python examples/http/starlette_app.py --port 8082 --xds-address 127.0.0.1:15010
 
 ``GET /reviews/{id}`` answers JSON. With ``--xds-address`` the app runs behind
 :class:`interceptors.http.MeshASGIMiddleware`: the AccessPolicy of its Service
@@ -33,7 +33,7 @@ def make_app(name: str) -> Starlette:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=int, default=8082)
     parser.add_argument("--name", default="reviews-http")
     parser.add_argument("--xds-address", help="the control plane; omit for a plain app")
     parser.add_argument("--service", default="reviews-http")
