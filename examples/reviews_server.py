@@ -38,7 +38,8 @@ def make_server(name: str, port: int, *, host: str = "127.0.0.1", xds: bool = Fa
     handler = grpc.method_handlers_generic_handler(
         SERVICE, {"Get": grpc.unary_unary_rpc_method_handler(get)}
     )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), xds=xds)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), xds=xds,
+                         options=[("grpc.so_reuseport", 0)])  # a taken port fails to bind
     server.add_generic_rpc_handlers((handler,))
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,217 @@
+"""The programs ``meshctl demo`` runs, each in a process of its own::
+
+    python -m meshctl.demo_apps backend --name reviews-v1-a --port 50061
+    python -m meshctl.demo_apps meshlib-client --xds-address 127.0.0.1:15010
+    GRPC_XDS_BOOTSTRAP=b.json python -m meshctl.demo_apps native-client
+    python -m meshctl.demo_apps control-plane --config DIR --xds-address ... --admin-address ...
+
+They ship inside the ``meshctl`` package, so an installed meshctl runs the demo without
+a source checkout; ``examples/meshlib_client.py`` and ``examples/native_client.py`` run
+the same code. Every program stops promptly and quietly on SIGTERM or SIGINT (a
+terminal's Ctrl-C reaches the whole process group), exit status 0.
+
+This module imports only ``grpc`` at the top: the native client must run with no
+meshlib in its process, so ``meshlib`` and the control plane are imported by the
+programs that use them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import collections.abc
+import logging
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+
+__all__ = ["METHOD", "SERVICE", "compact", "drive", "main", "make_backend",
+           "stop_on_signals"]
+
+SERVICE = "demo.Reviews"
+METHOD = f"/{SERVICE}/Get"
+NATIVE_TARGET = "xds:///reviews.default.svc.cluster.local:50051"
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (instead of dying, or a KeyboardInterrupt)."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+# ------------------------------------------------------------------------- traffic
+
+
+def compact(label: str, counts: collections.Counter[str], total: int, errors: int) -> str:
+    """One line: the share of each version (``reviews-v1-a`` → ``reviews-v1``)."""
+    versions: collections.Counter[str] = collections.Counter()
+    for name, n in counts.items():
+        versions[name.rsplit("-", 1)[0]] += n
+    shares = "  ".join(f"{v}: {n / total:6.1%}" for v, n in sorted(versions.items()))
+    return f"{label:>8} | {shares}   ({total} calls, {errors} errors so far)"
+
+
+def _bars(counts: collections.Counter[str], total: int, width: int = 40) -> str:
+    lines = [f"--- last second: {total} calls"]
+    for name, n in sorted(counts.items()):
+        share = n / total if total else 0.0
+        lines.append(f"{name:>14} {share:6.1%} {'#' * round(share * width)}")
+    return "\n".join(lines)
+
+
+def drive(call: collections.abc.Callable[..., bytes], *, seconds: float, rate: float,
+          metadata: tuple = (), label: str = "", one_line: bool = False,
+          stop: threading.Event | None = None) -> int:
+    """Call at ``rate`` per second for ``seconds`` (or until ``stop`` is set), printing
+    the split every second; returns the number of failed calls."""
+    stop = stop or threading.Event()
+    deadline = time.monotonic() + seconds
+    window: collections.Counter[str] = collections.Counter()
+    errors = 0
+    next_print = time.monotonic() + 1.0
+    interval = 1.0 / rate
+    while time.monotonic() < deadline and not stop.is_set():
+        started = time.monotonic()
+        try:
+            window[call(b"", timeout=2.0, metadata=metadata).decode()] += 1
+        except grpc.RpcError as err:
+            if stop.is_set():
+                break
+            errors += 1
+            window[f"error:{err.code().name}"] += 1
+        if time.monotonic() >= next_print:
+            total = sum(window.values())
+            if one_line:
+                print(compact(label, window, total, errors), flush=True)
+            else:
+                print(_bars(window, total), flush=True)
+            window.clear()
+            next_print += 1.0
+        stop.wait(max(0.0, interval - (time.monotonic() - started)))
+    return errors
+
+
+def _traffic_args(parser: argparse.ArgumentParser, target: str) -> None:
+    parser.add_argument("--target", default=target)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=200.0, help="calls per second")
+    parser.add_argument("--header", action="append", default=[], help="key=value metadata")
+    parser.add_argument("--one-line", action="store_true", help="one line per second")
+
+
+def _metadata(headers: list[str]) -> tuple:
+    return tuple(tuple(h.split("=", 1)) for h in headers)
+
+
+def meshlib_client(args: argparse.Namespace) -> int:
+    """meshlib in-process: ``mesh.channel(target)`` routes, balances and retries."""
+    import meshlib  # here, not at the top: the native client runs without meshlib
+
+    stop = stop_on_signals()
+    with meshlib.Mesh(xds_address=args.xds_address, service="demo-client") as mesh:
+        errors = drive(mesh.channel(args.target).unary_unary(METHOD), seconds=args.seconds,
+                       rate=args.rate, metadata=_metadata(args.header), label="meshlib",
+                       one_line=args.one_line, stop=stop)
+    return 1 if errors and not stop.is_set() else 0
+
+
+def native_client(args: argparse.Namespace) -> int:
+    """gRPC's own xDS client (``xds:///`` target, bootstrap in ``GRPC_XDS_BOOTSTRAP``)."""
+    stop = stop_on_signals()
+    with grpc.insecure_channel(args.target) as channel:
+        errors = drive(channel.unary_unary(METHOD), seconds=args.seconds, rate=args.rate,
+                       metadata=_metadata(args.header), label="native",
+                       one_line=args.one_line, stop=stop)
+    return 1 if errors and not stop.is_set() else 0
+
+
+# ------------------------------------------------------------------------- backend
+
+
+def make_backend(name: str, port: int, *, host: str = "127.0.0.1",
+                 workers: int = 4) -> tuple[grpc.Server, int]:
+    """A server (not started) answering ``name`` on ``METHOD``, with the health service.
+
+    ``grpc.so_reuseport`` is off: a second server on the same port fails to bind
+    instead of silently sharing it.
+    """
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    def get(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return name.encode()
+
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE, {"Get": grpc.unary_unary_rpc_method_handler(get)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
+                         options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((handler,))
+    health_servicer = health.HealthServicer()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    return server, server.add_insecure_port(f"{host}:{port}")
+
+
+def backend(args: argparse.Namespace) -> int:
+    stop = stop_on_signals()
+    try:
+        server, _ = make_backend(args.name, args.port, host=args.host)
+    except RuntimeError as err:  # grpc: "Failed to bind to address ..."
+        print(f"{args.name}: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
+        return 1
+    server.start()
+    stop.wait()
+    server.stop(grace=0.5).wait()
+    return 0
+
+
+# --------------------------------------------------------------------- control plane
+
+
+def control_plane(args: argparse.Namespace) -> int:
+    """``meshctl control-plane`` with warnings only (no INFO lines between the splits)."""
+    from xds_server.control_plane import ControlPlaneOptions, run
+
+    host, _, port = args.xds_address.rpartition(":")
+    admin_host, _, admin_port = args.admin_address.rpartition(":")
+    options = ControlPlaneOptions(config=Path(args.config), xds_address=(host, int(port)),
+                                  admin_address=(admin_host, int(admin_port)))
+    asyncio.run(run(options))  # stops on SIGTERM/SIGINT (its own signal handlers)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m meshctl.demo_apps",
+                                     description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="program", required=True)
+    be = sub.add_parser("backend", help="a Reviews backend answering its name")
+    be.add_argument("--name", required=True)
+    be.add_argument("--port", type=int, required=True)
+    be.add_argument("--host", default="127.0.0.1")
+    be.set_defaults(func=backend)
+    mc = sub.add_parser("meshlib-client", help=meshlib_client.__doc__)
+    mc.add_argument("--xds-address", required=True, help="the control plane, host:port")
+    _traffic_args(mc, "reviews")
+    mc.set_defaults(func=meshlib_client)
+    nc = sub.add_parser("native-client", help=native_client.__doc__)
+    _traffic_args(nc, NATIVE_TARGET)
+    nc.set_defaults(func=native_client)
+    cp = sub.add_parser("control-plane", help=control_plane.__doc__)
+    cp.add_argument("--config", required=True)
+    cp.add_argument("--xds-address", required=True)
+    cp.add_argument("--admin-address", required=True)
+    cp.set_defaults(func=control_plane)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format=f"{args.program}: %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
