@@ -24,14 +24,13 @@ import collections.abc
 import logging
 import signal
 import sys
-import threading
 import time
 from concurrent import futures
 from pathlib import Path
 
 import grpc
 
-__all__ = ["METHOD", "SERVICE", "compact", "drive", "main", "make_backend",
+__all__ = ["METHOD", "SERVICE", "Stop", "bars", "compact", "drive", "main", "make_backend",
            "stop_on_signals"]
 
 SERVICE = "demo.Reviews"
@@ -39,9 +38,21 @@ METHOD = f"/{SERVICE}/Get"
 NATIVE_TARGET = "xds:///reviews.default.svc.cluster.local:50051"
 
 
-def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT (instead of dying, or a KeyboardInterrupt)."""
-    stop = threading.Event()
+class Stop:
+    """A flag the program polls. It takes no lock: a handler calling ``Event.set`` can
+    deadlock when a second signal (the demo's SIGTERM after a terminal's SIGINT) lands
+    while the first handler holds the event's lock."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def set(self) -> None:
+        self.requested = True
+
+
+def stop_on_signals() -> Stop:
+    """A :class:`Stop` set by SIGTERM or SIGINT (instead of dying, or a KeyboardInterrupt)."""
+    stop = Stop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     return stop
@@ -50,17 +61,24 @@ def stop_on_signals() -> threading.Event:
 # ------------------------------------------------------------------------- traffic
 
 
-def compact(label: str, counts: collections.Counter[str], total: int, errors: int) -> str:
-    """One line: the share of each version (``reviews-v1-a`` → ``reviews-v1``)."""
+def _versions(counts: collections.Counter[str]) -> collections.Counter[str]:
+    """Calls per version: ``reviews-v1-a`` and ``reviews-v1-b`` count as ``reviews-v1``."""
     versions: collections.Counter[str] = collections.Counter()
     for name, n in counts.items():
         versions[name.rsplit("-", 1)[0]] += n
-    shares = "  ".join(f"{v}: {n / total:6.1%}" for v, n in sorted(versions.items()))
+    return versions
+
+
+def compact(label: str, counts: collections.Counter[str], total: int, errors: int) -> str:
+    """One line: the share of each version in the last second."""
+    shares = "  ".join(f"{v}: {n / total:6.1%}" for v, n in sorted(_versions(counts).items()))
     return f"{label:>8} | {shares}   ({total} calls, {errors} errors so far)"
 
 
-def _bars(counts: collections.Counter[str], total: int, width: int = 40) -> str:
-    lines = [f"--- last second: {total} calls"]
+def bars(counts: collections.Counter[str], total: int, errors: int, width: int = 40) -> str:
+    """The share of each version, then one bar per backend."""
+    lines = [f"--- last second: {total} calls, {errors} errors so far",
+             "  ".join(f"{v}: {n / total:6.1%}" for v, n in sorted(_versions(counts).items()))]
     for name, n in sorted(counts.items()):
         share = n / total if total else 0.0
         lines.append(f"{name:>14} {share:6.1%} {'#' * round(share * width)}")
@@ -69,21 +87,21 @@ def _bars(counts: collections.Counter[str], total: int, width: int = 40) -> str:
 
 def drive(call: collections.abc.Callable[..., bytes], *, seconds: float, rate: float,
           metadata: tuple = (), label: str = "", one_line: bool = False,
-          stop: threading.Event | None = None) -> int:
+          stop: Stop | None = None) -> int:
     """Call at ``rate`` per second for ``seconds`` (or until ``stop`` is set), printing
     the split every second; returns the number of failed calls."""
-    stop = stop or threading.Event()
+    stop = stop if stop is not None else Stop()
     deadline = time.monotonic() + seconds
     window: collections.Counter[str] = collections.Counter()
     errors = 0
     next_print = time.monotonic() + 1.0
     interval = 1.0 / rate
-    while time.monotonic() < deadline and not stop.is_set():
+    while time.monotonic() < deadline and not stop.requested:
         started = time.monotonic()
         try:
             window[call(b"", timeout=2.0, metadata=metadata).decode()] += 1
         except grpc.RpcError as err:
-            if stop.is_set():
+            if stop.requested:
                 break
             errors += 1
             window[f"error:{err.code().name}"] += 1
@@ -92,10 +110,10 @@ def drive(call: collections.abc.Callable[..., bytes], *, seconds: float, rate: f
             if one_line:
                 print(compact(label, window, total, errors), flush=True)
             else:
-                print(_bars(window, total), flush=True)
+                print(bars(window, total, errors), flush=True)
             window.clear()
             next_print += 1.0
-        stop.wait(max(0.0, interval - (time.monotonic() - started)))
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))
     return errors
 
 
@@ -120,7 +138,7 @@ def meshlib_client(args: argparse.Namespace) -> int:
         errors = drive(mesh.channel(args.target).unary_unary(METHOD), seconds=args.seconds,
                        rate=args.rate, metadata=_metadata(args.header), label="meshlib",
                        one_line=args.one_line, stop=stop)
-    return 1 if errors and not stop.is_set() else 0
+    return 1 if errors and not stop.requested else 0
 
 
 def native_client(args: argparse.Namespace) -> int:
@@ -130,7 +148,7 @@ def native_client(args: argparse.Namespace) -> int:
         errors = drive(channel.unary_unary(METHOD), seconds=args.seconds, rate=args.rate,
                        metadata=_metadata(args.header), label="native",
                        one_line=args.one_line, stop=stop)
-    return 1 if errors and not stop.is_set() else 0
+    return 1 if errors and not stop.requested else 0
 
 
 # ------------------------------------------------------------------------- backend
@@ -167,7 +185,8 @@ def backend(args: argparse.Namespace) -> int:
         print(f"{args.name}: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
         return 1
     server.start()
-    stop.wait()
+    while not stop.requested:
+        time.sleep(0.05)
     server.stop(grace=0.5).wait()
     return 0
 
