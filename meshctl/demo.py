@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -54,9 +55,7 @@ def demo_config() -> importlib.resources.abc.Traversable:
 
 
 class _Stopped(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+    """Raised by the demo's SIGINT/SIGTERM handler to leave whatever it is waiting on."""
 
 
 def _say(text: str) -> None:
@@ -139,7 +138,8 @@ def _even_weights(route_file: Path) -> None:
     tmp.rename(route_file)
 
 
-def _pdeathsig() -> ctypes._CFuncPtr | None:
+def _pdeathsig() -> Callable[..., int] | None:
+    """libc's ``prctl`` on Linux, else None."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -192,7 +192,8 @@ class _Children:
                 proc.wait()
 
 
-def _wait_until(ready, what: str, children: _Children, timeout: float = 30.0) -> None:
+def _wait_until(ready: Callable[[], bool], what: str, children: _Children,
+                timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         children.check_running()
@@ -224,7 +225,7 @@ def run_demo(config: Path | None = None, *, seconds: float = 24.0,
     def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
         if len(received) == 1:
-            raise _Stopped(signum)
+            raise _Stopped
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     children = _Children()
