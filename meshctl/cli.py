@@ -147,9 +147,8 @@ def _cmd_certs_issue(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from meshctl.demo import run_demo
 
-    config = Path(args.config) if args.config else (
-        Path(__file__).resolve().parents[1] / "examples" / "mesh")
-    return run_demo(config, seconds=args.seconds)
+    return run_demo(Path(args.config) if args.config else None, seconds=args.seconds,
+                    access_logs=args.access_logs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,9 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where to write the files (created if missing)")
     issue.set_defaults(func=_cmd_certs_issue)
 
-    demo = sub.add_parser("demo", help="the whole mesh on one machine, with live traffic")
-    demo.add_argument("--config", help="default: the examples/mesh shipped with meshlib")
+    demo = sub.add_parser(
+        "demo", help="the whole mesh on one machine, with live traffic",
+        description="Ctrl-C or SIGTERM stops every process it started; exit status 130 "
+                    "(SIGINT) or 143 (SIGTERM), 1 if a backend port is taken")
+    demo.add_argument("--config", help="default: the demo config shipped with meshctl "
+                                       "(the same files as examples/mesh)")
     demo.add_argument("--seconds", type=float, default=24.0)
+    demo.add_argument("--access-logs", action="store_true",
+                      help="turn on MeshConfig accessLogs for this run (one JSON line a call)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

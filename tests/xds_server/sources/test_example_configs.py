@@ -15,7 +15,8 @@ def test_mesh_example_has_no_problem() -> None:
 
 def test_mesh_example_content() -> None:
     model = load_model(ROOT / "examples" / "mesh")
-    assert [s.name for s in model.services] == ["reviews", "reviews-v1", "reviews-v2"]
+    assert [s.name for s in model.services] == [
+        "products", "reviews", "reviews-http", "reviews-v1", "reviews-v2"]
 
     def backends(name: str) -> list[tuple[str, int]]:
         svc = model.service("default", name)
