@@ -1,67 +1,40 @@
-"""Write Kubernetes-shaped mesh config for end-to-end tests, with real backend ports."""
+"""Write Kubernetes-shaped mesh config for end-to-end tests, with real backend ports.
+
+The objects come from :mod:`meshlib.testing.config`, the builders users' tests and the
+examples share; these helpers only turn them into the YAML files the control plane
+process watches.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-SERVICE_PORT = 50051
+import yaml
+
+from meshlib.testing import config as c
+
+SERVICE_PORT = c.DEFAULT_PORT
 
 
 def service_yaml(name: str, ports: Sequence[int], *, address: str = "127.0.0.1",
                  namespace: str = "default") -> str:
-    """A Service on SERVICE_PORT plus its EndpointSlice listing ``address:port`` endpoints."""
-    # One EndpointSlice per distinct port: Kubernetes slices share one port list.
-    slices = ""
-    for i, port in enumerate(sorted(set(ports))):
-        count = ports.count(port)
-        eps = "".join(
-            f"  - addresses: [\"{address}\"]\n    conditions: {{ready: true}}\n"
-            f"    zone: zone-a\n"
-            for _ in range(count)
-        )
-        slices += f"""---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-{i}
-  namespace: {namespace}
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: grpc, port: {port}, protocol: TCP, appProtocol: grpc}}]
-endpoints:
-{eps}"""
-    return f"""---
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  ports: [{{name: grpc, port: {SERVICE_PORT}, targetPort: grpc, appProtocol: grpc}}]
-{slices}"""
+    """A Service on SERVICE_PORT plus its EndpointSlices listing ``address:port``
+    endpoints (one per port; a port listed twice is two endpoints)."""
+    return c.to_yaml(c.service(name, namespace=namespace),
+                     c.endpoints(name, [f"{address}:{port}" for port in ports],
+                                 namespace=namespace))
 
 
 def route_yaml(parent: str, weights: Mapping[str, int], *,
                header: tuple[str, str, str] | None = None) -> str:
     """A GRPCRoute on ``parent``: optional header rule → backend, then weighted backends."""
-    rules = ""
+    rules = []
     if header is not None:
         key, value, backend = header
-        rules += f"""  - matches:
-    - headers: [{{name: {key}, value: "{value}"}}]
-    backendRefs: [{{name: {backend}, port: {SERVICE_PORT}}}]
-"""
-    refs = ", ".join(
-        f"{{name: {b}, port: {SERVICE_PORT}, weight: {w}}}" for b, w in weights.items()
-    )
-    rules += f"  - backendRefs: [{refs}]\n"
-    return f"""---
-apiVersion: gateway.networking.k8s.io/v1
-kind: GRPCRoute
-metadata: {{name: {parent}, namespace: default}}
-spec:
-  parentRefs: [{{group: "", kind: Service, name: {parent}, port: {SERVICE_PORT}}}]
-  rules:
-{rules}"""
+        rules.append(c.rule(backend, headers={key: value}))
+    rules.append(c.rule(weights))
+    return c.to_yaml(c.grpc_route(parent, *rules))
 
 
 def write_mesh(directory: Path, backends: Mapping[str, Sequence[int]],
@@ -84,10 +57,4 @@ def write_mesh(directory: Path, backends: Mapping[str, Sequence[int]],
 def policy_yaml(service: str, spec: str) -> str:
     """A TrafficPolicy on ``service`` whose ``spec`` (besides targetRef) is ``spec``,
     given as indented YAML lines (two spaces)."""
-    return f"""---
-apiVersion: meshlib.dev/v1alpha1
-kind: TrafficPolicy
-metadata: {{name: {service}, namespace: default}}
-spec:
-  targetRef: {{kind: Service, name: {service}}}
-{spec}"""
+    return c.to_yaml(c.traffic_policy(service, **(yaml.safe_load(spec) or {})))
