@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/telemetry_bench.py
 	$(BIN)/python benchmarks/ab_bench.py
 	$(BIN)/python benchmarks/cold_start_bench.py
+	$(BIN)/python benchmarks/testing_bench.py
 
 check: $(STAMP)
 	$(BIN)/meshctl check examples/mesh

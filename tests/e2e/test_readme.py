@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from tests.e2e.conftest import ROOT
 
 SECTION = "## Five minutes with meshlib"
+GET = "/demo.Reviews/Get"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)
 
 
@@ -68,3 +70,32 @@ def test_the_five_minute_path_runs_as_printed(tmp_path: Path):
     assert splits and float(splits[0]) > 75 and 35 < float(splits[-1]) < 65, out
     assert re.search(r"^\s*native \| reviews-v1", out, re.M), out
     assert re.search(r"^1 passed", out, re.M), out
+
+
+def test_the_serving_example_runs_as_printed(tmp_path: Path, control_plane_factory):
+    """README "Serving in the mesh": the block, run as a script, serves on 50061 what
+    the control plane (the shipped config, on the README's 15010) says."""
+    import grpc
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Serving in the mesh")
+    ((language, code),) = FENCE.findall(readme[start:readme.index("\n## ", start + 1)])
+    assert language == "python"
+    control_plane_factory(ROOT / "examples" / "mesh", xds_port=15010)
+    script = tmp_path / "serve.py"
+    script.write_text(code)
+    with (tmp_path / "serve.log").open("w") as log:
+        proc = subprocess.Popen([sys.executable, str(script)], stdout=log,
+                                stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        with grpc.insecure_channel("127.0.0.1:50061") as channel:
+            get = channel.unary_unary(GET)
+            assert get(b"", timeout=20, wait_for_ready=True) == b"reviews-v1-a"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
