@@ -159,6 +159,21 @@ def test_http_services_wsgi_and_asgi(pytester: pytest.Pytester):
     result.assert_outcomes(passed=1)
 
 
+def test_async_tests_use_the_same_mesh(pytester: pytest.Pytester):
+    result = run(pytester, '''
+        import pytest
+
+        GET = "/demo.Reviews/Get"
+
+        @pytest.mark.asyncio
+        async def test_aio(mesh_service, mesh):
+            mesh_service("reviews", {GET: lambda request, context: b"ok"})
+            get = mesh.aio_channel("reviews").unary_unary(GET)
+            assert [await get(b"", timeout=5) for _ in range(3)] == [b"ok"] * 3
+    ''')
+    result.assert_outcomes(passed=1)
+
+
 def test_config_errors_name_the_object_and_nothing_changes(pytester: pytest.Pytester):
     result = run(pytester, '''
         import pytest
@@ -193,3 +208,16 @@ def test_importing_the_plugin_is_cheap():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_public_names_are_pinned():
+    import meshlib.testing
+    from meshlib.testing import config
+
+    assert meshlib.testing.__all__ == [
+        "DEFAULT_SYNC_TIMEOUT", "FakeClock", "MeshCA", "MeshControlPlane", "MeshFaults",
+        "MeshService", "MeshServices", "NotSyncedError", "Replica", "config"]
+    assert config.__all__ == [
+        "DEFAULT_PORT", "ZONE", "access_policy", "allow", "deny", "endpoints", "flatten",
+        "grpc_route", "http_route", "mesh_config", "rule", "service", "split", "to_yaml",
+        "traffic_policy", "write"]
