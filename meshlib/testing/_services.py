@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Handlers", "MeshService", "MeshServices", "Replica"]
 
-#: What a gRPC service is made of: a ``grpc.GenericRpcHandler``; a mapping of full
+#: What a gRPC service is made of: a servicer of generated code (an instance of a
+#: subclass of ``ReviewsServicer``: ``add_ReviewsServicer_to_server`` registers it); a
+#: ``grpc.GenericRpcHandler``; a mapping of full
 #: method names (``/demo.Reviews/Get``) to unary functions of raw bytes
 #: (``fn(request: bytes, context) -> bytes``); or a function that registers servicers on
 #: the server it is given (``lambda s: add_ReviewsServicer_to_server(Reviews(), s)``).
@@ -232,10 +235,25 @@ def _registrar(handlers: Handlers) -> Callable[[Any], None]:
         generic = tuple(grpc.method_handlers_generic_handler(s, m)
                         for s, m in by_service.items())
         return lambda server: server.add_generic_rpc_handlers(generic)
+    add = _generated_adder(handlers)
+    if add is not None:
+        return lambda server: add(handlers, server)
     if callable(handlers):
         return handlers  # type: ignore[no-any-return]
-    raise TypeError("handlers: expected a grpc.GenericRpcHandler, a mapping of method "
-                    "names to functions, or a function registering servicers on a server")
+    raise TypeError("handlers: expected a servicer of generated code, a "
+                    "grpc.GenericRpcHandler, a mapping of method names to functions, or a "
+                    "function registering servicers on a server")
+
+
+def _generated_adder(servicer: Any) -> Callable[[Any, Any], None] | None:
+    """``add_<Base>Servicer_to_server`` of the generated ``*_pb2_grpc`` module that
+    defines a base class of ``servicer`` (the way grpcio's codegen pairs them)."""
+    for cls in type(servicer).__mro__:
+        module = sys.modules.get(cls.__module__)
+        add = getattr(module, f"add_{cls.__name__}_to_server", None)
+        if callable(add):
+            return add  # type: ignore[no-any-return]
+    return None
 
 
 def _free_port() -> int:

@@ -68,3 +68,35 @@ def test_the_grpc_status_of_an_abort_fault(mesh_service, mesh_faults, mesh):
     with pytest.raises(grpc.RpcError) as err:
         mesh.channel("reviews").unary_unary(GET)(b"", timeout=5)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+REVIEWS_PROTO = """syntax = "proto3";
+package shop;
+message GetRequest { int32 id = 1; }
+message Review { int32 id = 1; string text = 2; }
+service Reviews { rpc Get(GetRequest) returns (Review); }
+"""
+
+
+def test_a_servicer_of_generated_code_and_its_stub(tmp_path, monkeypatch, mesh_service, mesh):
+    """What users write: a servicer subclassing the generated base class, called with
+    the generated stub over ``mesh.channel``."""
+    import importlib
+    import subprocess
+    import sys
+
+    (tmp_path / "reviews.proto").write_text(REVIEWS_PROTO)
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{tmp_path}",
+                    f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}",
+                    "reviews.proto"], check=True)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pb2 = importlib.import_module("reviews_pb2")
+    pb2_grpc = importlib.import_module("reviews_pb2_grpc")
+
+    class Reviews(pb2_grpc.ReviewsServicer):
+        def Get(self, request, context):
+            return pb2.Review(id=request.id, text="5 stars")
+
+    mesh_service("reviews", Reviews())
+    stub = pb2_grpc.ReviewsStub(mesh.channel("reviews"))
+    assert stub.Get(pb2.GetRequest(id=7), timeout=5) == pb2.Review(id=7, text="5 stars")
