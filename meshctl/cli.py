@@ -79,8 +79,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return 1
     documents, _ = read_documents(Path(args.path))
     if not documents:  # nothing checked is not "ok": a wrong path, a typo'd suffix
-        patterns = ", ".join(f"*{suffix}" for suffix in YAML_SUFFIXES)
-        return _fail(f"{args.path}: no mesh objects found ({patterns})")
+        if Path(args.path).is_dir():
+            patterns = ", ".join(f"*{suffix}" for suffix in YAML_SUFFIXES)
+            return _fail(f"{args.path}: no mesh objects found ({patterns})")
+        return _fail(f"{args.path}: no mesh objects found in this file")
     print(f"{args.path}: ok")
     return 0
 
@@ -231,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(SIGINT) or 143 (SIGTERM), 1 if a backend port is taken")
     demo.add_argument("--config", help="default: the demo config shipped with meshctl "
                                        "(the same files as examples/mesh)")
-    demo.add_argument("--seconds", type=float, default=24.0)
+    demo.add_argument("--seconds", type=float, default=24.0,
+                      help="how long the clients drive traffic (default: 24)")
     demo.add_argument("--access-logs", action="store_true",
                       help="turn on MeshConfig accessLogs for this run (one JSON line a call)")
     demo.set_defaults(func=_cmd_demo)

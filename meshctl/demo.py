@@ -9,10 +9,10 @@ The config ships with meshctl (``meshctl/demo_mesh``, the same files as
 ``examples/mesh``) and so do the programs it starts (:mod:`meshctl.demo_apps`): an
 installed meshctl needs no source checkout.
 
-Stopping: on SIGINT (Ctrl-C) or SIGTERM the demo stops every process it started (by
+Stopping: on SIGINT (Ctrl-C), SIGTERM or SIGHUP the demo stops every process it started (by
 PID: SIGTERM, then SIGKILL after 1.5 s), removes its temporary directory and exits with
 128 + the signal number, as a shell reports a process killed by it: 130 for SIGINT, 143
-for SIGTERM. On Linux its children also get SIGTERM if the demo itself is SIGKILLed
+for SIGTERM, 129 for SIGHUP. On Linux its children also get SIGTERM if the demo itself is SIGKILLed
 (``PR_SET_PDEATHSIG``).
 """
 
@@ -214,7 +214,9 @@ def run_demo(config: Path | None = None, *, seconds: float = 24.0,
         if len(received) == 1:
             raise _Stopped
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP too: closing the terminal stops the demo as cleanly as Ctrl-C does.
+    previous = {sig: signal.signal(sig, on_signal)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     children = _Children()
     work = Path(tempfile.mkdtemp(prefix="meshlib-demo-"))
     status = 1

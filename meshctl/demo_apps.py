@@ -209,12 +209,17 @@ def backend(args: argparse.Namespace) -> int:
                   for (host, port), name in local_backends(load_model(args.config)).items()]
     else:
         wanted = [(args.name, args.host, args.port)]
+    from meshlib.contract import BindError, check_free
+
     servers = []
     for name, host, port in wanted:
         try:
+            if not args.xds:
+                check_free(host, port, what=f"serve {name}")  # why, in words, not grpc's
             server, _ = make_backend(name, port, host=host, xds=args.xds)
-        except RuntimeError as err:  # grpc: "Failed to bind to address ..."
-            print(f"{name}: cannot listen on {host}:{port}: {err}", file=sys.stderr)
+        except (BindError, RuntimeError) as err:  # grpc: "Failed to bind to address ..."
+            print(f"{name}: {err}" if isinstance(err, BindError) else
+                  f"{name}: cannot listen on {host}:{port}: {err}", file=sys.stderr)
             for started in servers:
                 started.stop(grace=0)
             return 1

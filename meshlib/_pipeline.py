@@ -202,6 +202,9 @@ class Call:
         if entry.fault is not None:
             self.delay = fault_delay(entry.fault)
             if self.delay:
+                if timeout is not None and self.delay > timeout:
+                    # The deadline fires during the delay (gRFC A33), not after it.
+                    self.delay = max(timeout, 0.0)
                 self._pending = (telemetry, label, protocol, headers)
                 return  # the driver waits, then start()s
         else:
@@ -222,8 +225,8 @@ class Call:
             if self.delay and timeout is not None:
                 if timeout - self.delay <= 0:
                     raise DeadlineExceededError(
-                        f"{target}: the injected {self.delay:.3f}s delay used up the "
-                        f"{timeout:.3f}s timeout", service=target)
+                        f"{target}: an injected fault delay used up the {timeout:.3f}s "
+                        "timeout", service=target)
                 timeout = self.timeout = timeout - self.delay
             self.aborted = fault_abort(fault, target)
             if self.aborted is not None:

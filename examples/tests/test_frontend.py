@@ -84,3 +84,10 @@ def test_a_slow_reviews_is_cut_off_by_the_route_timeout(
     mesh_faults.delay("reviews", 1.0)
 
     assert Frontend(mesh).reviews(1, timeout=5.0) == UNAVAILABLE
+
+
+@pytest.mark.asyncio
+async def test_async_callers(mesh_service, mesh):
+    mesh_service("reviews", answer("5 stars"))
+    get = mesh.aio_channel("reviews").unary_unary(METHOD)
+    assert await get(b"1", timeout=5) == b"5 stars"

@@ -44,5 +44,9 @@ class FakeClock:
             self.now += max(0.0, seconds)
 
     async def async_sleep(self, seconds: float) -> None:
-        """:meth:`sleep` for ``async`` code."""
+        """:meth:`sleep` for ``async`` code: advances at once, then lets other tasks
+        run (as a real sleep would)."""
+        import asyncio
+
         self.sleep(seconds)
+        await asyncio.sleep(0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +116,7 @@ class MeshControlPlane:
         self._meshes: list[Mesh] = []
         self._mesh_count = 0
         self._closed = False
+        self._closers: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._loop = BackgroundLoop("meshlib-test-control-plane")
         tokens = _Tokens()
@@ -270,11 +271,18 @@ class MeshControlPlane:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` first thing in :meth:`close` (services stop before their meshes)."""
+        self._closers.append(fn)
+
     def close(self) -> None:
-        """Close the meshes it made, then stop serving."""
+        """Stop what registered :meth:`on_close`, close the meshes it made, then stop
+        serving."""
         if self._closed:
             return
         self._closed = True
+        for fn in reversed(self._closers):
+            fn()
         for mesh in self._meshes:
             mesh.close()
         server = self._server

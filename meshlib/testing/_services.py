@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Handlers", "MeshService", "MeshServices", "Replica"]
 
+_ACCOUNT_ANNOTATION = "meshlib.dev/service-account"
+
 #: What a gRPC service is made of: a servicer of generated code (an instance of a
 #: subclass of ``ReviewsServicer``: ``add_ReviewsServicer_to_server`` registers it); a
 #: ``grpc.GenericRpcHandler``; a mapping of full
@@ -77,12 +79,15 @@ class MeshService:
     mesh: Mesh = field(repr=False)
     replicas: list[Replica]
     _services: MeshServices = field(repr=False)
+    port_name: str | None = None  # the Service port's name (None: from the protocol)
     _applied: set[tuple[str, str, str]] = field(default_factory=set, repr=False)
+    _removed: list[Replica] = field(default_factory=list, repr=False)
 
     @property
     def calls(self) -> int:
-        """Requests that reached any replica (each retry attempt counts)."""
-        return sum(r.calls for r in self.replicas)
+        """Requests that reached any replica, removed ones included (each retry attempt
+        counts)."""
+        return sum(r.calls for r in (*self.replicas, *self._removed))
 
     @property
     def backend(self) -> str:
@@ -99,6 +104,7 @@ class MeshService:
         """Take ``replica`` out of the EndpointSlices (and stop it), as a scale-down."""
         replica.stop()
         self.replicas.remove(replica)
+        self._removed.append(replica)
         self._services.register(self)
 
     def stop(self) -> None:
@@ -114,7 +120,9 @@ class MeshServices:
     def __init__(self, control_plane: MeshControlPlane) -> None:
         self._cp = control_plane
         self._started: list[MeshService] = []
+        self._owned: set[tuple[str, str, str]] = set()  # Services this fixture wrote
         self._lock = threading.Lock()
+        control_plane.on_close(self.close)
 
     def __call__(self, name: str, handlers: Handlers, *, replicas: int = 1,
                  version: str | None = None, namespace: str = DEFAULT_NAMESPACE,
@@ -166,46 +174,72 @@ class MeshServices:
 
     def _service(self, name: str, namespace: str, version: str | None, port: int,
                  protocol: str, identity: bool, service_account: str | None) -> MeshService:
+        """A MeshService and its Mesh. A Service ``name`` the test applied itself is
+        kept as it is: its first port, protocol and service account are the ones used."""
+        port_name = None
+        mine = self._user_service(name, namespace)
+        if mine is not None:
+            first = (mine.get("spec", {}).get("ports") or [{}])[0]
+            port = int(first.get("port", port))
+            protocol = first.get("appProtocol") or protocol
+            port_name = first.get("name") or None
+            annotations = mine.get("metadata", {}).get("annotations") or {}
+            service_account = service_account or annotations.get(_ACCOUNT_ANNOTATION)
         account = service_account or name
         mesh = self._cp.mesh(name, identity=identity, namespace=namespace,
                              service_account=account)
-        service = MeshService(name, namespace, version, port, protocol, mesh, [], self)
+        service = MeshService(name, namespace, version, port, protocol, mesh, [], self,
+                              port_name)
         with self._lock:
             self._started.append(service)
         return service
 
+    def _user_service(self, name: str, namespace: str) -> dict[str, Any] | None:
+        """The Service ``namespace/name`` if the test applied it (not this fixture)."""
+        if ("Service", namespace, name) in self._owned:
+            return None
+        return self._cp.get("Service", name, namespace)
+
     def register(self, service: MeshService) -> None:
         """(Re)write the Services and EndpointSlices of ``service`` and wait until the
-        connected clients have them."""
+        connected clients have them. Services the test applied itself stay as they are."""
         with self._lock:
             peers = [s for s in self._started
                      if s.name == service.name and s.namespace == service.namespace]
         account = service.mesh.settings.service_account or service.name
-        objects: list[Any] = [config.service(service.name, namespace=service.namespace,
-                                             port=service.port, protocol=service.protocol,
-                                             service_account=account)]
+        ns, kind = service.namespace, service.protocol
+        objects: list[Any] = []
+        for name in dict.fromkeys((service.name, service.backend)):
+            if self._user_service(name, ns) is None:
+                objects.append(config.service(name, namespace=ns, port=service.port,
+                                              protocol=kind, service_account=account,
+                                              port_name=service.port_name))
+                self._owned.add(("Service", ns, name))
         for peer in peers:  # the parent Service's slices, one set per version
             objects += config.endpoints(service.name, [r.address for r in peer.replicas],
-                                        namespace=service.namespace, protocol=peer.protocol,
+                                        namespace=ns, protocol=peer.protocol,
+                                        port_name=service.port_name,
                                         name=f"{service.name}.{peer.version or 'all'}")
         if service.version:
-            objects.append(config.service(service.backend, namespace=service.namespace,
-                                          port=service.port, protocol=service.protocol,
-                                          service_account=account))
-            objects += config.endpoints(service.backend,
-                                        [r.address for r in service.replicas],
-                                        namespace=service.namespace,
-                                        protocol=service.protocol)
+            objects += config.endpoints(service.backend, [r.address for r in service.replicas],
+                                        namespace=ns, protocol=kind,
+                                        port_name=service.port_name)
         keys = self._cp._replace(objects, service._applied)
         service._applied = keys
         self._cp.wait_synced()
 
     def close(self) -> None:
-        """Stop every service started."""
+        """Stop every service started (also done when the control plane closes)."""
         with self._lock:
             started, self._started = self._started, []
         for service in started:
             service.stop()
+
+    def __enter__(self) -> MeshServices:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class _Counter:
@@ -293,7 +327,8 @@ def _serve_wsgi(app: Any, port: int) -> tuple[Any, Callable[[], None]]:
         daemon_threads = True
 
     server = make_server("127.0.0.1", port, app, server_class=Threaded, handler_class=Quiet)
-    thread = threading.Thread(target=server.serve_forever, name=f"wsgi-{port}", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=f"wsgi-{port}",
+                              daemon=True)
     thread.start()
 
     def stop() -> None:

@@ -71,12 +71,14 @@ def _port_name(protocol: str) -> str:
 
 def service(name: str, *, namespace: str = "default", port: int = DEFAULT_PORT,
             protocol: str = "grpc", service_account: str | None = None,
-            cluster_ip: str | None = None, labels: Mapping[str, str] | None = None) -> Object:
+            cluster_ip: str | None = None, labels: Mapping[str, str] | None = None,
+            port_name: str | None = None) -> Object:
     """A ``v1/Service`` with one port (``appProtocol`` ``grpc``, ``http``, ``http2``
-    or ``tcp``); ``service_account`` is the identity its backends run as (the
-    ``meshlib.dev/service-account`` annotation)."""
+    or ``tcp``; the port is named after it unless ``port_name`` says); ``service_account``
+    is the identity its backends run as (the ``meshlib.dev/service-account``
+    annotation)."""
     annotations = {"meshlib.dev/service-account": service_account} if service_account else None
-    port_name = _port_name(protocol)
+    port_name = port_name or _port_name(protocol)
     spec: Object = {"ports": [{"name": port_name, "port": port, "targetPort": port_name,
                                "appProtocol": protocol}]}
     if cluster_ip is not None:
@@ -87,17 +89,19 @@ def service(name: str, *, namespace: str = "default", port: int = DEFAULT_PORT,
 
 def endpoints(service_name: str, addresses: Iterable[str], *, namespace: str = "default",
               protocol: str = "grpc", zone: str = ZONE, ready: bool = True,
-              name: str | None = None) -> list[Object]:
+              name: str | None = None, port_name: str | None = None) -> list[Object]:
     """The ``discovery.k8s.io/v1`` EndpointSlices of ``service_name`` for endpoints
     ``host:port``. Kubernetes slices share one port list, so endpoints on different
-    ports get one slice each, named ``<name or service>-<port>``."""
+    ports get one slice each, named ``<name or service>-<port>``. ``port_name`` links
+    them to the Service port of that name (default: named after the protocol, as
+    :func:`service` names it)."""
     by_port: dict[int, list[str]] = {}
     for address in addresses:
         host, sep, port = address.rpartition(":")
         if not sep or not port.isdigit():
             raise ValueError(f"endpoint {address!r}: expected HOST:PORT")
         by_port.setdefault(int(port), []).append(host.strip("[]"))
-    port_name = _port_name(protocol)
+    port_name = port_name or _port_name(protocol)
     slices = []
     for port, hosts in sorted(by_port.items()):
         slices.append({

@@ -123,7 +123,8 @@ def test_access_logs_flag_turns_them_on_for_the_run(tmp_path):
 @pytest.mark.parametrize(("sig", "status", "to_group"), [
     (signal.SIGINT, 130, True),     # Ctrl-C: a terminal signals the whole process group
     (signal.SIGTERM, 143, False),   # kill -TERM <demo pid>: the demo alone
-], ids=["SIGINT-to-group", "SIGTERM-to-demo"])
+    (signal.SIGHUP, 129, False),    # the terminal closed
+], ids=["SIGINT-to-group", "SIGTERM-to-demo", "SIGHUP-to-demo"])
 def test_a_signal_stops_everything_within_two_seconds(tmp_path, sig, status, to_group):
     config, ports = config_on_free_ports(tmp_path)
     demo = Demo(tmp_path / "tmp", "--seconds", "60", "--config", str(config))

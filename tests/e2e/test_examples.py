@@ -66,3 +66,16 @@ def test_mesh_server_and_the_clients_against_the_shipped_config(control_plane_fa
     lines = client.log.read_text().splitlines()
     assert lines and all("0 errors" in line for line in lines if "calls" in line), lines
     assert "reviews-v1-a: call from a plaintext caller" in server.log.read_text()
+
+
+def test_reviews_server_refuses_a_taken_port(run):
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        proc = run("reviews_server.py", "--name", "reviews-x", "--port", str(port))
+        assert proc.wait(timeout=30) == 1
+    assert f"cannot serve reviews-x on 127.0.0.1:{port}: address already in use" in \
+        proc.log.read_text()

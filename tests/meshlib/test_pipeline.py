@@ -225,6 +225,7 @@ def test_faults_delay_then_abort_without_touching_the_cluster():
     assert call.timeout == pytest.approx(0.8)
     assert cluster.budget._count == 0  # an aborted call never reached the cluster
     short = Call(table, METHOD, None, 0.1, None, METHOD, clock=clock)
+    assert short.delay == 0.1  # the deadline fires during the delay, not after it
     with pytest.raises(DeadlineExceededError, match="delay"):
         short.start()
 

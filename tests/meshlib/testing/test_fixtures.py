@@ -100,3 +100,72 @@ def test_a_servicer_of_generated_code_and_its_stub(tmp_path, monkeypatch, mesh_s
     mesh_service("reviews", Reviews())
     stub = pb2_grpc.ReviewsStub(mesh.channel("reviews"))
     assert stub.Get(pb2.GetRequest(id=7), timeout=5) == pb2.Review(id=7, text="5 stars")
+
+
+def test_a_fault_delay_longer_than_the_deadline_ends_at_the_deadline(mesh_service,
+                                                                      mesh_faults, mesh):
+    """gRFC A33: the caller's deadline fires during an injected delay."""
+    mesh_service("reviews", {GET: lambda request, context: b"ok"})
+    mesh_faults.delay("reviews", 2.0)
+    start = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        mesh.channel("reviews").unary_unary(GET)(b"", timeout=0.3)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - start < 1.0
+
+
+def test_faults_find_the_policy_by_its_target_and_clear_only_the_faults(
+        mesh_control_plane, mesh_service, mesh_faults, mesh):
+    mesh_service("ratings", {GET: lambda request, context: b"ratings"})
+    mesh_service("reviews", {GET: lambda request, context: b"reviews"})
+    # A policy *named* reviews that targets ratings, and reviews' own, named otherwise.
+    mesh_control_plane.apply(c.traffic_policy("ratings", name="reviews", timeout="2s"),
+                             c.traffic_policy("reviews", name="reviews-tp", timeout="2s"))
+    mesh_faults.unavailable("reviews")
+    with pytest.raises(grpc.RpcError):
+        mesh.channel("reviews").unary_unary(GET)(b"", timeout=5)
+    assert mesh.channel("ratings").unary_unary(GET)(b"", timeout=5) == b"ratings"
+
+    # An edit made while the fault is on stays when it is cleared.
+    edited = mesh_control_plane.get("TrafficPolicy", "reviews-tp")
+    edited["spec"]["timeout"] = "5s"
+    mesh_control_plane.apply(edited)
+    mesh_faults.clear("reviews")
+    assert mesh_control_plane.get("TrafficPolicy", "reviews-tp")["spec"] == {
+        "targetRef": {"group": "", "kind": "Service", "name": "reviews"}, "timeout": "5s"}
+    assert mesh.channel("reviews").unary_unary(GET)(b"", timeout=5) == b"reviews"
+
+
+def test_a_fault_on_an_unknown_service_is_one_error(mesh_faults):
+    from meshlib.contract import ConfigError
+
+    with pytest.raises(ConfigError, match="nope"):
+        mesh_faults.abort("nope")
+    mesh_faults.clear()  # what teardown does: nothing to undo
+
+
+def test_a_service_the_test_applied_is_kept(mesh_control_plane, mesh_service, mesh):
+    mesh_control_plane.apply(c.service("reviews", port=9000, service_account="reviews-sa",
+                                       port_name="api"))
+    reviews = mesh_service("reviews", {GET: lambda request, context: b"ok"}, replicas=2)
+    kept = mesh_control_plane.get("Service", "reviews")
+    assert kept["spec"]["ports"][0]["port"] == 9000
+    assert kept["metadata"]["annotations"] == {"meshlib.dev/service-account": "reviews-sa"}
+    assert reviews.port == 9000 and reviews.mesh.settings.service_account == "reviews-sa"
+    assert mesh.channel("reviews:9000").unary_unary(GET)(b"", timeout=5) == b"ok"
+    reviews.remove(reviews.replicas[0])
+    assert mesh_control_plane.get("Service", "reviews") == kept
+    assert reviews.calls == 1
+
+
+def test_closing_the_control_plane_stops_its_services():
+    import socket
+
+    from meshlib.testing import MeshServices
+
+    cp = MeshControlPlane()
+    services = MeshServices(cp)
+    port = services("reviews", {GET: lambda request, context: b"ok"}).replicas[0].port
+    cp.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # free again
