@@ -22,4 +22,4 @@ import sys
 from meshctl.demo_apps import main
 
 if __name__ == "__main__":
-    sys.exit(main(["meshlib-client", *sys.argv[1:]]))
+    sys.exit(main(["meshlib-client", *sys.argv[1:]], prog=f"python {sys.argv[0]}"))

@@ -23,4 +23,4 @@ import sys
 from meshctl.demo_apps import main
 
 if __name__ == "__main__":
-    sys.exit(main(["native-client", *sys.argv[1:]]))
+    sys.exit(main(["native-client", *sys.argv[1:]], prog=f"python {sys.argv[0]}"))

@@ -24,4 +24,4 @@ from meshctl.demo_apps import make_backend as make_server
 __all__ = ["METHOD", "SERVICE", "make_server"]
 
 if __name__ == "__main__":
-    sys.exit(main(["backend", *sys.argv[1:]]))
+    sys.exit(main(["backend", *sys.argv[1:]], prog=f"python {sys.argv[0]}"))

@@ -248,11 +248,14 @@ def control_plane(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    """Run one program: ``argv`` is ``[program, *its arguments]``; ``prog`` names the
+    program in its usage line (an example script passes its own path)."""
+    own = {"prog": prog} if prog else {}
     parser = argparse.ArgumentParser(prog="python -m meshctl.demo_apps",
                                      description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="program", required=True)
-    be = sub.add_parser("backend", help="a Reviews backend answering its name")
+    be = sub.add_parser("backend", **own, help="a Reviews backend answering its name")
     be.add_argument("--name", help="the name it answers (with --port)")
     be.add_argument("--port", type=int)
     be.add_argument("--host", default="127.0.0.1")
@@ -261,14 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     be.add_argument("--xds", action="store_true",
                     help="an xDS-enabled server: its listener comes from the control plane")
     be.set_defaults(func=backend)
-    mc = sub.add_parser("meshlib-client", help=meshlib_client.__doc__)
+    mc = sub.add_parser("meshlib-client", **own, help=meshlib_client.__doc__)
     mc.add_argument("--xds-address", required=True, help="the control plane, host:port")
     _traffic_args(mc, "reviews")
     mc.set_defaults(func=meshlib_client)
-    nc = sub.add_parser("native-client", help=native_client.__doc__)
+    nc = sub.add_parser("native-client", **own, help=native_client.__doc__)
     _traffic_args(nc, NATIVE_TARGET)
     nc.set_defaults(func=native_client)
-    cp = sub.add_parser("control-plane", help=control_plane.__doc__)
+    cp = sub.add_parser("control-plane", **own, help=control_plane.__doc__)
     cp.add_argument("--config", required=True)
     cp.add_argument("--xds-address", required=True)
     cp.add_argument("--admin-address", required=True)
@@ -276,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.program == "backend" and not args.config and (args.name is None
                                                           or args.port is None):
-        parser.error("backend: give --config, or --name and --port")
+        be.error("give --config, or --name and --port")
     logging.basicConfig(level=logging.WARNING, format=f"{args.program}: %(name)s: %(message)s")
     return int(args.func(args))
 
