@@ -111,7 +111,7 @@ class MeshServer:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._server, name)
 
-    def _wrap(self, handler: Any, method: str) -> Any:
+    def _wrap(self, handler: Any, method: str, label: str | None = None) -> Any:
         guarded = guard_handler(handler, self._policy.admission.check, method)
         metrics = self._metrics
         if metrics is None or guarded is None:
@@ -119,15 +119,25 @@ class MeshServer:
         from meshlib.telemetry import server_wrappers  # telemetry on: imported once here
 
         wrapped = rewrap_handler(guarded, **server_wrappers(
-            metrics, self._service, method, self._policy.observability))
+            metrics, self._service, method, self._policy.observability, label=label))
         return _count_bytes(wrapped, metrics, *metrics.byte_counters(
-            "server", self._service, method))
+            "server", self._service, label or method))
+
+    def _wrap_unregistered(self, handler: Any, method: str) -> Any:
+        """A handler a catch-all generic handler found for a name the caller chose:
+        its metrics say ``_OTHER`` (as grpc's OpenTelemetry plugin says ``other``)."""
+        if self._metrics is None:
+            return self._wrap(handler, method)
+        from meshlib.telemetry import OTHER
+
+        return self._wrap(handler, method, OTHER)
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[Any]) -> None:
         """Add handlers, each guarded by the mesh's authorization and rate limit and
         timed for its metrics — once, here, not by a per-call interceptor."""
         self._server.add_generic_rpc_handlers(tuple(
-            rewrap_generic(h, self._wrap) for h in generic_rpc_handlers))
+            rewrap_generic(h, self._wrap, self._wrap_unregistered)
+            for h in generic_rpc_handlers))
 
     def add_registered_method_handlers(self, service_name: str,
                                        method_handlers: dict[str, Any]) -> None:

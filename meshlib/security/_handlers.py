@@ -53,20 +53,21 @@ def rewrap_handler(handler: grpc.RpcMethodHandler | None, *, plain: Wrap, genera
 HandlerWrap = Callable[[Any, str], Any]  # (RpcMethodHandler, method path) -> handler
 
 
-def rewrap_generic(handler: grpc.GenericRpcHandler, wrap: HandlerWrap
-                   ) -> grpc.GenericRpcHandler:
+def rewrap_generic(handler: grpc.GenericRpcHandler, wrap: HandlerWrap,
+                   wrap_other: HandlerWrap | None = None) -> grpc.GenericRpcHandler:
     """A generic handler whose method handlers pass through ``wrap`` once.
 
     A dictionary handler (what generated code and ``method_handlers_generic_handler``
     make) is rebuilt at once, keeping grpc's fast lookup; any other is wrapped, its
-    wrapped handlers kept per method.
+    wrapped handlers kept per method — through ``wrap_other`` when given, as the
+    caller, not a registration, named those methods.
     """
     methods = getattr(handler, "_method_handlers", None)
     service = getattr(handler, "_name", None)
     if isinstance(methods, dict) and isinstance(service, str):
         return grpc.method_handlers_generic_handler(service, {
             path.rsplit("/", 1)[1]: wrap(h, path) for path, h in methods.items()})
-    return _WrappedGeneric(handler, wrap)
+    return _WrappedGeneric(handler, wrap_other or wrap)
 
 
 class _WrappedGeneric(grpc.GenericRpcHandler):

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     )
     from meshlib.telemetry._client import CallRecord, ClientTelemetry, Counted, Record
     from meshlib.telemetry._metrics import (
+        HTTP_METHODS,
+        OTHER,
         MeshMetrics,
         caller_label,
         counting_codec,
@@ -53,6 +55,8 @@ __all__ = [
     "ACCESS_LOG_FIELDS",
     "DURATION_BUCKETS",
     "FOLD_AT",
+    "HTTP_METHODS",
+    "OTHER",
     "TRACEPARENT",
     "CallRecord",
     "ClientTelemetry",

@@ -10,7 +10,14 @@ Server side (``mesh.server()`` and the HTTP middleware): one request counter and
 duration histogram, by destination service, method, response code and — for the
 counter — the caller's identity (``ns/sa``, or ``unknown`` for a plaintext caller);
 request and response bytes. Label sets are bounded: no per-endpoint address, and
-callers are service accounts, not pods. The full list is in docs/telemetry.md.
+callers are service accounts, not pods. A label whose value a remote caller picks is
+folded: an HTTP method outside :data:`HTTP_METHODS` is recorded as ``_OTHER``
+(OpenTelemetry's ``http.request.method`` convention), and so is a gRPC method served
+by a catch-all generic handler (no registered name; grpc's OpenTelemetry plugin says
+``other``). Each kind of series is capped at ``_MAX_SERIES``: past it the oldest
+quarter is dropped (the server's ``prometheus_client`` children removed, so the
+exposition shrinks), and byte totals past the cap go to one ``_OTHER`` pair. The full
+list is in docs/telemetry.md.
 
 A call's series are looked up once per distinct label set and kept. Client calls
 and byte counts are appended to lock-free tallies folded in batches
@@ -20,8 +27,10 @@ and byte counts are appended to lock-free tallies folded in batches
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -35,18 +44,31 @@ if TYPE_CHECKING:
 
     from meshlib._cluster_state import ClusterState
 
-__all__ = ["DURATION_BUCKETS", "MeshMetrics", "caller_label", "counting_codec"]
+__all__ = ["DURATION_BUCKETS", "HTTP_METHODS", "OTHER", "MeshMetrics", "caller_label",
+           "counting_codec"]
 
-_MAX_SERIES = 10_000
+#: Series of each kind (client calls, server calls, byte totals) a Mesh keeps; the
+#: OpenTelemetry SDK's default cardinality limit.
+_MAX_SERIES = 2_000
+#: The label value of what is not on a known list (an HTTP method, an unregistered
+#: gRPC method, a byte total past the cap).
+OTHER = "_OTHER"
+#: The HTTP methods recorded as they are (RFC 9110 and PATCH), each mapped to itself:
+#: ``HTTP_METHODS.get(method, OTHER)`` folds the rest, with no allocation.
+HTTP_METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT",
+                               "OPTIONS", "TRACE", "PATCH")}
 
 
 def caller_label(principal: str | None) -> str:
-    """``spiffe://td/ns/shop/sa/frontend`` → ``shop/frontend``; None → ``unknown``."""
+    """``spiffe://td/ns/shop/sa/frontend`` → ``shop/frontend``; None → ``unknown``;
+    an ID of another shape → ``_OTHER``."""
     if principal is None:
         return "unknown"
     _, _, path = principal.removeprefix("spiffe://").partition("/")
     parts = path.split("/")  # ns/<ns>/sa/<sa>
-    return f"{parts[1]}/{parts[3]}" if len(parts) == 4 else principal
+    if len(parts) == 4 and parts[0] == "ns" and parts[2] == "sa":
+        return f"{parts[1]}/{parts[3]}"
+    return OTHER
 
 
 class MeshMetrics:
@@ -119,9 +141,11 @@ class MeshMetrics:
         series = self._client.get(key)
         if series is None:
             with self._lock:
-                if len(self._client) >= _MAX_SERIES:
-                    self._client = {}
-                series = self._client.setdefault(key, Durations(DURATION_BUCKETS))
+                series = self._client.get(key)
+                if series is None:
+                    if len(self._client) >= _MAX_SERIES:
+                        _drop_oldest(self._client)
+                    series = self._client[key] = Durations(DURATION_BUCKETS)
         return series
 
     def record_client(self, destination: str, route: str, backend: str, code: str,
@@ -136,24 +160,56 @@ class MeshMetrics:
         key = (service, method, name, caller)
         series = self._series.get(key)
         if series is None:
-            if len(self._series) >= _MAX_SERIES:
-                self._series.clear()
-            requests, duration = self._server or self._exposed()[1]
-            series = self._series[key] = (requests.labels(service, method, name, caller),
-                                          duration.labels(service, method, name))
+            series = self._server_series(key)
         series[0].inc()
         series[1].observe(seconds)
+
+    def _server_series(self, key: tuple[str, str, str, str]) -> tuple[Any, Any]:
+        """The counter and histogram children of a new server label set; at the cap,
+        the oldest quarter goes first, out of the registry too."""
+        requests, duration = self._server or self._exposed()[1]
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                if len(self._series) >= _MAX_SERIES:
+                    dropped = _drop_oldest(self._series)
+                    kept = {k[:3] for k in self._series}  # the histogram has no caller
+                    for old in dropped:
+                        with contextlib.suppress(KeyError):
+                            requests.remove(*old)
+                    for triple in {old[:3] for old in dropped} - kept:
+                        with contextlib.suppress(KeyError):
+                            duration.remove(*triple)
+                series = self._series[key] = (requests.labels(*key),
+                                              duration.labels(*key[:3]))
+        return series
 
     def byte_counters(self, side: str, service: str, method: str
                       ) -> tuple[Callable[[float], None], Callable[[float], None]]:
         """The ``add`` of the request and response byte totals of one method
-        (``side``: ``client`` or ``server``)."""
+        (``side``: ``client`` or ``server``). Past ``_MAX_SERIES`` totals, a new
+        method counts into one ``(side, _OTHER, _OTHER)`` pair: adders already handed
+        out stay live."""
         key = (side, service, method)
-        with self._lock:
-            pair = self._bytes.get(key)
-            if pair is None:
-                pair = self._bytes[key] = (Total(), Total())
+        pair = self._bytes.get(key)
+        if pair is None:
+            with self._lock:
+                pair = self._bytes.get(key)
+                if pair is None:
+                    if len(self._bytes) >= _MAX_SERIES:
+                        key = (side, OTHER, OTHER)
+                        pair = self._bytes.get(key)
+                    if pair is None:
+                        pair = self._bytes[key] = (Total(), Total())
         return pair[0].add, pair[1].add
+
+
+def _drop_oldest(series: dict[Any, Any]) -> list[Any]:
+    """Remove the oldest quarter of ``series`` (insertion order); returns their keys."""
+    dropped = list(islice(series, max(len(series) // 4, 1)))
+    for key in dropped:
+        del series[key]
+    return dropped
 
 
 def counting_codec(serialize: Callable[[Any], bytes] | None,

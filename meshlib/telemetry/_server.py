@@ -23,7 +23,7 @@ import grpc
 
 from meshlib.security import peer_principal
 from meshlib.telemetry._access_log import write_access_log
-from meshlib.telemetry._metrics import MeshMetrics, caller_label
+from meshlib.telemetry._metrics import HTTP_METHODS, OTHER, MeshMetrics, caller_label
 from meshlib.telemetry._tracing import TRACEPARENT, ServerSpan, start_server_span
 
 __all__ = ["Observability", "ServerCall", "ServerObserver", "code_of", "server_wrappers"]
@@ -52,7 +52,7 @@ class ServerObserver:
         call.end("GET", "200", False, principal, log_method="GET /reviews/1")
     """
 
-    __slots__ = ("metrics", "observe", "protocol", "service")
+    __slots__ = ("methods", "metrics", "observe", "protocol", "service")
 
     def __init__(self, metrics: MeshMetrics | None, service: str, protocol: str,
                  observe: Observability | None = None) -> None:
@@ -60,6 +60,8 @@ class ServerObserver:
         self.service = service
         self.protocol = protocol
         self.observe = observe or _no_observability
+        # The caller picks an HTTP method: the metrics see a known one or _OTHER.
+        self.methods = HTTP_METHODS if protocol == "http" else None
 
     def begin(self, name: str, traceparent: str | None,
               carrier: Callable[[], Mapping[str, str]] | None,
@@ -88,16 +90,20 @@ class ServerCall:
             log_method: str | None = None, attributes: Mapping[str, Any] | None = None
             ) -> None:
         """The call ended with ``code`` (a gRPC code name or an HTTP status) from the
-        caller ``principal`` (its SPIFFE ID, or None)."""
+        caller ``principal`` (its SPIFFE ID, or None). An HTTP ``method`` not in
+        :data:`~meshlib.telemetry._metrics.HTTP_METHODS` is counted as ``_OTHER``
+        (the access log keeps it)."""
         seconds = _perf() - self.started
         observer = self.observer
         caller = caller_label(principal)
         metrics = observer.metrics
         if metrics is not None:
-            metrics.record_server(observer.service, method, code, caller, seconds)
+            methods = observer.methods
+            label = method if methods is None else methods.get(method, OTHER)
+            metrics.record_server(observer.service, label, code, caller, seconds)
             if request_bytes is not None or response_bytes is not None:
                 on_request, on_response = metrics.byte_counters("server", observer.service,
-                                                                method)
+                                                                label)
                 if request_bytes:
                     on_request(request_bytes)
                 on_response(response_bytes or 0)
@@ -121,9 +127,14 @@ def _traceparent(context: Any) -> str | None:
 
 
 def server_wrappers(metrics: MeshMetrics, service: str, method: str,
-                    observe: Observability) -> dict[str, Callable[..., Any]]:
-    """The four ``rewrap_handler`` wrappers that observe a handler of ``method``."""
+                    observe: Observability, *, label: str | None = None
+                    ) -> dict[str, Callable[..., Any]]:
+    """The four ``rewrap_handler`` wrappers that observe a handler of ``method``;
+    its metrics say ``label`` (default: ``method``; ``_OTHER`` for a method the caller
+    named and no registration did)."""
     observer = ServerObserver(metrics, service, "grpc", observe)
+    label = label or method
+    log_method = None if label == method else method
     span_name = f"Recv.{method.lstrip('/')}"
     attributes = {"rpc.system": "grpc", "rpc.method": method,
                   "meshlib.destination": service}
@@ -139,7 +150,8 @@ def server_wrappers(metrics: MeshMetrics, service: str, method: str,
     def done(context: Any, call: ServerCall, code: grpc.StatusCode | None) -> None:
         if code is None:
             code = code_of(context)
-        call.end(method, code.name, code is not _OK, peer_principal(context))
+        call.end(label, code.name, code is not _OK, peer_principal(context),
+                 log_method=log_method)
 
     def plain(behaviour: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(behaviour)

@@ -60,7 +60,8 @@ def test_meshlib_resilience_and_telemetry_public_apis_are_pinned():
         "timeout",
     ])
     assert sorted(meshlib.telemetry.__all__) == sorted([
-        "ACCESS_LOG_FIELDS", "DURATION_BUCKETS", "FOLD_AT", "TRACEPARENT", "CallRecord",
+        "ACCESS_LOG_FIELDS", "DURATION_BUCKETS", "FOLD_AT", "HTTP_METHODS", "OTHER",
+        "TRACEPARENT", "CallRecord",
         "ClientTelemetry", "Counted", "Durations", "MeshMetrics", "Observability", "Record",
         "ServerCall", "ServerObserver", "ServerSpan", "Total", "access_logger",
         "caller_label", "code_of", "counting_codec", "format_traceparent",
