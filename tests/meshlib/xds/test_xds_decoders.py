@@ -265,3 +265,26 @@ def test_inline_route_config_in_listener():
     update = decode_listener(pack(_hcm_listener(hcm)))
     assert update.route_config_name is None
     assert update.route_config.virtual_hosts[0].routes[0].action.clusters[0].name == "x"
+
+
+def _tls_cluster(*sans: str) -> cluster_pb2.Cluster:
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+    from envoy.type.matcher.v3 import string_pb2
+
+    context = tls_pb2.UpstreamTlsContext()
+    validation = context.common_tls_context.combined_validation_context
+    validation.default_validation_context.match_subject_alt_names.extend(
+        string_pb2.StringMatcher(exact=san) for san in sans)
+    out = _cluster()
+    out.transport_socket.name = "envoy.transport_sockets.tls"
+    out.transport_socket.typed_config.CopyFrom(pack(context))
+    return out
+
+
+def test_an_upstream_tls_context_without_san_matchers_is_refused():
+    """No SAN to check would mean any certificate of the trust domain passes (or, with no
+    certificate yet, plaintext): NACKed, never a silent downgrade."""
+    spiffe = "spiffe://cluster.local/ns/default/sa/reviews"
+    assert decode_cluster(pack(_tls_cluster(spiffe))).tls.identities[0].uri == spiffe
+    with pytest.raises(ResourceValidationError, match="no exact SAN matcher"):
+        decode_cluster(pack(_tls_cluster()))
