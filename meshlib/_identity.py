@@ -67,8 +67,9 @@ class Identity:
                 if err.code not in (grpc.StatusCode.UNAVAILABLE,
                                     grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise  # refused: a configuration problem, say so now
-                log.warning("no certificate yet (%s); retrying in the background, "
-                            "plaintext until then", err)
+                log.warning("no certificate yet (%s); retrying in the background. Until "
+                            "one comes, calls to mTLS destinations raise CertificateError "
+                            "(never plaintext)", err)
         self.certificates = source
         self.spiffe_id = source.current.spiffe_id if source.current is not None \
             else source.spiffe_id  # type: ignore[attr-defined]
