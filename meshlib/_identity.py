@@ -59,7 +59,8 @@ class Identity:
                                 "(its identity is spiffe://<td>/ns/<namespace>/sa/<sa>)")
             identity = SpiffeId(settings.trust_domain, settings.namespace, account)
             issued = IssuedCertificates(settings.xds_address, identity, token=settings.token,
-                                        token_file=settings.token_file, ttl=settings.cert_ttl)
+                                        token_file=settings.token_file, ttl=settings.cert_ttl,
+                                        ca_root=settings.ca_root)
             source = issued
             try:
                 loop.submit(issued.fetch).result(timeout=settings.resolve_timeout + 1)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import os
 import random
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -45,7 +47,9 @@ __all__ = [
     "FileCertificates",
     "IssuedCertificates",
     "WorkloadCertificate",
+    "chains_to",
     "make_key_and_csr",
+    "read_roots",
     "request_certificate",
     "write_files",
 ]
@@ -117,11 +121,56 @@ def make_key_and_csr(spiffe_id: SpiffeId) -> tuple[bytes, bytes]:
             csr.public_bytes(serialization.Encoding.PEM))
 
 
+def chains_to(chain_pem: bytes, roots_pem: bytes, *, now: dt.datetime | None = None) -> bool:
+    """Whether the chain (leaf first) is signed, link by link, up to one of the roots,
+    and every certificate in it is within its validity period."""
+    try:
+        chain = x509.load_pem_x509_certificates(chain_pem)
+        roots = x509.load_pem_x509_certificates(roots_pem)
+    except ValueError:
+        return False
+    moment = now or _now()
+    for cert in chain:
+        if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
+            return False
+    for child, parent in itertools.pairwise(chain):
+        if not _issued_by(child, parent):
+            return False
+    last = chain[-1]
+    return any(last == root or _issued_by(last, root) for root in roots)
+
+
+def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    try:
+        child.verify_directly_issued_by(parent)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def read_roots(path: str | os.PathLike[str]) -> bytes:
+    """The trust roots pinned in ``path`` (PEM; several for a root rotation);
+    :class:`CertificateError` if unreadable or empty."""
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as err:
+        raise CertificateError(f"cannot read the pinned CA root {path}: {err}") from err
+    try:
+        x509.load_pem_x509_certificates(pem)
+    except ValueError as err:
+        raise CertificateError(f"the pinned CA root {path} holds no PEM certificate") \
+            from err
+    return pem
+
+
 async def request_certificate(address: str, spiffe_id: SpiffeId, token: str, *,
                               ttl: float | None = None,
-                              timeout: float = _REQUEST_TIMEOUT) -> WorkloadCertificate:
+                              timeout: float = _REQUEST_TIMEOUT,
+                              roots_pem: bytes | None = None) -> WorkloadCertificate:
     """Ask the control plane at ``address`` to sign a new key for ``spiffe_id``.
 
+    With ``roots_pem`` (the trust roots pinned out of band) the reply must chain to one
+    of them, and they, not what the reply says, become the certificate's roots.
     Raises :class:`CertificateError` with the service's status code on refusal.
     """
     key_pem, csr_pem = make_key_and_csr(spiffe_id)
@@ -140,8 +189,13 @@ async def request_certificate(address: str, spiffe_id: SpiffeId, token: str, *,
     chain = list(response.cert_chain)
     if len(chain) < 2:
         raise CertificateError(f"the control plane at {address} sent no certificate chain")
-    issued = WorkloadCertificate.from_pem(key_pem, "".join(chain[:-1]).encode(),
-                                          chain[-1].encode())
+    chain_pem = "".join(chain[:-1]).encode()
+    if roots_pem is not None and not chains_to(chain_pem, roots_pem):
+        raise CertificateError(
+            f"the certificate the control plane at {address} sent does not chain to the "
+            "pinned CA root (ca_root): refused (a man in the middle, or the wrong root)")
+    issued = WorkloadCertificate.from_pem(
+        key_pem, chain_pem, roots_pem if roots_pem is not None else chain[-1].encode())
     if issued.spiffe_id != spiffe_id:
         raise CertificateError(f"asked for {spiffe_id}, got a certificate for "
                                f"{issued.spiffe_id}")
@@ -198,12 +252,15 @@ class IssuedCertificates(CertificateSource):
     """Certificates from the control plane's CA, rotated at half-life.
 
     ``token``/``token_file``: the bearer token (a file is re-read on every request,
-    so a rotated projected token is picked up).
+    so a rotated projected token is picked up). ``ca_root``: a PEM file of the trust
+    roots pinned out of band (re-read on every request); a reply that does not chain
+    to them is refused.
     """
 
     def __init__(self, address: str, spiffe_id: SpiffeId, *, token: str | None = None,
                  token_file: str | os.PathLike[str] | None = None,
-                 ttl: float | None = None) -> None:
+                 ttl: float | None = None,
+                 ca_root: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
         if (token is None) == (token_file is None):
             raise MeshError("give exactly one of token and token_file")
@@ -212,6 +269,7 @@ class IssuedCertificates(CertificateSource):
         self._token = token
         self._token_file = token_file
         self._ttl = ttl
+        self._ca_root = ca_root  # re-read on every request: a root rotation is a file edit
 
     def _read_token(self) -> str:
         if self._token is not None:
@@ -223,8 +281,9 @@ class IssuedCertificates(CertificateSource):
 
     async def fetch(self) -> WorkloadCertificate:
         """One request; installs and returns the new certificate."""
+        roots = None if self._ca_root is None else read_roots(self._ca_root)
         cert = await request_certificate(self.address, self.spiffe_id, self._read_token(),
-                                         ttl=self._ttl)
+                                         ttl=self._ttl, roots_pem=roots)
         self._install(cert)
         return cert
 

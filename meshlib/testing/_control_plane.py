@@ -80,7 +80,7 @@ class MeshCA:
     @property
     def root_pem(self) -> bytes:
         """The root certificate (PEM) every workload certificate chains to."""
-        return bytes(self._authority.roots_pem)
+        return bytes(self._authority.roots_pem())
 
     def identity(self, service_account: str, namespace: str = DEFAULT_NAMESPACE) -> SpiffeId:
         """The SPIFFE ID a workload running as ``namespace/service_account`` gets."""

@@ -21,7 +21,7 @@ def test_the_sync_pool_refuses_to_downgrade_once_a_certificate_is_expected():
         # No identity at all: PERMISSIVE destinations are called in plaintext.
         assert pool.get("127.0.0.1:1", SERVER_NAME) is pool.get("127.0.0.1:1")
         pool.needs_certificate = True
-        with pytest.raises(CertificateError, match="127.0.0.2:1 takes mTLS") as err:
+        with pytest.raises(CertificateError, match=r"127\.0\.0\.2:1 takes mTLS") as err:
             pool.get("127.0.0.2:1", SERVER_NAME)
         assert "never calls it in plaintext" in str(err.value)
         assert pool.get("127.0.0.2:1") is not None  # no mTLS asked: plaintext is right
