@@ -118,6 +118,10 @@ class Mesh:
                                   "protocol": settings.xds_protocol}
         if settings.cache_path is not None:
             config["cache_path"] = settings.cache_path
+        if settings.ca_root is not None:
+            from meshlib.security import read_roots
+
+            config["root_certificates"] = read_roots(settings.ca_root)
         self._xds = XdsClient(XdsClientConfig(**config))
         self._xds.start()
         self.clients.attach(self._xds)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         IssuedCertificates,
         WorkloadCertificate,
         make_key_and_csr,
+        read_roots,
         request_certificate,
         write_files,
     )
@@ -75,6 +76,7 @@ __all__ = [
     "make_key_and_csr",
     "peer_identity",
     "peer_principal",
+    "read_roots",
     "request_certificate",
     "rewrap_generic",
     "rewrap_handler",

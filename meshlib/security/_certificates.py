@@ -169,13 +169,17 @@ async def request_certificate(address: str, spiffe_id: SpiffeId, token: str, *,
                               roots_pem: bytes | None = None) -> WorkloadCertificate:
     """Ask the control plane at ``address`` to sign a new key for ``spiffe_id``.
 
-    With ``roots_pem`` (the trust roots pinned out of band) the reply must chain to one
-    of them, and they, not what the reply says, become the certificate's roots.
+    With ``roots_pem`` (the trust roots pinned out of band) the request goes over TLS
+    to a control plane those roots vouch for (else nothing, not even the token, is
+    sent), the reply must chain to one of them, and they, not what the reply says,
+    become the certificate's roots.
     Raises :class:`CertificateError` with the service's status code on refusal.
     """
     key_pem, csr_pem = make_key_and_csr(spiffe_id)
     request = CertificateRequest(csr=csr_pem.decode(), validity_duration=int(ttl or 0))
-    async with grpc.aio.insecure_channel(address) as channel:
+    channel = grpc.aio.insecure_channel(address) if roots_pem is None else \
+        grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(roots_pem))
+    async with channel:
         call = channel.unary_unary(CREATE_CERTIFICATE,
                                    request_serializer=CertificateRequest.SerializeToString,
                                    response_deserializer=CertificateResponse.FromString)
@@ -183,9 +187,18 @@ async def request_certificate(address: str, spiffe_id: SpiffeId, token: str, *,
             response = await call(request, timeout=timeout,
                                   metadata=(("authorization", f"Bearer {token}"),))
         except grpc.aio.AioRpcError as err:
+            details = err.details() or ""
+            if roots_pem is not None and err.code() == grpc.StatusCode.UNAVAILABLE \
+                    and "handshake" in details.lower():
+                # Not an outage to wait out: the server is not one the root vouches for
+                # (or speaks no TLS). The token was not sent.
+                raise CertificateError(
+                    f"the control plane at {address} failed TLS verification against the "
+                    f"pinned CA root (ca_root); refused, the token was not sent: "
+                    f"{details}") from err
             raise CertificateError(
                 f"the control plane at {address} refused a certificate for {spiffe_id}: "
-                f"{err.code().name}: {err.details()}", code=err.code()) from err
+                f"{err.code().name}: {details}", code=err.code()) from err
     chain = list(response.cert_chain)
     if len(chain) < 2:
         raise CertificateError(f"the control plane at {address} sent no certificate chain")

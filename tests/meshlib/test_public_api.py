@@ -39,7 +39,7 @@ def test_meshlib_security_public_api_is_pinned():
         "IssuedCertificates", "PolicySource", "Refusal", "WorkloadCertificate", "Wrap",
         "authorization_check", "authorize_generic", "authorize_methods",
         "decode_rbac_filters", "guard_handler", "log_denial", "make_key_and_csr",
-        "peer_identity", "peer_principal", "request_certificate", "rewrap_generic",
+        "peer_identity", "peer_principal", "read_roots", "request_certificate", "rewrap_generic",
         "rewrap_handler", "write_files",
     ])
     for name in meshlib.security.__all__:

@@ -12,6 +12,7 @@ from xds_server.ca._authority import (
     parse_csr,
 )
 from xds_server.ca._service import MIN_CERT_TTL, CertificateService
+from xds_server.ca._serving import DEFAULT_SERVING_NAMES, SERVING_TTL, ServingCertificates
 from xds_server.ca._store import CA_CERT_FILE, CA_KEY_FILE, CaStore, DirectoryCaStore
 from xds_server.ca._tokens import (
     AuthenticationError,
@@ -26,7 +27,9 @@ __all__ = [
     "CA_KEY_FILE",
     "CA_TTL",
     "DEFAULT_CERT_TTL",
+    "DEFAULT_SERVING_NAMES",
     "MIN_CERT_TTL",
+    "SERVING_TTL",
     "AuthenticationError",
     "CaStore",
     "Caller",
@@ -35,6 +38,7 @@ __all__ = [
     "CsrError",
     "DirectoryCaStore",
     "IssuedCertificate",
+    "ServingCertificates",
     "StaticTokens",
     "TokenAuthenticator",
     "hash_token",
