@@ -48,7 +48,13 @@ def _cmd_control_plane(args: argparse.Namespace) -> int:
         admin_address=args.admin_address,
         ca_dir=Path(args.ca_dir) if args.ca_dir else None,
         token_file=Path(args.token_file) if args.token_file else None,
+        tls=args.tls,
+        tls_names=tuple(args.tls_name),
     )
+    if args.tls and args.ca_dir is None:
+        print("meshctl: --tls needs --ca-dir (the serving certificate comes from the mesh "
+              "CA)", file=sys.stderr)
+        return 2
     from meshlib.contract import BindError, ConfigError
 
     try:
@@ -106,6 +112,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
             cluster=args.cluster,
             zone=args.zone,
             cert_dir=os.path.abspath(args.cert_dir) if args.cert_dir else "",
+            ca_root=os.path.abspath(args.ca_root) if args.ca_root else "",
         )
     )
     if args.output:
@@ -180,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--admin-address", type=_host_port, default=None, metavar="HOST:PORT",
                     help="serve /healthz, /readyz, /metrics, /debug/config_dump here "
                          "(default: off)")
+    cp.add_argument("--tls", action="store_true",
+                    help="serve xDS and the CA over TLS, with a serving certificate from "
+                         "the mesh CA (needs --ca-dir); workloads pin the CA root "
+                         "(Mesh(ca_root=...), meshctl bootstrap --ca-root) "
+                         "(default: plaintext)")
+    cp.add_argument("--tls-name", action="append", default=[], metavar="NAME",
+                    help="a DNS name or IP clients dial, for the serving certificate; "
+                         "repeat for several (default: "
+                         "meshlib-control-plane.meshlib-system.svc, localhost, 127.0.0.1, "
+                         "::1 and the --xds-address host)")
     cp.set_defaults(func=_cmd_control_plane)
 
     ck = sub.add_parser("check", help="validate config; exit 1 with one line per problem",
@@ -200,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="mTLS: the directory holding cert.pem, key.pem and ca.pem (gRPC's "
                          "file_watcher certificate provider re-reads them every 10 s; "
                          "default: plaintext)")
+    bs.add_argument("--ca-root", default="", metavar="FILE",
+                    help="connect to the control plane over TLS, verified against the "
+                         "mesh root in this PEM file (gRFC A65 'tls' channel credentials; "
+                         "for a control plane run with --tls; default: plaintext)")
     bs.add_argument("-o", "--output", metavar="FILE",
                     help="file to write; its directory must exist (default: stdout)")
     bs.set_defaults(func=_cmd_bootstrap)
