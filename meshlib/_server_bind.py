@@ -190,8 +190,11 @@ class Front:
                                           what=self._what) from None
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port,
-                                                  reuse_address=True)
+        # "::" means every address, as for gRPC: asyncio makes IPv6 sockets V6ONLY, so
+        # listen on each family's wildcard (None) or IPv4 callers are refused.
+        self._server = await asyncio.start_server(
+            self._accept, None if self.host == "::" else self.host, self.port,
+            reuse_address=True)
 
     @property
     def bound_port(self) -> int:

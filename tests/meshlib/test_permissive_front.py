@@ -148,6 +148,26 @@ def test_the_front_records_the_real_caller_of_each_hop(make_front, upstream, fir
     wait_for(lambda: hop not in FORWARDED)  # forgotten once the connection ends
 
 
+def test_a_front_on_every_address_takes_ipv4_and_ipv6_callers(loop, upstream):
+    """``[::]`` (mesh.server's default host) is every address, IPv4 included."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # a free port to give the front explicitly
+    front = Front("[::]", port, tls_port=upstream, plain_port=upstream, loop=loop)
+    front.start()
+    try:
+        for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family) as caller:
+                caller.settimeout(5)
+                caller.connect((address, port))
+                caller.sendall(b"P")
+                name = caller.getsockname()
+                real = (f"ipv4:{name[0]}:{name[1]}" if family == socket.AF_INET
+                        else f"ipv6:%5B{name[0]}%5D:{name[1]}")
+                wait_for(lambda: real in FORWARDED.values())  # noqa: B023
+    finally:
+        front.stop()
+
+
 # --------------------------------------------------------- through a real mesh.server
 
 
