@@ -213,8 +213,9 @@ def permissive(mesh_control_plane) -> Iterator[meshlib.MeshServer]:
     mesh = mesh_control_plane.mesh("reviews", identity=True)
 
     def who(request: bytes, context: grpc.ServicerContext) -> bytes:
-        return json.dumps({"address": meshlib.peer_address(context),
-                           "peer": context.peer()}).encode()
+        identity = meshlib.peer_identity(context)
+        return json.dumps({"address": meshlib.peer_address(context), "peer": context.peer(),
+                           "identity": str(identity) if identity else None}).encode()
 
     server = mesh.server("reviews", 0, host="127.0.0.1", mtls="PERMISSIVE")
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("demo.Who", {
@@ -268,3 +269,16 @@ def test_callers_without_identity_get_a_rate_limit_bucket_per_address(permissive
         first(b"", timeout=5)
     assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     second(b"", timeout=5)  # another address: a bucket of its own
+
+
+def test_an_mtls_caller_behind_the_front_is_seen_with_its_address(
+        permissive, relays, mesh_control_plane, mesh_ca):
+    cert = mesh_control_plane.mesh("frontend", identity=True).certificates.wait(5)
+    credentials = grpc.ssl_channel_credentials(cert.roots_pem, cert.key_pem, cert.chain_pem)
+    relay = relays("127.0.0.4")
+    with grpc.secure_channel(f"127.0.0.1:{relay.port}", credentials, options=[
+            ("grpc.ssl_target_name_override", mesh_ca.identity("reviews").dns_name)]
+            ) as channel:
+        answer = json.loads(channel.unary_unary(WHO)(b"", timeout=5))
+    assert answer["identity"] == str(mesh_ca.identity("frontend"))
+    assert answer["address"] == relay.callers[0]
