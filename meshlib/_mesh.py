@@ -230,9 +230,10 @@ class Mesh:
         The mTLS mode comes from the control plane (the AccessPolicy of the Service
         owning this address, else MeshConfig), waiting up to ``resolve_timeout`` for
         it; ``mtls=`` forces one. Add servicers as usual, then ``start()``. Handlers
-        learn their caller with :func:`meshlib.peer_identity`. A port another process
-        listens on is never shared: it raises :class:`meshlib.BindError` naming the
-        address.
+        learn their caller with :func:`meshlib.peer_identity` and its address (also
+        behind PERMISSIVE's front) with :func:`meshlib.peer_address`. A port another
+        process listens on is never shared: it raises :class:`meshlib.BindError` naming
+        the address.
         """
         return self._server_side().server(service or self.service, port, host=host,
                                           mtls=mtls, interceptors=interceptors,
