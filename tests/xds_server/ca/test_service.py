@@ -20,7 +20,13 @@ from meshlib.contract.ca import (
 )
 from meshlib.errors import ConfigError
 from meshlib.security._certificates import CertificateError, make_key_and_csr, request_certificate
-from xds_server.ca import CertificateAuthority, CertificateService, StaticTokens, hash_token
+from xds_server.ca import (
+    AuthenticationError,
+    CertificateAuthority,
+    CertificateService,
+    StaticTokens,
+    hash_token,
+)
 from xds_server.cache import SnapshotCache
 from xds_server.server import serve
 
@@ -196,3 +202,47 @@ def test_a_world_readable_token_file_is_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, "xds_server.ca"):
         StaticTokens.from_file(path)
     assert "chmod 600" in caplog.text
+
+
+def _token_file(path, *lines: tuple[str, str]) -> None:
+    body = "".join(f"- serviceAccount: {sa}\n  sha256: {hash_token(tok)}\n" for sa, tok in lines)
+    path.write_text(f"tokens:\n{body}")
+    path.chmod(0o600)
+
+
+async def test_a_token_removed_from_the_file_is_revoked_without_a_restart(tmp_path):
+    path = tmp_path / "tokens.yaml"
+    _token_file(path, ("default/frontend", TOKEN), ("shop/*", SHOP_TOKEN))
+    service = CertificateService(CertificateAuthority.create(), StaticTokens.from_file(path),
+                                 ttl=lambda: dt.timedelta(hours=1))
+    server, port = await serve(("127.0.0.1", 0), SnapshotCache(), services=[service])
+    address = f"127.0.0.1:{port}"
+    try:
+        await request_certificate(address, FRONTEND, TOKEN)
+        _token_file(path, ("shop/*", SHOP_TOKEN))  # frontend's token revoked
+        with pytest.raises(CertificateError) as err:
+            await request_certificate(address, FRONTEND, TOKEN)
+        assert err.value.code is grpc.StatusCode.UNAUTHENTICATED
+        await request_certificate(address, SpiffeId("cluster.local", "shop", "cart"),
+                                  SHOP_TOKEN)
+    finally:
+        await server.stop(0)
+
+
+def test_an_invalid_new_token_file_keeps_the_previous_tokens(tmp_path, caplog):
+    path = tmp_path / "tokens.yaml"
+    _token_file(path, ("default/frontend", TOKEN))
+    tokens = StaticTokens.from_file(path)
+    path.write_text("tokens: [oops")
+    with caplog.at_level(logging.WARNING, "xds_server.ca"):
+        assert tokens.authenticate(TOKEN).permits(FRONTEND)
+        assert tokens.authenticate(TOKEN).permits(FRONTEND)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "keeping the previous tokens" in errors[0].getMessage()
+    assert str(path) in errors[0].getMessage()
+    path.unlink()  # a missing file too
+    assert tokens.authenticate(TOKEN).permits(FRONTEND)
+    _token_file(path, ("default/reviews", SHOP_TOKEN))  # valid again: it applies
+    assert tokens.authenticate(SHOP_TOKEN).permits(REVIEWS)
+    with pytest.raises(AuthenticationError):
+        tokens.authenticate(TOKEN)
