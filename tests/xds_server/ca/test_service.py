@@ -21,9 +21,14 @@ from meshlib.contract.ca import (
 from meshlib.errors import ConfigError
 from meshlib.security._certificates import CertificateError, make_key_and_csr, request_certificate
 from xds_server.ca import (
+    DEFAULT_ISSUE_BURST,
+    DEFAULT_ISSUE_RATE,
+    MAX_VALIDITY_DURATION,
     AuthenticationError,
     CertificateAuthority,
     CertificateService,
+    IssueBuckets,
+    IssueLimit,
     StaticTokens,
     hash_token,
 )
@@ -246,3 +251,68 @@ def test_an_invalid_new_token_file_keeps_the_previous_tokens(tmp_path, caplog):
     assert tokens.authenticate(SHOP_TOKEN).permits(REVIEWS)
     with pytest.raises(AuthenticationError):
         tokens.authenticate(TOKEN)
+
+
+# ---------------------------------------------------------------- limits and bad requests
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_an_identity_gets_a_burst_of_certificates_then_one_per_second():
+    clock = _Clock()
+    results: Counter[str] = Counter()
+    tokens = StaticTokens([(hash_token(TOKEN), "default/*")])
+    service = CertificateService(CertificateAuthority.create(), tokens,
+                                 ttl=lambda: dt.timedelta(hours=1), clock=clock,
+                                 on_result=lambda r: results.update([r]))
+    server, port = await serve(("127.0.0.1", 0), SnapshotCache(), services=[service])
+    address = f"127.0.0.1:{port}"
+    try:
+        for _ in range(DEFAULT_ISSUE_BURST):
+            await request_certificate(address, FRONTEND, TOKEN)
+        with pytest.raises(CertificateError) as err:
+            await request_certificate(address, FRONTEND, TOKEN)
+        assert f"too many certificates for {FRONTEND.uri}" in str(err.value)
+        assert err.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        await request_certificate(address, REVIEWS, TOKEN)  # another identity: its own bucket
+        clock.now += 1.0 / DEFAULT_ISSUE_RATE
+        await request_certificate(address, FRONTEND, TOKEN)
+        assert results == {"issued": DEFAULT_ISSUE_BURST + 2, "rate_limited": 1}
+    finally:
+        await server.stop(0)
+
+
+def test_issue_buckets_forget_full_buckets_past_the_cap(monkeypatch):
+    from xds_server.ca import _limits
+
+    monkeypatch.setattr(_limits, "_MAX_BUCKETS", 3)
+    clock = _Clock()
+    buckets = IssueBuckets(IssueLimit(burst=2, per_second=1.0), clock=clock)
+    for key in "abcd":
+        assert buckets.take(key) == 0.0
+    assert len(buckets._buckets) <= 3
+    assert buckets.take("d") == 0.0 and buckets.take("d") == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("seconds", [2**62, -1, -(2**63), MAX_VALIDITY_DURATION + 1])
+async def test_an_absurd_validity_duration_is_an_invalid_argument(ca_address, seconds):
+    address, _, results = ca_address
+    metadata = (("authorization", f"Bearer {TOKEN}"),)
+    csr = make_key_and_csr(FRONTEND)[1].decode()
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = channel.unary_unary(CREATE_CERTIFICATE,
+                                   request_serializer=CertificateRequest.SerializeToString,
+                                   response_deserializer=CertificateResponse.FromString)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call(CertificateRequest(csr=csr, validity_duration=seconds),
+                       metadata=metadata, timeout=5)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == (f"validity_duration must be 0 (the mesh default) or 1 "
+                                   f"to {MAX_VALIDITY_DURATION} seconds, got {seconds}")
+    assert results == {"bad_request": 1}
