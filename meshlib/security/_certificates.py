@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import os
 import random
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -287,16 +288,29 @@ class FileCertificates(CertificateSource):
 
 def write_files(directory: str | os.PathLike[str], cert: WorkloadCertificate) -> None:
     """Write ``key.pem`` (mode 0600), ``cert.pem`` and ``ca.pem`` into ``directory``,
-    each atomically (a temporary file renamed into place), key first."""
+    each atomically, key first: a fresh temporary file (``mkstemp``: a name nobody could
+    plant, never a symlink) gets its mode before its contents, then is renamed into
+    place."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for name, data, mode in ((KEY_FILE, cert.key_pem, 0o600), (CERT_FILE, cert.chain_pem, 0o644),
                              (CA_FILE, cert.roots_pem, 0o644)):
-        tmp = directory / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        _write_atomic(directory / name, data, mode)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, directory / name)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _now() -> dt.datetime:

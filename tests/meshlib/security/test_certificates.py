@@ -148,6 +148,27 @@ def test_written_key_is_private(tmp_path):
     assert FileCertificates(tmp_path).load().spiffe_id == FRONTEND
 
 
+def test_files_planted_at_the_old_temporary_names_change_nothing(tmp_path):
+    certs, outside = tmp_path / "certs", tmp_path / "outside"
+    certs.mkdir()
+    outside.write_bytes(b"the attacker's file\n")
+    outside.chmod(0o644)
+    (certs / f".{KEY_FILE}.tmp").write_bytes(b"planted")  # once a fixed temporary name
+    (certs / f".{KEY_FILE}.tmp").chmod(0o644)
+    (certs / f".{CERT_FILE}.tmp").symlink_to(outside)
+    (certs / f".{CA_FILE}.tmp").symlink_to(outside)
+    cert = issue(CertificateAuthority.create())
+    write_files(certs, cert)
+    assert (certs / KEY_FILE).stat().st_mode & 0o777 == 0o600
+    assert not (certs / KEY_FILE).is_symlink() and not (certs / CERT_FILE).is_symlink()
+    assert (certs / KEY_FILE).read_bytes() == cert.key_pem
+    assert outside.read_bytes() == b"the attacker's file\n"
+    assert outside.stat().st_mode & 0o777 == 0o644
+    assert FileCertificates(certs).load().serial == cert.serial
+    assert sorted(p.name for p in certs.iterdir() if not p.name.endswith(".tmp")) == \
+        sorted([KEY_FILE, CERT_FILE, CA_FILE])
+
+
 def test_missing_files_are_a_clear_error(tmp_path):
     with pytest.raises(CertificateError, match="cannot read certificates in"):
         FileCertificates(tmp_path).load()
