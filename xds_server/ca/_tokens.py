@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ log = logging.getLogger("xds_server.ca")
 # Kubernetes projected tokens are ~1 KiB; gRPC itself starts refusing metadata
 # past 8 KiB in total (RESOURCE_EXHAUSTED), so anything bigger is not a token.
 _MAX_TOKEN_BYTES = 4 * 1024
+# namespace/service-account, each a DNS label as in a SPIFFE ID, "*" a wildcard
+_LABEL = r"[a-z0-9*]([-a-z0-9*]{0,61}[a-z0-9*])?"
+_SERVICE_ACCOUNT = re.compile(rf"{_LABEL}/{_LABEL}")
 
 
 class AuthenticationError(MeshError):
@@ -171,9 +175,9 @@ def _read(path: Path) -> tuple[tuple[int, ...], list[tuple[str, str]]]:
             problems.append(f"{where}: expected a mapping")
             continue
         sa = item.get("serviceAccount")
-        if not isinstance(sa, str) or sa.count("/") != 1 or not all(sa.split("/")):
+        if not isinstance(sa, str) or not _SERVICE_ACCOUNT.fullmatch(sa):
             problems.append(f"{where}.serviceAccount: expected 'namespace/name' "
-                            "(name may be '*')")
+                            "(DNS labels; name may be '*')")
             continue
         digest, token = item.get("sha256"), item.get("token")
         if (digest is None) == (token is None):

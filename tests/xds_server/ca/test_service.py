@@ -136,6 +136,11 @@ def _csr_with(sans: list[x509.GeneralName] | None, curve: ec.EllipticCurve | Non
         "spiffe://other.domain/ns/default/sa/frontend")]), "not in trust domain"),
     (_csr_with([x509.UniformResourceIdentifier(FRONTEND.uri)], ec.SECP384R1()),
      "must be ECDSA P-256"),
+    # identities whose DNS form another identity shares
+    (_csr_with([x509.UniformResourceIdentifier(
+        "spiffe://cluster.local/ns/default/sa/front.end")]), "must be a DNS-1123 label"),
+    (_csr_with([x509.UniformResourceIdentifier(
+        "spiffe://cluster.local/ns/default/sa/Frontend")]), "must be a DNS-1123 label"),
 ])
 async def test_bad_csrs_get_clear_errors_and_no_certificate(ca_address, csr, message):
     address, _, results = ca_address
@@ -188,15 +193,17 @@ def test_token_file_problems_name_the_entry_and_field(tmp_path):
     path.write_text("tokens:\n- serviceAccount: frontend\n  token: long-enough-token-1234\n"
                     "- serviceAccount: a/b\n  token: short\n"
                     "- serviceAccount: a/b\n  sha256: xyz\n"
-                    "- serviceAccount: a/b\n")
+                    "- serviceAccount: a/b\n"
+                    "- serviceAccount: shop/api.payments\n  token: long-enough-token-1234\n")
     with pytest.raises(ConfigError) as err:
         StaticTokens.from_file(path)
     problems = [str(p) for p in err.value.problems]
     assert problems == [
-        f"{path}: tokens[0].serviceAccount: expected 'namespace/name' (name may be '*')",
+        f"{path}: tokens[0].serviceAccount: expected 'namespace/name' (DNS labels; name may be '*')",
         f"{path}: tokens[1].token: must be a string of 16+ characters",
         f"{path}: tokens[2].sha256: expected 64 hex digits",
         f"{path}: tokens[3]: give exactly one of 'sha256' and 'token'",
+        f"{path}: tokens[4].serviceAccount: expected 'namespace/name' (DNS labels; name may be '*')",
     ]
 
 
