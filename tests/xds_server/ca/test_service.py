@@ -198,12 +198,13 @@ def test_token_file_problems_name_the_entry_and_field(tmp_path):
     with pytest.raises(ConfigError) as err:
         StaticTokens.from_file(path)
     problems = [str(p) for p in err.value.problems]
+    bad_account = "serviceAccount: expected 'namespace/name' (DNS labels; name may be '*')"
     assert problems == [
-        f"{path}: tokens[0].serviceAccount: expected 'namespace/name' (DNS labels; name may be '*')",
+        f"{path}: tokens[0].{bad_account}",
         f"{path}: tokens[1].token: must be a string of 16+ characters",
         f"{path}: tokens[2].sha256: expected 64 hex digits",
         f"{path}: tokens[3]: give exactly one of 'sha256' and 'token'",
-        f"{path}: tokens[4].serviceAccount: expected 'namespace/name' (DNS labels; name may be '*')",
+        f"{path}: tokens[4].{bad_account}",
     ]
 
 
