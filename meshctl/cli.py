@@ -69,7 +69,11 @@ def _cmd_control_plane(args: argparse.Namespace) -> int:
     except ConfigError as err:
         for problem in err.problems:
             print(problem, file=sys.stderr)
-        print(f"meshctl: {len(err.problems)} problem(s) in {args.config}; not started",
+        # Config problems name files under --config; the CA's and the token file's not.
+        in_config = all(str(getattr(p, "source", p)).startswith(args.config)
+                        for p in err.problems)
+        where = f" in {args.config}" if in_config else ""
+        print(f"meshctl: {len(err.problems)} problem(s){where}; not started",
               file=sys.stderr)
         return 1
     except BindError as err:  # e.g. an address already in use: ports are never shared

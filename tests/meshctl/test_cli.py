@@ -136,6 +136,19 @@ def test_certs_issue_takes_the_token_from_the_environment(tmp_path, capsys, monk
     assert code == 1 and err.startswith("meshctl: no certificate:")
 
 
+def test_control_plane_refuses_a_ca_directory_others_may_write(tmp_path, capsys):
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    ca_dir.chmod(0o777)
+    code, _, err = run(capsys, "control-plane", "--config", str(ROOT / "examples" / "mesh"),
+                       "--xds-address", "127.0.0.1:0", "--ca-dir", str(ca_dir))
+    assert code == 1
+    assert f"{ca_dir}: CA directory has mode 0777: group or others may write it; refusing " \
+        f"to use it: chmod 700 {ca_dir}" in err
+    assert err.endswith("meshctl: 1 problem(s); not started\n")  # not "in examples/mesh"
+    assert not (ca_dir / "ca-key.pem").exists()
+
+
 def test_check_of_an_empty_directory_is_not_ok(tmp_path, capsys):
     code, out, err = run(capsys, "check", str(tmp_path))
     assert code == 1 and "ok" not in out
