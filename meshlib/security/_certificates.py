@@ -34,7 +34,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshlib.contract import CA_FILE, CERT_FILE, KEY_FILE, CertificateError, MeshError, SpiffeId
-from meshlib.contract.ca import CREATE_CERTIFICATE, CertificateRequest, CertificateResponse
+from meshlib.contract.ca import (
+    CREATE_CERTIFICATE,
+    MAX_VALIDITY_DURATION,
+    CertificateRequest,
+    CertificateResponse,
+)
 from meshlib.contract.x509 import spiffe_id_of
 
 __all__ = [
@@ -123,8 +128,13 @@ async def request_certificate(address: str, spiffe_id: SpiffeId, token: str, *,
                               timeout: float = _REQUEST_TIMEOUT) -> WorkloadCertificate:
     """Ask the control plane at ``address`` to sign a new key for ``spiffe_id``.
 
-    Raises :class:`CertificateError` with the service's status code on refusal.
+    ``ttl``: seconds, 1 to :data:`~meshlib.contract.ca.MAX_VALIDITY_DURATION` (None:
+    the mesh's certificate TTL). Raises :class:`CertificateError` with the service's
+    status code on refusal, and without one for a ``ttl`` out of range.
     """
+    if ttl is not None and not 1 <= ttl <= MAX_VALIDITY_DURATION:  # NaN fails both
+        raise CertificateError(f"certificate TTL must be 1 to {MAX_VALIDITY_DURATION} "
+                               f"seconds, got {ttl!r}")
     key_pem, csr_pem = make_key_and_csr(spiffe_id)
     request = CertificateRequest(csr=csr_pem.decode(), validity_duration=int(ttl or 0))
     async with grpc.aio.insecure_channel(address) as channel:

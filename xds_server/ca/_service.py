@@ -26,6 +26,7 @@ from cryptography import x509
 from meshlib.contract import SpiffeId
 from meshlib.contract.ca import (
     CREATE_CERTIFICATE,
+    MAX_VALIDITY_DURATION,
     SERVICE_NAME,
     CertificateRequest,
     CertificateResponse,
@@ -40,8 +41,6 @@ __all__ = ["MAX_VALIDITY_DURATION", "MIN_CERT_TTL", "CertificateService"]
 log = logging.getLogger("xds_server.ca")
 
 MIN_CERT_TTL = dt.timedelta(seconds=1)
-# A request may ask for up to this (then capped at the mesh TTL); more is a bug.
-MAX_VALIDITY_DURATION = 10 * 365 * 24 * 3600  # seconds
 
 
 class CertificateService:

@@ -21,6 +21,7 @@ from meshlib.security._certificates import (
     IssuedCertificates,
     WorkloadCertificate,
     make_key_and_csr,
+    request_certificate,
     write_files,
 )
 from xds_server.ca import CertificateAuthority, CertificateService, StaticTokens, hash_token
@@ -172,3 +173,11 @@ def test_files_planted_at_the_old_temporary_names_change_nothing(tmp_path):
 def test_missing_files_are_a_clear_error(tmp_path):
     with pytest.raises(CertificateError, match="cannot read certificates in"):
         FileCertificates(tmp_path).load()
+
+
+@pytest.mark.parametrize("ttl", [float("nan"), float("inf"), -1.0, 0.5, 2.0**62])
+async def test_a_ttl_out_of_range_is_a_clear_error_before_asking(ttl):
+    # Port 1: nothing listens; the error must come before any connection.
+    with pytest.raises(CertificateError, match="certificate TTL must be 1 to") as err:
+        await request_certificate("127.0.0.1:1", FRONTEND, TOKEN, ttl=ttl)
+    assert err.value.code is None
