@@ -7,10 +7,13 @@ import asyncio
 import datetime as dt
 import itertools
 import shutil
+import threading
+import time
 
 import grpc
 import pytest
 
+import meshlib
 from meshlib.contract import SpiffeId
 from meshlib.security._certificates import (
     CA_FILE,
@@ -24,7 +27,13 @@ from meshlib.security._certificates import (
     request_certificate,
     write_files,
 )
-from xds_server.ca import CertificateAuthority, CertificateService, StaticTokens, hash_token
+from xds_server.ca import (
+    CertificateAuthority,
+    CertificateService,
+    IssueLimit,
+    StaticTokens,
+    hash_token,
+)
 from xds_server.cache import SnapshotCache
 from xds_server.server import serve
 
@@ -181,3 +190,34 @@ async def test_a_ttl_out_of_range_is_a_clear_error_before_asking(ttl):
     with pytest.raises(CertificateError, match="certificate TTL must be 1 to") as err:
         await request_certificate("127.0.0.1:1", FRONTEND, TOKEN, ttl=ttl)
     assert err.value.code is None
+
+
+def test_a_mesh_the_ca_rate_limits_starts_and_gets_its_certificate_soon():
+    """Many replicas of one service account starting at once: the CA answers
+    RESOURCE_EXHAUSTED to some; they wait and retry instead of failing to start."""
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    service = CertificateService(
+        CertificateAuthority.create(), StaticTokens([(hash_token(TOKEN), "default/frontend")]),
+        ttl=lambda: dt.timedelta(hours=1), issue_limit=IssueLimit(burst=1, per_second=1.0))
+
+    async def start():
+        return await serve(("127.0.0.1", 0), SnapshotCache(), services=[service])
+
+    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    address = f"127.0.0.1:{port}"
+    mesh = None
+    try:
+        asyncio.run_coroutine_threadsafe(  # the one certificate of the burst
+            request_certificate(address, FRONTEND, TOKEN), loop).result(10)
+        mesh = meshlib.Mesh(address, node_id="frontend-2", service="frontend", token=TOKEN)
+        deadline = time.monotonic() + 10
+        while mesh.certificates.current is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mesh.certificates.current is not None
+        assert mesh.certificates.current.spiffe_id == FRONTEND
+    finally:
+        if mesh is not None:
+            mesh.close()
+        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
