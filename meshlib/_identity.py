@@ -65,8 +65,11 @@ class Identity:
             try:
                 loop.submit(issued.fetch).result(timeout=settings.resolve_timeout + 1)
             except CertificateError as err:
+                # RESOURCE_EXHAUSTED: the CA's per-identity rate limit (many replicas
+                # of one service account starting at once): wait, as for a CA away.
                 if err.code not in (grpc.StatusCode.UNAVAILABLE,
-                                    grpc.StatusCode.DEADLINE_EXCEEDED):
+                                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                                    grpc.StatusCode.RESOURCE_EXHAUSTED):
                     raise  # refused: a configuration problem, say so now
                 log.warning("no certificate yet (%s); retrying in the background. Until "
                             "one comes, calls to mTLS destinations raise CertificateError "

@@ -23,6 +23,7 @@ import itertools
 import logging
 import os
 import random
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +36,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshlib.contract import CA_FILE, CERT_FILE, KEY_FILE, CertificateError, MeshError, SpiffeId
-from meshlib.contract.ca import CREATE_CERTIFICATE, CertificateRequest, CertificateResponse
+from meshlib.contract.ca import (
+    CREATE_CERTIFICATE,
+    MAX_VALIDITY_DURATION,
+    CertificateRequest,
+    CertificateResponse,
+)
 from meshlib.contract.x509 import spiffe_id_of
 
 __all__ = [
@@ -172,9 +178,14 @@ async def request_certificate(address: str, spiffe_id: SpiffeId, token: str, *,
     With ``roots_pem`` (the trust roots pinned out of band) the request goes over TLS
     to a control plane those roots vouch for (else nothing, not even the token, is
     sent), the reply must chain to one of them, and they, not what the reply says,
-    become the certificate's roots.
-    Raises :class:`CertificateError` with the service's status code on refusal.
+    become the certificate's roots. ``ttl``: seconds, 1 to
+    :data:`~meshlib.contract.ca.MAX_VALIDITY_DURATION` (None: the mesh's certificate
+    TTL). Raises :class:`CertificateError` with the service's status code on refusal,
+    and without one for a ``ttl`` out of range.
     """
+    if ttl is not None and not 1 <= ttl <= MAX_VALIDITY_DURATION:  # NaN fails both
+        raise CertificateError(f"certificate TTL must be 1 to {MAX_VALIDITY_DURATION} "
+                               f"seconds, got {ttl!r}")
     key_pem, csr_pem = make_key_and_csr(spiffe_id)
     request = CertificateRequest(csr=csr_pem.decode(), validity_duration=int(ttl or 0))
     channel = grpc.aio.insecure_channel(address) if roots_pem is None else \
@@ -359,16 +370,29 @@ class FileCertificates(CertificateSource):
 
 def write_files(directory: str | os.PathLike[str], cert: WorkloadCertificate) -> None:
     """Write ``key.pem`` (mode 0600), ``cert.pem`` and ``ca.pem`` into ``directory``,
-    each atomically (a temporary file renamed into place), key first."""
+    each atomically, key first: a fresh temporary file (``mkstemp``: a name nobody could
+    plant, never a symlink) gets its mode before its contents, then is renamed into
+    place."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for name, data, mode in ((KEY_FILE, cert.key_pem, 0o600), (CERT_FILE, cert.chain_pem, 0o644),
                              (CA_FILE, cert.roots_pem, 0o644)):
-        tmp = directory / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        _write_atomic(directory / name, data, mode)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, directory / name)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _now() -> dt.datetime:

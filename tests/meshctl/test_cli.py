@@ -48,7 +48,8 @@ def test_defaults_are_shown_elsewhere_too(capsys):
     assert "(default: default)" in help_of(capsys, "bootstrap")  # --namespace
     text = " ".join(help_of(capsys, "certs", "issue").split())
     assert "(default: cluster.local)" in text and "(default: default)" in text
-    assert "discouraged" in text  # --token
+    assert "--token-file FILE" in text and "MESHLIB_TOKEN" in text
+    assert "--token " not in text.replace("--token-file", "")  # no flag takes a secret
 
 
 def test_control_plane_without_config_is_a_usage_error(capsys):
@@ -110,6 +111,42 @@ def test_certs_issue_into_an_impossible_directory_fails_before_asking_the_ca(tmp
                        "--out-dir", str(out_dir))
     assert code == 1
     assert err == f"meshctl: cannot write certificates to {out_dir}: not a directory\n"
+
+
+@pytest.mark.parametrize("argv", [["--token", "s3cret-token-value"],
+                                  ["--token=s3cret-token-value"]])
+def test_certs_issue_refuses_a_token_on_the_command_line(capsys, argv):
+    code, _, err = run(capsys, "certs", "issue", "--xds-address", "127.0.0.1:1",
+                       "--service-account", "web", *argv, "--out-dir", "/nonexistent")
+    assert code == 2
+    assert "--token: pass the token with --token-file or MESHLIB_TOKEN, never on the " \
+        "command line" in err
+    assert "s3cret" not in err
+
+
+def test_certs_issue_takes_the_token_from_the_environment(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MESHLIB_TOKEN", raising=False)
+    argv = ["certs", "issue", "--xds-address", "127.0.0.1:1", "--service-account", "web",
+            "--out-dir", str(tmp_path / "certs")]
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert err == "meshctl: no bootstrap token: give --token-file FILE or set MESHLIB_TOKEN\n"
+    monkeypatch.setenv("MESHLIB_TOKEN", "t" * 20)
+    code, _, err = run(capsys, *argv)  # nothing listens on port 1: the CA is asked
+    assert code == 1 and err.startswith("meshctl: no certificate:")
+
+
+def test_control_plane_refuses_a_ca_directory_others_may_write(tmp_path, capsys):
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    ca_dir.chmod(0o777)
+    code, _, err = run(capsys, "control-plane", "--config", str(ROOT / "examples" / "mesh"),
+                       "--xds-address", "127.0.0.1:0", "--ca-dir", str(ca_dir))
+    assert code == 1
+    assert f"{ca_dir}: CA directory has mode 0777: group or others may write it; refusing " \
+        f"to use it: chmod 700 {ca_dir}" in err
+    assert err.endswith("meshctl: 1 problem(s); not started\n")  # not "in examples/mesh"
+    assert not (ca_dir / "ca-key.pem").exists()
 
 
 def test_check_of_an_empty_directory_is_not_ok(tmp_path, capsys):
