@@ -75,8 +75,8 @@ def test_grpc_method_path_needs_service_or_method() -> None:
         ),
         (
             {"type": "RegularExpression", "method": "Get("},
-            "spec.rules[0].matches[0].method.method: must be a valid regular expression "
-            '(missing ), unterminated subpattern at position 3), got "Get("',
+            "spec.rules[0].matches[0].method.method: must be a valid RE2 regular expression "
+            '(missing ): Get(), got "Get("',
         ),
         (
             {"type": "Prefix", "method": "Get"},
