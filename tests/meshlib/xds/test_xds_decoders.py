@@ -197,6 +197,16 @@ INVALID = [
     (ROUTE, decode_route_config, _route_config(rc_pb2.Route(
         match=rc_pb2.RouteMatch(safe_regex={"regex": "a(b"}), route={"cluster": "x"})),
      "invalid regex 'a\\(b'"),
+    (ROUTE, decode_route_config, _route_config(rc_pb2.Route(
+        match=rc_pb2.RouteMatch(safe_regex={"regex": r"/(a)\1"}), route={"cluster": "x"})),
+     r"routes\[0\].match.safe_regex: invalid regex .*invalid escape sequence.*RE2 syntax"),
+    (ROUTE, decode_route_config, _route_config(rc_pb2.Route(match=rc_pb2.RouteMatch(
+        prefix="/", headers=[{"name": "x-user", "safe_regex_match": {"regex": "(?=admin)"}}]),
+        route={"cluster": "x"})), r"headers\[0\].safe_regex_match: invalid regex '\(\?=admin\)'"),
+    (ROUTE, decode_route_config, _route_config(rc_pb2.Route(match=rc_pb2.RouteMatch(
+        prefix="/", headers=[{"name": "x-user", "string_match": {
+            "safe_regex": {"regex": "a++"}}}]), route={"cluster": "x"})),
+     r"headers\[0\].string_match: invalid regex 'a\+\+'"),
     (ROUTE, decode_route_config, _route_config(_forward(weighted_clusters={
         "clusters": [{"name": "a", "weight": {"value": 0}}]})), "total weight 0"),
     (ROUTE, decode_route_config, _route_config(_forward(
