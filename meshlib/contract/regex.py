@@ -14,7 +14,8 @@ the request-line limit of common HTTP servers) never match a regex; callers for 
 Plain patterns skip the regex engine (whose binding costs ~0.7 µs a call): a pattern
 without metacharacters is compared as a string, and one made of literals joined by
 ``.*`` (what ``*`` wildcards of an AccessPolicy become) is matched as a glob, with RE2's
-meaning (``.`` matches anything but a newline).
+meaning (``.`` matches anything but a newline). The answers for recent short values are remembered
+(bounded), as calls repeat a few methods and paths.
 
 Example::
 
