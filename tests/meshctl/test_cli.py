@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from meshctl.cli import build_parser, main
+from tests.xds_server.sources.source_builders import route, service
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = (["control-plane"], ["check"], ["bootstrap"], ["certs"], ["certs", "issue"],
@@ -174,3 +176,16 @@ def test_check_of_the_examples_is_still_ok(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     code, out, _ = run(capsys, "check", "examples/mesh")
     assert code == 0 and out == "examples/mesh: ok\n"
+
+
+def test_check_refuses_a_route_regex_re2_refuses(tmp_path, capsys):
+    objects = [service(), route("HTTPRoute", rules=[{
+        "matches": [{"path": {"type": "RegularExpression", "value": "/api/(?=admin)"}}],
+        "backendRefs": [{"name": "reviews", "port": 50051}]}])]
+    config = tmp_path / "mesh.yaml"
+    config.write_text(yaml.safe_dump_all(objects))
+    code, out, _ = run(capsys, "check", str(config))
+    assert code == 1
+    assert out == (f"{config}: HTTPRoute default/reviews: spec.rules[0].matches[0].path.value: "
+                   "must be a valid RE2 regular expression (invalid perl operator: (?=), got "
+                   '"/api/(?=admin)"\n')
