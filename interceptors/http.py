@@ -13,7 +13,7 @@ An ASGI WebSocket is one such request: its handshake (a ``GET``, RFC 6455 §4.1)
 admitted or refused the same way before the application sees it, and it is counted
 once, when the connection ends, with the code ``101`` once accepted. A refusal is the
 same ``403``/``429`` response when the server offers ASGI's ``websocket.http.response``
-extension (uvicorn, hypercorn, daphne), and otherwise a ``websocket.close`` before
+extension (uvicorn, hypercorn), and otherwise (daphne) a ``websocket.close`` before
 accept — code 1008 (policy violation) or 1013 (try again later) — which the server
 answers with ``403``. Other scopes (``lifespan``) pass through untouched.
 
@@ -107,7 +107,8 @@ class MeshASGIMiddleware:
     """ASGI middleware (Starlette/FastAPI ``add_middleware``, or wrap any ASGI app).
 
     ``port``/``host``: where the server listens (its server Listener). ``service``:
-    the metrics' ``destination_service`` (default: the Mesh's).
+    the metrics' ``destination_service`` (default: the Mesh's). HTTP and WebSocket
+    scopes are guarded alike; others (``lifespan``) pass through.
     """
 
     def __init__(self, app: Any, *, mesh: Mesh, port: int, host: str = "0.0.0.0",
