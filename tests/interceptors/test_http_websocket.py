@@ -107,14 +107,24 @@ def test_a_connection_is_one_call_in_metrics_and_access_logs(mesh_control_plane,
         time.sleep(0.2)  # the connection's lifetime is its duration
     refused(service, "/admin/feed")
 
+    # the server writes a connection's log line last, after its metrics
+    out: list[str] = []
+
+    def logged() -> Any:
+        out.extend(capsys.readouterr().out.splitlines())
+        lines = [json.loads(text) for text in out if text.startswith('{"time"')]
+        return lines if len(lines) >= 2 else None
+    lines = sorted(eventually(logged), key=lambda line: line["code"])
+    served = [(line["kind"], line["method"], line["code"]) for line in lines]
+    assert served == [("server", "GET /rooms/7", "101"), ("server", "GET /admin/feed", "403")]
+    assert lines[0]["duration_ms"] >= 200 and lines[0]["protocol"] == "http"
+    assert (lines[0]["request_bytes"], lines[0]["response_bytes"]) == (3, 13)
+
     registry = service.mesh.metrics.registry
     labels = {"destination_service": "chat", "method": "GET"}
-
-    def count(code: str) -> Any:
-        return registry.get_sample_value("meshlib_server_requests_total",
-                                         {**labels, "code": code, "source_identity": "unknown"})
-    assert eventually(lambda: count("101")) == 1
-    assert eventually(lambda: count("403")) == 1
+    for code in ("101", "403"):
+        assert registry.get_sample_value("meshlib_server_requests_total", {
+            **labels, "code": code, "source_identity": "unknown"}) == 1
     duration = registry.get_sample_value("meshlib_server_request_duration_seconds_sum",
                                          {**labels, "code": "101"})
     assert duration >= 0.2
@@ -122,12 +132,6 @@ def test_a_connection_is_one_call_in_metrics_and_access_logs(mesh_control_plane,
     # "echo a" + "echo bc", and the refusal's "permission denied"
     assert registry.get_sample_value("meshlib_server_response_bytes_total", labels) == \
         6 + 7 + len("permission denied")
-
-    lines = [json.loads(text) for text in capsys.readouterr().out.splitlines()
-             if text.startswith('{"time"')]
-    served = [(line["kind"], line["method"], line["code"]) for line in lines]
-    assert served == [("server", "GET /rooms/7", "101"), ("server", "GET /admin/feed", "403")]
-    assert lines[0]["duration_ms"] >= 200 and lines[0]["protocol"] == "http"
 
 
 def test_without_the_response_extension_a_refusal_is_a_close_before_accept(
