@@ -9,6 +9,14 @@ runs with it current, so calls it makes through meshlib are its children), the
 golden metrics (``meshlib_server_*``, labelled by the HTTP method — paths are
 unbounded) and, when MeshConfig turns them on, access-log lines.
 
+An ASGI WebSocket is one such request: its handshake (a ``GET``, RFC 6455 §4.1) is
+admitted or refused the same way before the application sees it, and it is counted
+once, when the connection ends, with the code ``101`` once accepted. A refusal is the
+same ``403``/``429`` response when the server offers ASGI's ``websocket.http.response``
+extension (uvicorn, hypercorn), and otherwise (daphne) a ``websocket.close`` before
+accept — code 1008 (policy violation) or 1013 (try again later) — which the server
+answers with ``403``. Other scopes (``lifespan``) pass through untouched.
+
 The server's address is the ``port`` (and ``host``) it listens on: the control
 plane sends the rules for it as a server Listener, and they apply live.
 
@@ -99,7 +107,8 @@ class MeshASGIMiddleware:
     """ASGI middleware (Starlette/FastAPI ``add_middleware``, or wrap any ASGI app).
 
     ``port``/``host``: where the server listens (its server Listener). ``service``:
-    the metrics' ``destination_service`` (default: the Mesh's).
+    the metrics' ``destination_service`` (default: the Mesh's). HTTP and WebSocket
+    scopes are guarded alike; others (``lifespan``) pass through.
     """
 
     def __init__(self, app: Any, *, mesh: Mesh, port: int, host: str = "0.0.0.0",
@@ -120,10 +129,12 @@ class MeshASGIMiddleware:
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any],
                        send: Callable[..., Any]) -> None:
-        if scope.get("type") != "http":
+        kind = scope.get("type")
+        if kind != "http" and kind != "websocket":  # lifespan: not a request
             await self.app(scope, receive, send)
             return
         guard = self._guard
+        # A WebSocket scope has no method: its handshake is a GET (RFC 6455 §4.1).
         method, path = scope.get("method", "GET"), scope.get("path", "/")
         principal = self._principal(scope)
         raw = scope.get("headers") or ()
@@ -135,33 +146,69 @@ class MeshASGIMiddleware:
         client = scope.get("client")
         refusal = guard.refusal(principal, method, path,
                                 f"{client[0]}:{client[1]}" if client else "?")
-        outcome = {"status": 500, "bytes": 0}
+        outcome = {"status": 0, "bytes": 0}
         request_bytes = 0
 
         async def counting_receive() -> Any:
             nonlocal request_bytes
             message = await receive()
-            request_bytes += len(message.get("body", b""))
+            request_bytes += _payload_size(message)
             return message
 
         async def recording_send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.start" or kind == "websocket.http.response.start":
                 outcome["status"] = message["status"]
-            elif message["type"] == "http.response.body":
-                outcome["bytes"] += len(message.get("body", b""))
+            elif kind == "websocket.accept":
+                outcome["status"] = 101
+            elif kind == "websocket.close":
+                if not outcome["status"]:  # closed before accept: the server answers 403
+                    outcome["status"] = 403
+            else:
+                outcome["bytes"] += _payload_size(message)
             await send(message)
 
         try:
             if refusal is not None:
-                status, headers, body = refusal
-                await recording_send({"type": "http.response.start", "status": status,
-                                      "headers": headers})
-                await recording_send({"type": "http.response.body", "body": body})
+                await _refuse(scope, receive, recording_send, refusal)
+                outcome["status"] = refusal[0]
             else:
                 await self.app(scope, counting_receive, recording_send)
         finally:
-            guard.done(span, principal, method, path, outcome["status"], request_bytes,
-                       outcome["bytes"])
+            guard.done(span, principal, method, path, outcome["status"] or 500,
+                       request_bytes, outcome["bytes"])
+
+
+#: The close code of a refusal where the server cannot send it as a response.
+_CLOSE_CODE = {403: 1008, 429: 1013}  # RFC 6455 §7.4.1: policy violation; try again later
+
+
+def _payload_size(message: dict[str, Any]) -> int:
+    """Bytes of an ASGI message's payload: HTTP ``body``, WebSocket ``bytes``/``text``."""
+    data = message.get("body") or message.get("bytes")
+    if data:
+        return len(data)
+    text = message.get("text")
+    return len(text.encode()) if text else 0
+
+
+async def _refuse(scope: dict[str, Any], receive: Callable[..., Any],
+                  send: Callable[..., Any],
+                  refusal: tuple[int, list[tuple[bytes, bytes]], bytes]) -> None:
+    """Answer with ``refusal`` in place of the application: an HTTP response, or a
+    WebSocket handshake refused before accept."""
+    status, headers, body = refusal
+    prefix = "http"
+    if scope["type"] == "websocket":
+        if (await receive())["type"] != "websocket.connect":
+            return  # the client left first
+        if "websocket.http.response" not in (scope.get("extensions") or {}):
+            await send({"type": "websocket.close", "code": _CLOSE_CODE[status],
+                        "reason": body.decode()})
+            return
+        prefix = "websocket.http"
+    await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
+    await send({"type": f"{prefix}.response.body", "body": body})
 
 
 class MeshWSGIMiddleware:

@@ -31,6 +31,18 @@ def _host_port(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+TOKEN_ENV = "MESHLIB_TOKEN"  # the bootstrap token, for `certs issue` without --token-file
+
+
+class _RefuseSecret(argparse.Action):
+    """A flag that would put a secret on argv: a usage error saying what to do instead."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        parser.error(f"{option_string}: pass the token with --token-file or {TOKEN_ENV}, "
+                     "never on the command line")
+
+
 def _fail(message: str) -> int:
     print(f"meshctl: {message}", file=sys.stderr)
     return 1
@@ -48,7 +60,13 @@ def _cmd_control_plane(args: argparse.Namespace) -> int:
         admin_address=args.admin_address,
         ca_dir=Path(args.ca_dir) if args.ca_dir else None,
         token_file=Path(args.token_file) if args.token_file else None,
+        tls=args.tls,
+        tls_names=tuple(args.tls_name),
     )
+    if args.tls and args.ca_dir is None:
+        print("meshctl: --tls needs --ca-dir (the serving certificate comes from the mesh "
+              "CA)", file=sys.stderr)
+        return 2
     from meshlib.contract import BindError, ConfigError
 
     try:
@@ -57,7 +75,11 @@ def _cmd_control_plane(args: argparse.Namespace) -> int:
     except ConfigError as err:
         for problem in err.problems:
             print(problem, file=sys.stderr)
-        print(f"meshctl: {len(err.problems)} problem(s) in {args.config}; not started",
+        # Config problems name files under --config; the CA's and the token file's not.
+        in_config = all(str(getattr(p, "source", p)).startswith(args.config)
+                        for p in err.problems)
+        where = f" in {args.config}" if in_config else ""
+        print(f"meshctl: {len(err.problems)} problem(s){where}; not started",
               file=sys.stderr)
         return 1
     except BindError as err:  # e.g. an address already in use: ports are never shared
@@ -106,6 +128,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
             cluster=args.cluster,
             zone=args.zone,
             cert_dir=os.path.abspath(args.cert_dir) if args.cert_dir else "",
+            ca_root=os.path.abspath(args.ca_root) if args.ca_root else "",
         )
     )
     if args.output:
@@ -135,7 +158,10 @@ def _cmd_certs_issue(args: argparse.Namespace) -> int:
                      f"{(err.strerror or str(err)).lower()}")
     try:
         identity = SpiffeId(args.trust_domain, args.namespace, args.service_account)
-        token = args.token if args.token else Path(args.token_file).read_text().strip()
+        token = (Path(args.token_file).read_text() if args.token_file
+                 else os.environ.get(TOKEN_ENV, "")).strip()
+        if not token:
+            return _fail(f"no bootstrap token: give --token-file FILE or set {TOKEN_ENV}")
         cert = asyncio.run(request_certificate(address, identity, token, ttl=args.ttl))
         write_files(Path(args.out_dir), cert)
     except (ValueError, OSError, CertificateError) as err:
@@ -180,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--admin-address", type=_host_port, default=None, metavar="HOST:PORT",
                     help="serve /healthz, /readyz, /metrics, /debug/config_dump here "
                          "(default: off)")
+    cp.add_argument("--tls", action="store_true",
+                    help="serve xDS and the CA over TLS, with a serving certificate from "
+                         "the mesh CA (needs --ca-dir); workloads pin the CA root "
+                         "(Mesh(ca_root=...), meshctl bootstrap --ca-root) "
+                         "(default: plaintext)")
+    cp.add_argument("--tls-name", action="append", default=[], metavar="NAME",
+                    help="a DNS name or IP clients dial, for the serving certificate; "
+                         "repeat for several (default: "
+                         "meshlib-control-plane.meshlib-system.svc, localhost, 127.0.0.1, "
+                         "::1 and the --xds-address host)")
     cp.set_defaults(func=_cmd_control_plane)
 
     ck = sub.add_parser("check", help="validate config; exit 1 with one line per problem",
@@ -200,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="mTLS: the directory holding cert.pem, key.pem and ca.pem (gRPC's "
                          "file_watcher certificate provider re-reads them every 10 s; "
                          "default: plaintext)")
+    bs.add_argument("--ca-root", default="", metavar="FILE",
+                    help="connect to the control plane over TLS, verified against the "
+                         "mesh root in this PEM file (gRFC A65 'tls' channel credentials; "
+                         "for a control plane run with --tls; default: plaintext)")
     bs.add_argument("-o", "--output", metavar="FILE",
                     help="file to write; its directory must exist (default: stdout)")
     bs.set_defaults(func=_cmd_bootstrap)
@@ -215,12 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--service-account", required=True)
     issue.add_argument("--trust-domain", default="cluster.local",
                        help="(default: %(default)s)")
-    token = issue.add_mutually_exclusive_group(required=True)
-    token.add_argument("--token-file", help="file holding the bootstrap token")
-    token.add_argument("--token",
-                       help="the bootstrap token; discouraged: other users can read it in "
-                            "the process list and it lands in shell history (prefer "
-                            "--token-file)")
+    issue.add_argument("--token-file", metavar="FILE",
+                       help=f"file holding the bootstrap token (or set {TOKEN_ENV}; a "
+                            "token is never taken on the command line, where other users "
+                            "read it in the process list)")
+    # Refuse --token by name: otherwise argparse takes it as short for --token-file.
+    issue.add_argument("--token", action=_RefuseSecret, help=argparse.SUPPRESS)
     issue.add_argument("--ttl", type=float, default=None,
                        help="seconds (default and maximum: MeshConfig certificateTTL)")
     issue.add_argument("--out-dir", required=True, metavar="DIR",

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
         retry,
         timeout,
     )
-    from meshlib.security import peer_identity
+    from meshlib.security import peer_address, peer_identity
 
 __all__ = [
     "DEFAULT_RESOLVE_TIMEOUT",
@@ -93,6 +93,7 @@ __all__ = [
     "circuit_breaker",
     "current_deadline",
     "deadline_scope",
+    "peer_address",
     "peer_identity",
     "rate_limit",
     "retry",

@@ -53,7 +53,7 @@ class Clients:
                  telemetry: ClientTelemetry | None) -> None:
         self.settings = settings
         self.telemetry = telemetry
-        self.certificates: CertificateSource | None = None
+        self._certificates: CertificateSource | None = None
         # The injected sleep, awaitable; time.sleep (the default) becomes asyncio.sleep.
         self.async_sleep: Callable[[float], Awaitable[Any]] = async_sleep(
             None if settings.sleep is time.sleep else settings.sleep)
@@ -127,6 +127,19 @@ class Clients:
         self._loop.call_soon(self._resolve, target)
         return target
 
+    @property
+    def certificates(self) -> CertificateSource | None:
+        """The identity's certificate source, or None (no identity: plaintext)."""
+        return self._certificates
+
+    @certificates.setter
+    def certificates(self, source: CertificateSource | None) -> None:
+        self._certificates = source
+        needed = source is not None
+        self.pool.needs_certificate = needed
+        for pool in list(self._aio_pools.values()):
+            pool.needs_certificate = needed
+
     def aio_pool(self) -> AioChannelPool:
         """The ``grpc.aio`` endpoint channels of the running event loop."""
         loop = asyncio.get_running_loop()
@@ -135,6 +148,7 @@ class Clients:
             pool = self._aio_pools[loop] = AioChannelPool(
                 loop, options=self.settings.channel_options, grace=self.settings.close_grace,
                 credentials=self._credentials, tracker=self.tracker)
+            pool.needs_certificate = self._certificates is not None
         return pool
 
     def set_certificate(self, cert: WorkloadCertificate) -> None:

@@ -59,16 +59,21 @@ class Identity:
                                 "(its identity is spiffe://<td>/ns/<namespace>/sa/<sa>)")
             identity = SpiffeId(settings.trust_domain, settings.namespace, account)
             issued = IssuedCertificates(settings.xds_address, identity, token=settings.token,
-                                        token_file=settings.token_file, ttl=settings.cert_ttl)
+                                        token_file=settings.token_file, ttl=settings.cert_ttl,
+                                        ca_root=settings.ca_root)
             source = issued
             try:
                 loop.submit(issued.fetch).result(timeout=settings.resolve_timeout + 1)
             except CertificateError as err:
+                # RESOURCE_EXHAUSTED: the CA's per-identity rate limit (many replicas
+                # of one service account starting at once): wait, as for a CA away.
                 if err.code not in (grpc.StatusCode.UNAVAILABLE,
-                                    grpc.StatusCode.DEADLINE_EXCEEDED):
+                                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                                    grpc.StatusCode.RESOURCE_EXHAUSTED):
                     raise  # refused: a configuration problem, say so now
-                log.warning("no certificate yet (%s); retrying in the background, "
-                            "plaintext until then", err)
+                log.warning("no certificate yet (%s); retrying in the background. Until "
+                            "one comes, calls to mTLS destinations raise CertificateError "
+                            "(never plaintext)", err)
         self.certificates = source
         self.spiffe_id = source.current.spiffe_id if source.current is not None \
             else source.spiffe_id  # type: ignore[attr-defined]

@@ -118,6 +118,10 @@ class Mesh:
                                   "protocol": settings.xds_protocol}
         if settings.cache_path is not None:
             config["cache_path"] = settings.cache_path
+        if settings.ca_root is not None:
+            from meshlib.security import read_roots
+
+            config["root_certificates"] = read_roots(settings.ca_root)
         self._xds = XdsClient(XdsClientConfig(**config))
         self._xds.start()
         self.clients.attach(self._xds)
@@ -226,9 +230,10 @@ class Mesh:
         The mTLS mode comes from the control plane (the AccessPolicy of the Service
         owning this address, else MeshConfig), waiting up to ``resolve_timeout`` for
         it; ``mtls=`` forces one. Add servicers as usual, then ``start()``. Handlers
-        learn their caller with :func:`meshlib.peer_identity`. A port another process
-        listens on is never shared: it raises :class:`meshlib.BindError` naming the
-        address.
+        learn their caller with :func:`meshlib.peer_identity` and its address (also
+        behind PERMISSIVE's front) with :func:`meshlib.peer_address`. A port another
+        process listens on is never shared: it raises :class:`meshlib.BindError` naming
+        the address.
         """
         return self._server_side().server(service or self.service, port, host=host,
                                           mtls=mtls, interceptors=interceptors,

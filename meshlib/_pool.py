@@ -26,9 +26,10 @@ from typing import Any
 
 import grpc
 
-from meshlib.errors import MeshError
+from meshlib.errors import CertificateError, MeshError
 
-__all__ = ["DEFAULT_CLOSE_GRACE", "AioChannelPool", "CallableTracker", "ChannelPool"]
+__all__ = ["DEFAULT_CLOSE_GRACE", "AioChannelPool", "CallableTracker", "ChannelPool",
+           "no_certificate"]
 
 log = logging.getLogger("meshlib")
 
@@ -70,6 +71,14 @@ def _options_for(options: list[tuple[str, Any]], server_name: str | None
     return [*options, ("grpc.ssl_target_name_override", server_name)]
 
 
+def no_certificate(address: str, server_name: str) -> CertificateError:
+    """The error of a call to an mTLS destination before the first certificate."""
+    return CertificateError(
+        f"this Mesh has no workload certificate yet (the CA has not answered; it keeps "
+        f"trying): {address} takes mTLS as {server_name}, and a Mesh with an identity "
+        "never calls it in plaintext")
+
+
 class ChannelPool:
     """Sync channels by address; ``acquire``/``release`` from the xDS thread."""
 
@@ -80,6 +89,7 @@ class ChannelPool:
                  tracker: CallableTracker | None = None) -> None:
         self._options = [*DEFAULT_CHANNEL_OPTIONS, *options]
         self._credentials = credentials
+        self.needs_certificate = False  # an identity is configured: never downgrade
         self._grace = grace
         self._schedule = schedule
         self.tracker = tracker or CallableTracker()
@@ -91,8 +101,13 @@ class ChannelPool:
 
     def get(self, address: str, server_name: str | None = None) -> grpc.Channel:
         """The channel to ``address``, created on first use; with mTLS checking the
-        peer is ``server_name`` when given and this pool has credentials."""
+        peer is ``server_name`` when given and this pool has credentials. Without
+        credentials a destination that takes mTLS is called in plaintext, unless the
+        Mesh has an identity whose first certificate has not come yet: then
+        :class:`~meshlib.CertificateError`, never a silent downgrade."""
         if self._credentials is None:
+            if server_name is not None and self.needs_certificate:
+                raise no_certificate(address, server_name)
             server_name = None
         key = (address, server_name)
         channel = self._channels.get(key)
@@ -185,6 +200,7 @@ class AioChannelPool:
         self.tracker = tracker or CallableTracker()
         self._options = [*DEFAULT_CHANNEL_OPTIONS, *options]
         self._credentials = credentials
+        self.needs_certificate = False  # as ChannelPool's
         self._grace = grace
         self._channels: dict[tuple[str, str | None], grpc.aio.Channel] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -197,7 +213,10 @@ class AioChannelPool:
             return False
 
     def get(self, address: str, server_name: str | None = None) -> grpc.aio.Channel:
+        """As :meth:`ChannelPool.get`."""
         if self._credentials is None:
+            if server_name is not None and self.needs_certificate:
+                raise no_certificate(address, server_name)
             server_name = None
         key = (address, server_name)
         channel = self._channels.get(key)

@@ -64,7 +64,10 @@ class MeshSettings:
     * identity: ``service_account`` (default: ``service``), ``trust_domain``; with
       ``token`` or ``token_file`` a certificate from the control plane's CA
       (``cert_ttl`` seconds at most), renewed at half its lifetime; with ``cert_dir``
-      mounted ``cert.pem``/``key.pem``/``ca.pem``, followed as they change.
+      mounted ``cert.pem``/``key.pem``/``ca.pem``, followed as they change. ``ca_root``:
+      a PEM file of the mesh's trust roots, distributed out of band (a ConfigMap, say):
+      a CA reply that does not chain to them is refused, and they are the roots peers
+      are checked against.
     * ``telemetry`` — golden metrics, tracing and access logs (default on).
     """
 
@@ -85,6 +88,7 @@ class MeshSettings:
     token_file: str | None = None
     cert_dir: str | None = None
     cert_ttl: float | None = None
+    ca_root: str | None = None
     telemetry: bool = True
 
     def __post_init__(self) -> None:
@@ -128,7 +132,8 @@ class MeshSettings:
         ``MESHLIB_XDS_PROTOCOL`` (``auto``, ``delta`` or ``sotw``) and
         ``MESHLIB_RESOLVE_TIMEOUT`` (seconds); for the identity
         ``MESHLIB_SERVICE_ACCOUNT``, ``MESHLIB_TRUST_DOMAIN``, ``MESHLIB_TOKEN_FILE``,
-        ``MESHLIB_CERT_DIR`` and ``MESHLIB_CERT_TTL`` (seconds); ``MESHLIB_TELEMETRY``
+        ``MESHLIB_CERT_DIR``, ``MESHLIB_CA_ROOT`` and ``MESHLIB_CERT_TTL`` (seconds);
+        ``MESHLIB_TELEMETRY``
         (``off`` turns metrics, tracing and access logs off).
         """
         env = os.environ if environ is None else environ
@@ -156,7 +161,8 @@ class MeshSettings:
         for var, name in (("MESHLIB_SERVICE_ACCOUNT", "service_account"),
                           ("MESHLIB_TRUST_DOMAIN", "trust_domain"),
                           ("MESHLIB_TOKEN_FILE", "token_file"),
-                          ("MESHLIB_CERT_DIR", "cert_dir")):
+                          ("MESHLIB_CERT_DIR", "cert_dir"),
+                          ("MESHLIB_CA_ROOT", "ca_root")):
             if env.get(var):
                 values[name] = env[var]
         for var, name in (("MESHLIB_RESOLVE_TIMEOUT", "resolve_timeout"),

@@ -59,6 +59,7 @@ class BootstrapOptions:
     zone: str = ""
     kind: str = GRPC_NODE
     cert_dir: str = ""  # holds cert.pem, key.pem, ca.pem: enables mTLS ("" = plaintext)
+    ca_root: str = ""  # the mesh root (PEM): TLS to the control plane ("" = plaintext)
 
 
 def make_bootstrap(options: BootstrapOptions) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def make_bootstrap(options: BootstrapOptions) -> dict[str, Any]:
         "xds_servers": [
             {
                 "server_uri": options.xds_address,
-                "channel_creds": [{"type": "insecure"}],
+                "channel_creds": [_channel_creds(options.ca_root)],
                 "server_features": ["xds_v3"],
             }
         ],
@@ -98,6 +99,15 @@ def make_bootstrap(options: BootstrapOptions) -> dict[str, Any]:
         bootstrap["certificate_providers"] = {
             CERT_PROVIDER_INSTANCE: _file_watcher(options.cert_dir)}
     return bootstrap
+
+
+def _channel_creds(ca_root: str) -> dict[str, Any]:
+    """How to reach the control plane: plaintext, or TLS verified against the mesh root
+    (gRFC A65 ``tls`` credentials, which C-core gRPC reads; Node's grpc-js-xds 1.14
+    accepts only ``insecure`` and ``google_default``)."""
+    if not ca_root:
+        return {"type": "insecure"}
+    return {"type": "tls", "config": {"ca_certificate_file": ca_root}}
 
 
 def _file_watcher(cert_dir: str) -> dict[str, Any]:

@@ -24,7 +24,14 @@ from typing import Any
 from google.protobuf import json_format
 
 from xds_server.admin import AdminServer, AdminViews
-from xds_server.ca import CertificateAuthority, CertificateService, DirectoryCaStore, StaticTokens
+from xds_server.ca import (
+    DEFAULT_SERVING_NAMES,
+    CertificateAuthority,
+    CertificateService,
+    DirectoryCaStore,
+    ServingCertificates,
+    StaticTokens,
+)
 from xds_server.cache import Snapshot, SnapshotCache
 from xds_server.metrics import ControlPlaneMetrics
 from xds_server.model import MeshModel
@@ -207,6 +214,8 @@ class ControlPlaneOptions:
     admin_address: tuple[str, int] | None = None
     ca_dir: Path | None = None  # the CA's key and certificate (created on first start)
     token_file: Path | None = None  # bootstrap tokens for the certificate service
+    tls: bool = False  # serve over TLS with a certificate from the CA (needs ca_dir)
+    tls_names: tuple[str, ...] = ()  # names the serving certificate is for (default: see run)
     stop: asyncio.Event | None = field(default=None, compare=False)
 
 
@@ -221,10 +230,12 @@ async def run(options: ControlPlaneOptions) -> None:
     gc.freeze()
     loop = asyncio.get_running_loop()
     services = [] if options.ca_dir is None else [certificate_service(cp, options)]
+    credentials = None if not options.tls else serving_credentials(cp, options)
     server, port = await serve(options.xds_address, cp.cache, cp.callbacks(),
-                               services=services)
+                               services=services, credentials=credentials)
     ads: AdsServer = server.ads  # type: ignore[attr-defined]
-    log.info("xDS (ADS) serving on %s:%d", options.xds_address[0], port)
+    log.info("xDS (ADS) serving on %s:%d%s", options.xds_address[0], port,
+             " over TLS" if options.tls else "")
     admin = None
     stop = options.stop or asyncio.Event()
     signals = []
@@ -273,6 +284,23 @@ def certificate_service(cp: ControlPlane, options: ControlPlaneOptions) -> Certi
         ca, tokens,
         ttl=lambda: dt.timedelta(seconds=cp.model.mesh_config.certificate_ttl),
         on_result=lambda result: cp.metrics.certificates.labels(result).inc())
+
+
+def serving_credentials(cp: ControlPlane, options: ControlPlaneOptions) -> Any:
+    """TLS credentials for the xDS + CA port: a serving certificate from the CA in
+    ``options.ca_dir`` for ``options.tls_names`` (default: the in-cluster Service name,
+    localhost, the loopback addresses and the listen host), re-issued at half-life."""
+    if options.ca_dir is None:
+        raise ValueError("TLS needs the CA (ca_dir): it issues the serving certificate")
+    ca = CertificateAuthority.load_or_create(DirectoryCaStore(options.ca_dir),
+                                             trust_domain=cp.model.mesh_config.trust_domain)
+    host = options.xds_address[0]
+    names = options.tls_names or (
+        *DEFAULT_SERVING_NAMES, *(() if host in ("0.0.0.0", "::", "") else (host,)))
+    serving = ServingCertificates(ca, names)
+    log.info("TLS: serving certificate for %s, valid until %s", ", ".join(serving.names),
+             serving.not_after.isoformat())
+    return serving.credentials()
 
 
 def _admin_views(cp: ControlPlane, ads: AdsServer, loop: asyncio.AbstractEventLoop) -> AdminViews:

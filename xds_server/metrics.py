@@ -67,7 +67,7 @@ class ControlPlaneMetrics:
         self.certificates = Counter(
             "meshlib_ca_certificates_total",
             "Certificate requests by result (issued; unauthenticated; not_permitted; "
-            "bad_csr; no_authenticator).",
+            "bad_csr; bad_request; rate_limited; no_authenticator; error).",
             ["result"],
             registry=r,
         )

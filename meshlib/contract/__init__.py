@@ -21,11 +21,13 @@ the other reads, or a check both make — each defined once:
   schema, one :func:`~meshlib.contract.cluster_metadata.encode` /
   :func:`~meshlib.contract.cluster_metadata.decode` pair.
 
-Two modules are not re-exported, because importing them costs: import them by name.
+Three modules are not re-exported, because importing them costs: import them by name.
 
 * :mod:`meshlib.contract.ca` — the certificate service's protobuf messages;
 * :mod:`meshlib.contract.x509` — the SPIFFE ID of a certificate or CSR
-  (``cryptography``).
+  (``cryptography``);
+* :mod:`meshlib.contract.regex` — patterns from config or xDS: RE2 syntax checked by
+  the control plane, RE2 matching in meshlib, :data:`MAX_MATCH_LENGTH` (``google-re2``).
 
 Rules: this package imports nothing else from meshlib (an import-linter contract
 checks it), and ``import meshlib.contract`` loads neither grpc, protobuf nor

@@ -9,7 +9,8 @@ meshlib speaks the CA protocol Istio's agents speak (``istio/api`` security/v1al
     message IstioCertificateRequest  { string csr = 1; int64 validity_duration = 3; }
     message IstioCertificateResponse { repeated string cert_chain = 200; }
 
-``validity_duration`` is in seconds (0: the mesh default); ``cert_chain`` is the
+``validity_duration`` is in seconds (0: the mesh default; negative or past
+:data:`MAX_VALIDITY_DURATION` is refused); ``cert_chain`` is the
 workload certificate first and the root last, PEM. The caller authenticates with
 ``authorization: Bearer <token>`` metadata. (Istio's optional ``metadata`` Struct,
 field 4, is not used; unknown fields are ignored either way.)
@@ -26,6 +27,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 __all__ = [
     "CREATE_CERTIFICATE",
+    "MAX_VALIDITY_DURATION",
     "SERVICE_NAME",
     "CertificateRequest",
     "CertificateResponse",
@@ -33,6 +35,9 @@ __all__ = [
 
 SERVICE_NAME = "istio.v1.auth.IstioCertificateService"
 CREATE_CERTIFICATE = f"/{SERVICE_NAME}/CreateCertificate"
+# The longest validity_duration a request may carry (then capped at the mesh's
+# certificate TTL); more is a caller's bug, answered INVALID_ARGUMENT.
+MAX_VALIDITY_DURATION = 10 * 365 * 24 * 3600  # seconds
 
 _F = descriptor_pb2.FieldDescriptorProto
 

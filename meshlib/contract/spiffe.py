@@ -2,7 +2,11 @@
 
 The workload identity of the mesh (https://github.com/spiffe/spiffe/blob/main/standards/SPIFFE-ID.md),
 in the Kubernetes form Istio and Linkerd use. Parsing is strict: a lower-case trust
-domain, no query, fragment, port or user info, no empty, ``.`` or ``..`` segments.
+domain, no query, fragment, port or user info, and namespace and service account each
+a DNS-1123 label (``[a-z0-9]([-a-z0-9]*[a-z0-9])?``, at most 63 characters), so the
+ID maps one-to-one onto its DNS form (:attr:`SpiffeId.dns_name`): no dots to make
+``shop/api.payments`` and ``payments.shop/api`` the same name, no upper case to make
+``Cart`` and ``cart`` the same.
 
 Example::
 
@@ -15,11 +19,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_TRUST_DOMAIN", "SpiffeId"]
+__all__ = ["DEFAULT_TRUST_DOMAIN", "SEGMENT_PATTERN", "SpiffeId"]
 
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]+$")
-_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+# A DNS-1123 label: what a namespace or service account may be in a SPIFFE ID.
+SEGMENT_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +41,11 @@ class SpiffeId:
                              "lower-case letters, digits, '.', '-' and '_'")
         for what, value in (("namespace", self.namespace),
                             ("service account", self.service_account)):
-            if not _SEGMENT.match(value) or value in (".", ".."):
-                raise ValueError(f"invalid {what} {value!r} in a SPIFFE ID")
+            if not isinstance(value, str) or not SEGMENT_PATTERN.fullmatch(value):
+                raise ValueError(
+                    f"invalid {what} {value!r} in a SPIFFE ID: must be a DNS-1123 label "
+                    "(lower-case letters, digits and '-', starting and ending with a "
+                    "letter or digit, at most 63 characters)")
 
     @classmethod
     def parse(cls, text: str) -> SpiffeId:
@@ -66,10 +74,11 @@ class SpiffeId:
 
         Certificates carry it as a DNS SAN beside the SPIFFE URI SAN, so gRPC's own
         hostname check (``grpc.ssl_target_name_override``) verifies a peer's identity
-        in C, during the handshake. The mapping is one-to-one: namespaces have no dots.
+        in C, during the handshake. The mapping is one-to-one: both segments are
+        lower-case DNS labels (no dots).
         """
         return (f"{self.service_account}.{self.namespace}.serviceaccount.identity."
-                f"{self.trust_domain}").lower()
+                f"{self.trust_domain}")
 
     def __str__(self) -> str:
         return self.uri

@@ -5,7 +5,8 @@
   (mounted files, followed), both :class:`CertificateSource`\\ s of
   :class:`WorkloadCertificate`\\ s;
 * who is calling — :func:`peer_identity` / :func:`peer_principal`, the SPIFFE ID the
-  mTLS handshake verified;
+  mTLS handshake verified, and :func:`peer_address`, its address (the real one behind
+  a PERMISSIVE front: :data:`FORWARDED`);
 * authorization — :class:`AuthorizationPolicy` (the server Listener's RBAC filters,
   compiled), and :class:`Admission` (authorization, then the local rate limit per
   caller) that ``mesh.server()``'s handler guard (:func:`guard_handler`,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
         IssuedCertificates,
         WorkloadCertificate,
         make_key_and_csr,
+        read_roots,
         request_certificate,
         write_files,
     )
@@ -47,12 +49,13 @@ if TYPE_CHECKING:
         rewrap_generic,
         rewrap_handler,
     )
-    from meshlib.security._peer import peer_identity, peer_principal
+    from meshlib.security._peer import FORWARDED, peer_address, peer_identity, peer_principal
 
 __all__ = [
     "CA_FILE",
     "CERT_FILE",
     "DENIED",
+    "FORWARDED",
     "HANDLER_FACTORIES",
     "KEY_FILE",
     "Admission",
@@ -73,8 +76,10 @@ __all__ = [
     "guard_handler",
     "log_denial",
     "make_key_and_csr",
+    "peer_address",
     "peer_identity",
     "peer_principal",
+    "read_roots",
     "request_certificate",
     "rewrap_generic",
     "rewrap_handler",

@@ -7,8 +7,10 @@ Listener's RBAC filters and local rate limit), asked before every call by
 1. authorization — the AccessPolicy rules (:class:`AuthorizationPolicy`) for the
    caller's SPIFFE ID and the method or path; a denial is logged on
    ``meshlib.authz`` with its reason, never told to the caller;
-2. the local rate limit — one token bucket per caller identity (callers without an
-   identity share one).
+2. the local rate limit — one token bucket per caller identity; callers without an
+   identity get one per source host when the protocol gives it (gRPC: the caller's
+   real address, :func:`~meshlib.security.peer_address`, also behind a PERMISSIVE
+   front), else share one.
 
 Each protocol answers a refusal its own way: gRPC with ``PERMISSION_DENIED`` /
 ``RESOURCE_EXHAUSTED`` and a ``grpc-retry-pushback-ms`` trailer (gRFC A6), HTTP with
@@ -33,9 +35,9 @@ import grpc
 
 from meshlib.resilience import RateLimit
 from meshlib.security._authz import AuthorizationPolicy
-from meshlib.security._peer import peer_principal
+from meshlib.security._peer import peer_address, peer_principal, source_of
 
-__all__ = ["DENIAL", "DENIED", "Admission", "Refusal", "denied", "log_denial"]
+__all__ = ["DENIAL", "DENIED", "Admission", "Refusal", "denied", "denied_call", "log_denial"]
 
 log = logging.getLogger("meshlib.authz")
 
@@ -62,6 +64,17 @@ def denied(policy: AuthorizationPolicy, principal: str | None, method: str,
     if decision.allowed:
         return False
     log_denial(what or method, principal, peer(), decision.reason)
+    return True
+
+
+def denied_call(policy: AuthorizationPolicy, principal: str | None, method: str,
+                context: Any) -> bool:
+    """:func:`denied` for a gRPC call: a denial is logged with the caller's real
+    address (:func:`~meshlib.security.peer_address`), looked up only then."""
+    decision = policy.check(principal, method)
+    if decision.allowed:
+        return False
+    log_denial(method, principal, peer_address(context), decision.reason)
     return True
 
 
@@ -94,17 +107,19 @@ class Admission:
         policy = self.authorization
         return policy is None or not denied(policy, principal, method, lambda: peer, what)
 
-    def throttle(self, principal: str | None) -> float:
-        """Take a token of ``principal``'s bucket: 0.0 to go on, else the seconds
-        until one is due (no rate limit: always 0.0)."""
+    def throttle(self, principal: str | None, source: str | None = None) -> float:
+        """Take a token of ``principal``'s bucket — for a caller without an identity,
+        of its ``source`` host's (None: the one shared bucket): 0.0 to go on, else the
+        seconds until one is due (no rate limit: always 0.0)."""
         limit = self.rate_limit
         if limit is None:
             return 0.0
-        bucket = self._buckets.get(principal)
+        key = principal if principal is not None else source
+        bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= _MAX_BUCKETS:
                 self._buckets = {}
-            bucket = self._buckets[principal] = RateLimit(limit[0], limit[1])
+            bucket = self._buckets[key] = RateLimit(limit[0], limit[1])
         return bucket.try_acquire()
 
     def check(self, method: str, context: Any) -> Refusal | None:
@@ -115,9 +130,11 @@ class Admission:
             return None
         principal = peer_principal(context)
         policy = self.authorization
-        if policy is not None and denied(policy, principal, method, context.peer):
+        if policy is not None and denied_call(policy, principal, method, context):
             return DENIAL
-        wait = self.throttle(principal)
+        if self.rate_limit is None:
+            return None
+        wait = self.throttle(principal, source_of(context) if principal is None else None)
         if not wait:
             return None
         millis = max(1, round(wait * 1000))

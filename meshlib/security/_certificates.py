@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import os
 import random
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,11 +31,17 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshlib.contract import CA_FILE, CERT_FILE, KEY_FILE, CertificateError, MeshError, SpiffeId
-from meshlib.contract.ca import CREATE_CERTIFICATE, CertificateRequest, CertificateResponse
+from meshlib.contract.ca import (
+    CREATE_CERTIFICATE,
+    MAX_VALIDITY_DURATION,
+    CertificateRequest,
+    CertificateResponse,
+)
 from meshlib.contract.x509 import spiffe_id_of
 
 __all__ = [
@@ -45,7 +53,9 @@ __all__ = [
     "FileCertificates",
     "IssuedCertificates",
     "WorkloadCertificate",
+    "chains_to",
     "make_key_and_csr",
+    "read_roots",
     "request_certificate",
     "write_files",
 ]
@@ -117,16 +127,70 @@ def make_key_and_csr(spiffe_id: SpiffeId) -> tuple[bytes, bytes]:
             csr.public_bytes(serialization.Encoding.PEM))
 
 
+def chains_to(chain_pem: bytes, roots_pem: bytes, *, now: dt.datetime | None = None) -> bool:
+    """Whether the chain (leaf first) is signed, link by link, up to one of the roots,
+    and every certificate in it is within its validity period."""
+    try:
+        chain = x509.load_pem_x509_certificates(chain_pem)
+        roots = x509.load_pem_x509_certificates(roots_pem)
+    except ValueError:
+        return False
+    moment = now or _now()
+    for cert in chain:
+        if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
+            return False
+    for child, parent in itertools.pairwise(chain):
+        if not _issued_by(child, parent):
+            return False
+    last = chain[-1]
+    return any(last == root or _issued_by(last, root) for root in roots)
+
+
+def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    try:
+        child.verify_directly_issued_by(parent)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def read_roots(path: str | os.PathLike[str]) -> bytes:
+    """The trust roots pinned in ``path`` (PEM; several for a root rotation);
+    :class:`CertificateError` if unreadable or empty."""
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as err:
+        raise CertificateError(f"cannot read the pinned CA root {path}: {err}") from err
+    try:
+        x509.load_pem_x509_certificates(pem)
+    except ValueError as err:
+        raise CertificateError(f"the pinned CA root {path} holds no PEM certificate") \
+            from err
+    return pem
+
+
 async def request_certificate(address: str, spiffe_id: SpiffeId, token: str, *,
                               ttl: float | None = None,
-                              timeout: float = _REQUEST_TIMEOUT) -> WorkloadCertificate:
+                              timeout: float = _REQUEST_TIMEOUT,
+                              roots_pem: bytes | None = None) -> WorkloadCertificate:
     """Ask the control plane at ``address`` to sign a new key for ``spiffe_id``.
 
-    Raises :class:`CertificateError` with the service's status code on refusal.
+    With ``roots_pem`` (the trust roots pinned out of band) the request goes over TLS
+    to a control plane those roots vouch for (else nothing, not even the token, is
+    sent), the reply must chain to one of them, and they, not what the reply says,
+    become the certificate's roots. ``ttl``: seconds, 1 to
+    :data:`~meshlib.contract.ca.MAX_VALIDITY_DURATION` (None: the mesh's certificate
+    TTL). Raises :class:`CertificateError` with the service's status code on refusal,
+    and without one for a ``ttl`` out of range.
     """
+    if ttl is not None and not 1 <= ttl <= MAX_VALIDITY_DURATION:  # NaN fails both
+        raise CertificateError(f"certificate TTL must be 1 to {MAX_VALIDITY_DURATION} "
+                               f"seconds, got {ttl!r}")
     key_pem, csr_pem = make_key_and_csr(spiffe_id)
     request = CertificateRequest(csr=csr_pem.decode(), validity_duration=int(ttl or 0))
-    async with grpc.aio.insecure_channel(address) as channel:
+    channel = grpc.aio.insecure_channel(address) if roots_pem is None else \
+        grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(roots_pem))
+    async with channel:
         call = channel.unary_unary(CREATE_CERTIFICATE,
                                    request_serializer=CertificateRequest.SerializeToString,
                                    response_deserializer=CertificateResponse.FromString)
@@ -134,14 +198,28 @@ async def request_certificate(address: str, spiffe_id: SpiffeId, token: str, *,
             response = await call(request, timeout=timeout,
                                   metadata=(("authorization", f"Bearer {token}"),))
         except grpc.aio.AioRpcError as err:
+            details = err.details() or ""
+            if roots_pem is not None and err.code() == grpc.StatusCode.UNAVAILABLE \
+                    and "handshake" in details.lower():
+                # Not an outage to wait out: the server is not one the root vouches for
+                # (or speaks no TLS). The token was not sent.
+                raise CertificateError(
+                    f"the control plane at {address} failed TLS verification against the "
+                    f"pinned CA root (ca_root); refused, the token was not sent: "
+                    f"{details}") from err
             raise CertificateError(
                 f"the control plane at {address} refused a certificate for {spiffe_id}: "
-                f"{err.code().name}: {err.details()}", code=err.code()) from err
+                f"{err.code().name}: {details}", code=err.code()) from err
     chain = list(response.cert_chain)
     if len(chain) < 2:
         raise CertificateError(f"the control plane at {address} sent no certificate chain")
-    issued = WorkloadCertificate.from_pem(key_pem, "".join(chain[:-1]).encode(),
-                                          chain[-1].encode())
+    chain_pem = "".join(chain[:-1]).encode()
+    if roots_pem is not None and not chains_to(chain_pem, roots_pem):
+        raise CertificateError(
+            f"the certificate the control plane at {address} sent does not chain to the "
+            "pinned CA root (ca_root): refused (a man in the middle, or the wrong root)")
+    issued = WorkloadCertificate.from_pem(
+        key_pem, chain_pem, roots_pem if roots_pem is not None else chain[-1].encode())
     if issued.spiffe_id != spiffe_id:
         raise CertificateError(f"asked for {spiffe_id}, got a certificate for "
                                f"{issued.spiffe_id}")
@@ -198,12 +276,15 @@ class IssuedCertificates(CertificateSource):
     """Certificates from the control plane's CA, rotated at half-life.
 
     ``token``/``token_file``: the bearer token (a file is re-read on every request,
-    so a rotated projected token is picked up).
+    so a rotated projected token is picked up). ``ca_root``: a PEM file of the trust
+    roots pinned out of band (re-read on every request); a reply that does not chain
+    to them is refused.
     """
 
     def __init__(self, address: str, spiffe_id: SpiffeId, *, token: str | None = None,
                  token_file: str | os.PathLike[str] | None = None,
-                 ttl: float | None = None) -> None:
+                 ttl: float | None = None,
+                 ca_root: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
         if (token is None) == (token_file is None):
             raise MeshError("give exactly one of token and token_file")
@@ -212,6 +293,7 @@ class IssuedCertificates(CertificateSource):
         self._token = token
         self._token_file = token_file
         self._ttl = ttl
+        self._ca_root = ca_root  # re-read on every request: a root rotation is a file edit
 
     def _read_token(self) -> str:
         if self._token is not None:
@@ -223,8 +305,9 @@ class IssuedCertificates(CertificateSource):
 
     async def fetch(self) -> WorkloadCertificate:
         """One request; installs and returns the new certificate."""
+        roots = None if self._ca_root is None else read_roots(self._ca_root)
         cert = await request_certificate(self.address, self.spiffe_id, self._read_token(),
-                                         ttl=self._ttl)
+                                         ttl=self._ttl, roots_pem=roots)
         self._install(cert)
         return cert
 
@@ -287,16 +370,29 @@ class FileCertificates(CertificateSource):
 
 def write_files(directory: str | os.PathLike[str], cert: WorkloadCertificate) -> None:
     """Write ``key.pem`` (mode 0600), ``cert.pem`` and ``ca.pem`` into ``directory``,
-    each atomically (a temporary file renamed into place), key first."""
+    each atomically, key first: a fresh temporary file (``mkstemp``: a name nobody could
+    plant, never a symlink) gets its mode before its contents, then is renamed into
+    place."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for name, data, mode in ((KEY_FILE, cert.key_pem, 0o600), (CERT_FILE, cert.chain_pem, 0o644),
                              (CA_FILE, cert.roots_pem, 0o644)):
-        tmp = directory / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        _write_atomic(directory / name, data, mode)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, directory / name)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _now() -> dt.datetime:

@@ -6,9 +6,10 @@ its behaviour, or ends the call with the refusal. ``mesh.server()`` guards every
 handler it registers this way: no interceptor machinery per call (which costs
 ~30-50 µs p50 on a sync server), just the check. A denied call ends with
 ``PERMISSION_DENIED`` and the fixed details ``permission denied``; the reason —
-caller, peer address, method, the policy that decided — is logged at INFO on
-``meshlib.authz``, never sent to the caller. All four call kinds are covered, with
-handlers written as functions, generators, coroutines or async generators.
+caller, its real address (:func:`~meshlib.security.peer_address`), method, the
+policy that decided — is logged at INFO on ``meshlib.authz``, never sent to the
+caller. All four call kinds are covered, with handlers written as functions,
+generators, coroutines or async generators.
 ``interceptors.AuthorizationInterceptor`` puts the same guard on per call, for plain
 servers.
 
@@ -26,7 +27,7 @@ from typing import Any
 
 import grpc
 
-from meshlib.security._admission import DENIAL, Refusal, denied
+from meshlib.security._admission import DENIAL, Refusal, denied_call
 from meshlib.security._authz import AuthorizationPolicy
 from meshlib.security._handlers import rewrap_generic, rewrap_handler
 from meshlib.security._peer import peer_principal
@@ -47,8 +48,8 @@ def authorization_check(source: PolicySource) -> Check:
 
     def check(method: str, context: Any) -> Refusal | None:
         policy = source()
-        if policy is not None and denied(policy, peer_principal(context), method,
-                                         context.peer):
+        if policy is not None and denied_call(policy, peer_principal(context), method,
+                                              context):
             return DENIAL
         return None
     return check

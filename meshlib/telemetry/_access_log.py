@@ -7,7 +7,8 @@ to stdout, one per line, unless the application put its own handlers on that log
 
 Fields (docs/telemetry.md): ``time`` (RFC 3339, UTC), ``kind`` (``client`` or
 ``server``), ``protocol`` (``grpc`` or ``http``), ``source_service``,
-``source_identity``, ``destination_service``, ``method``, ``route``, ``backend``,
+``source_identity``, ``source_address`` (server lines: the caller's address, the real
+one behind a PERMISSIVE front), ``destination_service``, ``method``, ``route``, ``backend``,
 ``upstream``, ``code``, ``duration_ms``, ``attempts``, ``request_bytes``,
 ``response_bytes``, ``trace_id``, ``span_id``. A field that does not apply is null.
 """
@@ -24,9 +25,9 @@ __all__ = ["ACCESS_LOG_FIELDS", "access_logger", "write_access_log"]
 
 #: Every line has exactly these keys, in this order.
 ACCESS_LOG_FIELDS = ("time", "kind", "protocol", "source_service", "source_identity",
-                     "destination_service", "method", "route", "backend", "upstream",
-                     "code", "duration_ms", "attempts", "request_bytes", "response_bytes",
-                     "trace_id", "span_id")
+                     "source_address", "destination_service", "method", "route", "backend",
+                     "upstream", "code", "duration_ms", "attempts", "request_bytes",
+                     "response_bytes", "trace_id", "span_id")
 
 _logger = logging.getLogger("meshlib.access")
 _ready = False

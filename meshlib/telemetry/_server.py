@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from meshlib.security import peer_principal
+from meshlib.security import peer_address, peer_principal
 from meshlib.telemetry._access_log import write_access_log
 from meshlib.telemetry._metrics import HTTP_METHODS, OTHER, MeshMetrics, caller_label
 from meshlib.telemetry._tracing import TRACEPARENT, ServerSpan, start_server_span
@@ -87,10 +87,11 @@ class ServerCall:
 
     def end(self, method: str, code: str, error: bool, principal: str | None, *,
             request_bytes: int | None = None, response_bytes: int | None = None,
-            log_method: str | None = None, attributes: Mapping[str, Any] | None = None
-            ) -> None:
+            log_method: str | None = None, attributes: Mapping[str, Any] | None = None,
+            source_address: str | None = None) -> None:
         """The call ended with ``code`` (a gRPC code name or an HTTP status) from the
-        caller ``principal`` (its SPIFFE ID, or None). An HTTP ``method`` not in
+        caller ``principal`` (its SPIFFE ID, or None) at ``source_address`` (for the
+        access log: give it when :attr:`log` is set). An HTTP ``method`` not in
         :data:`~meshlib.telemetry._metrics.HTTP_METHODS` is counted as ``_OTHER``
         (the access log keeps it)."""
         seconds = _perf() - self.started
@@ -113,7 +114,9 @@ class ServerCall:
         if self.log:
             write_access_log(
                 "server", observer.protocol, started=time.time() - seconds, seconds=seconds,
-                source_identity=principal, destination_service=observer.service or None,
+                source_identity=principal,
+                source_address=source_address,
+                destination_service=observer.service or None,
                 method=log_method or method, code=code, request_bytes=request_bytes,
                 response_bytes=response_bytes, trace_id=trace_id or None,
                 span_id=span_id or None)
@@ -151,7 +154,8 @@ def server_wrappers(metrics: MeshMetrics, service: str, method: str,
         if code is None:
             code = code_of(context)
         call.end(label, code.name, code is not _OK, peer_principal(context),
-                 log_method=log_method)
+                 log_method=log_method,
+                 source_address=peer_address(context) if call.log else None)
 
     def plain(behaviour: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(behaviour)

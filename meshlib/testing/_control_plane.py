@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -43,6 +44,7 @@ class _Tokens:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._patterns: dict[str, tuple[str, ...]] = {}
+        self.seen = 0  # tokens presented (certificate requests that reached the CA)
 
     def add(self, token: str, pattern: str) -> None:
         with self._lock:
@@ -52,6 +54,7 @@ class _Tokens:
         from xds_server.ca import AuthenticationError, Caller
 
         with self._lock:
+            self.seen += 1
             patterns = self._patterns.get(token)
         if not patterns:
             raise AuthenticationError("unknown bearer token")
@@ -71,6 +74,26 @@ class MeshCA:
     def __init__(self, authority: Any, tokens: _Tokens) -> None:
         self._authority = authority
         self._tokens = tokens
+        self._directory: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def root_file(self) -> Path:
+        """The root as a PEM file, as a workload gets it out of band (``ca_root=``)."""
+        if self._directory is None:
+            self._directory = tempfile.TemporaryDirectory(prefix="meshlib-test-ca-")
+            (Path(self._directory.name) / "ca-root.pem").write_bytes(self.root_pem)
+        return Path(self._directory.name) / "ca-root.pem"
+
+    def close(self) -> None:
+        """Remove :attr:`root_file`."""
+        if self._directory is not None:
+            self._directory.cleanup()
+            self._directory = None
+
+    @property
+    def requests(self) -> int:
+        """Certificate requests that reached the CA (each presents a token)."""
+        return self._tokens.seen
 
     @property
     def trust_domain(self) -> str:
@@ -80,7 +103,7 @@ class MeshCA:
     @property
     def root_pem(self) -> bytes:
         """The root certificate (PEM) every workload certificate chains to."""
-        return bytes(self._authority.roots_pem)
+        return bytes(self._authority.roots_pem())
 
     def identity(self, service_account: str, namespace: str = DEFAULT_NAMESPACE) -> SpiffeId:
         """The SPIFFE ID a workload running as ``namespace/service_account`` gets."""
@@ -107,11 +130,14 @@ class MeshControlPlane:
             cp.wait_synced()
 
     The pytest fixture ``mesh_control_plane`` is one of these, closed after the test.
+    ``tls=True`` serves the port over TLS with a certificate from :attr:`ca` (for
+    ``127.0.0.1`` and ``localhost``); the meshes it makes pin :attr:`MeshCA.root_file`.
     """
 
     def __init__(self, *objects: Any, host: str = "127.0.0.1", port: int = 0,
-                 trust_domain: str = DEFAULT_TRUST_DOMAIN) -> None:
+                 trust_domain: str = DEFAULT_TRUST_DOMAIN, tls: bool = False) -> None:
         self._host = host
+        self.tls = tls
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._meshes: list[Mesh] = []
         self._mesh_count = 0
@@ -122,7 +148,7 @@ class MeshControlPlane:
         tokens = _Tokens()
         try:
             self._cp, self._server, self.port, authority = self._loop.submit(
-                lambda: self._start(host, port, trust_domain, tokens)).result(timeout=30)
+                lambda: self._start(host, port, trust_domain, tokens, tls)).result(timeout=30)
         except BaseException:
             self._loop.stop(_nothing)
             raise
@@ -131,9 +157,9 @@ class MeshControlPlane:
         if objects:
             self.apply(*objects)
 
-    async def _start(self, host: str, port: int, trust_domain: str, tokens: _Tokens
-                     ) -> tuple[Any, Any, int, Any]:
-        from xds_server.ca import CertificateAuthority, CertificateService
+    async def _start(self, host: str, port: int, trust_domain: str, tokens: _Tokens,
+                     tls: bool) -> tuple[Any, Any, int, Any]:
+        from xds_server.ca import CertificateAuthority, CertificateService, ServingCertificates
         from xds_server.control_plane import ControlPlane
         from xds_server.node import NodeGroup
         from xds_server.server import serve
@@ -146,9 +172,13 @@ class MeshControlPlane:
         service = CertificateService(
             authority, tokens,
             ttl=lambda: dt.timedelta(seconds=cp.model.mesh_config.certificate_ttl),
-            on_result=lambda result: cp.metrics.certificates.labels(result).inc())
+            on_result=lambda result: cp.metrics.certificates.labels(result).inc(),
+            issue_limit=None)  # a test starts meshes of one identity faster than 1/s
+        credentials = None
+        if tls:
+            credentials = ServingCertificates(authority, (host, "localhost")).credentials()
         server, bound = await serve((host, port), cp.cache, cp.callbacks(),
-                                    services=[service])
+                                    services=[service], credentials=credentials)
         return cp, server, bound, authority
 
     # ------------------------------------------------------------------ config
@@ -259,6 +289,8 @@ class MeshControlPlane:
         settings.setdefault("node_id", f"{service}-{count}")
         settings.setdefault("close_grace", 0.5)
         settings.setdefault("resolve_timeout", 5.0)
+        if self.tls and "ca_root" not in settings:
+            settings["ca_root"] = str(self.ca.root_file)
         if identity and "token" not in settings:
             account = settings.get("service_account") or service
             settings["token"] = self.ca.token(account, namespace)
@@ -291,6 +323,7 @@ class MeshControlPlane:
             await server.stop(grace=0.2)
 
         self._loop.stop(shutdown)
+        self.ca.close()
 
     def __enter__(self) -> MeshControlPlane:
         return self

@@ -304,7 +304,7 @@ def _is_asgi(app: Any) -> bool:
 def _counting(app: Any, replica: Replica, asgi: bool) -> Any:
     if asgi:
         async def counted_asgi(scope: Any, receive: Any, send: Any) -> None:
-            if scope.get("type") == "http":
+            if scope.get("type") in ("http", "websocket"):
                 replica.count()
             await app(scope, receive, send)
         return counted_asgi

@@ -103,8 +103,10 @@ _Request = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
 class XdsClientConfig:
     """Where the control plane is, who this node is, and how to talk to it.
 
-    ``channel_options`` go to ``grpc.aio.insecure_channel`` (e.g. gRPC's own
-    ``grpc.initial_reconnect_backoff_ms``). ``protocol`` picks delta or
+    ``channel_options`` go to the ``grpc.aio`` channel (e.g. gRPC's own
+    ``grpc.initial_reconnect_backoff_ms``). With ``root_certificates`` (PEM, pinned out
+    of band) the channel is TLS and the control plane must prove it is one the roots
+    vouch for; without, plaintext. ``protocol`` picks delta or
     state-of-the-world ADS (``"auto"``: delta, or SotW if the server does not implement
     delta). ``cache_path``, if set, is where the last good config is kept (written at
     most every ``cache_write_interval`` seconds and on close) and restored from on
@@ -119,6 +121,7 @@ class XdsClientConfig:
     protocol: XdsProtocol = DEFAULT_PROTOCOL
     cache_path: str | None = None
     cache_write_interval: float = DEFAULT_CACHE_WRITE_INTERVAL
+    root_certificates: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in get_args(XdsProtocol):
@@ -190,8 +193,11 @@ class XdsClient:
                     update = self._ads.resources(type_url)[name]
                     for watcher in list(watchers):
                         _notify(watcher.on_changed, update)
-        self._channel = grpc.aio.insecure_channel(self.config.server_address,
-                                                  options=list(self.config.channel_options))
+        options = list(self.config.channel_options)
+        roots = self.config.root_certificates
+        self._channel = grpc.aio.insecure_channel(self.config.server_address, options) \
+            if roots is None else grpc.aio.secure_channel(
+                self.config.server_address, grpc.ssl_channel_credentials(roots), options)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="xds-ads")
 
     async def close(self) -> None:

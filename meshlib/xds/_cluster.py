@@ -184,6 +184,11 @@ def _upstream_tls(cluster: cluster_pb2.Cluster, invalid: _Invalid) -> UpstreamTl
         sans += [m.exact for m in validation.match_subject_alt_names if m.exact]
         sans += [m.matcher.exact for m in validation.match_typed_subject_alt_names
                  if m.matcher.exact]
+    if not sans:
+        # Without a SAN to check, the handshake would accept any certificate of the
+        # trust domain (or, with no certificate yet, fall back to plaintext): refuse.
+        raise invalid("UpstreamTlsContext has no exact SAN matcher: meshlib checks the "
+                      "destination's SPIFFE identity and will not connect without one")
     identities = []
     for san in sans:
         try:

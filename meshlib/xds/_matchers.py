@@ -2,20 +2,22 @@
 
 Semantics follow Envoy and gRFC A28
 (https://github.com/grpc/proposal/blob/master/A28-xds-traffic-splitting-and-routing.md):
-``safe_regex`` must match the whole value; ``invert_match`` negates the result; a
-header that is absent matches nothing but an inverted ``present_match``.
+``safe_regex`` is RE2 and must match the whole value (a value longer than
+:data:`~meshlib.contract.regex.MAX_MATCH_LENGTH` matches no regex); ``invert_match``
+negates the result; a header that is absent matches nothing but an inverted
+``present_match``.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.type.matcher.v3 import string_pb2
 
+from meshlib.contract.regex import RegexError, fullmatcher
 from meshlib.xds._resources import ROUTE, ResourceValidationError
 
 __all__ = [
@@ -31,28 +33,30 @@ __all__ = [
 StringMatchKind = Literal["exact", "prefix", "suffix", "contains", "regex"]
 
 
-def compile_regex(regex: str, field: str, name: str) -> re.Pattern[str]:
-    """Compile an RE2 ``regex`` with Python's ``re`` (RE2 is, in practice, a subset)."""
+def compile_regex(regex: str, field: str, name: str) -> Callable[[str], bool]:
+    """An RE2 ``regex`` as a full-match predicate; a pattern RE2 refuses (such as a
+    backreference or a lookahead) is a validation error, so the resource is NACKed."""
     try:
-        return re.compile(regex)
-    except re.error as err:
-        raise ResourceValidationError(f"{field}: invalid regex {regex!r}: {err}",
+        return fullmatcher(regex)
+    except RegexError as err:
+        raise ResourceValidationError(f"{field}: invalid regex {regex!r}: {err} (RE2 syntax)",
                                       type_url=ROUTE, resource_name=name) from err
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StringMatcher:
-    """One ``StringMatcher``: ``kind`` of match against ``value`` (or ``pattern``)."""
+    """One ``StringMatcher``: ``kind`` of match against ``value`` (or ``pattern``, the
+    compiled regex: equal matchers are those of equal kind and value)."""
 
     kind: StringMatchKind
     value: str
     ignore_case: bool = False
-    pattern: re.Pattern[str] | None = None
+    pattern: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
 
     def matches(self, text: str) -> bool:
         """Whether ``text`` matches."""
         if self.pattern is not None:
-            return self.pattern.fullmatch(text) is not None
+            return self.pattern(text)
         value = self.value
         if self.ignore_case:
             text, value = text.lower(), value.lower()

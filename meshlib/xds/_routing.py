@@ -14,11 +14,11 @@ Example::
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from urllib.parse import parse_qsl
 
+from meshlib.contract.regex import fullmatcher
 from meshlib.xds._route_config import Route, RouteMatch, VirtualHost
 
 __all__ = ["domain_match_rank", "match_route", "pick_virtual_host"]
@@ -94,11 +94,12 @@ def _path_matches(match: RouteMatch, path: str) -> bool:
             return path == match.path
         return path.lower() == match.path.lower()
     if match.regex is not None:
-        return _compiled(match.regex).fullmatch(path) is not None
+        return _compiled(match.regex)(path)
     return False
 
 
 @lru_cache(maxsize=1024)
-def _compiled(regex: str) -> re.Pattern[str]:
-    """Path regexes are validated at decode time; compile once per distinct regex."""
-    return re.compile(regex)
+def _compiled(regex: str) -> Callable[[str], bool]:
+    """Path regexes (RE2) are validated at decode time; compile once per distinct regex.
+    A path longer than :data:`~meshlib.contract.regex.MAX_MATCH_LENGTH` matches none."""
+    return fullmatcher(regex)

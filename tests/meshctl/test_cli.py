@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from meshctl.cli import build_parser, main
+from tests.xds_server.sources.source_builders import route, service
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = (["control-plane"], ["check"], ["bootstrap"], ["certs"], ["certs", "issue"],
@@ -48,7 +50,8 @@ def test_defaults_are_shown_elsewhere_too(capsys):
     assert "(default: default)" in help_of(capsys, "bootstrap")  # --namespace
     text = " ".join(help_of(capsys, "certs", "issue").split())
     assert "(default: cluster.local)" in text and "(default: default)" in text
-    assert "discouraged" in text  # --token
+    assert "--token-file FILE" in text and "MESHLIB_TOKEN" in text
+    assert "--token " not in text.replace("--token-file", "")  # no flag takes a secret
 
 
 def test_control_plane_without_config_is_a_usage_error(capsys):
@@ -112,6 +115,42 @@ def test_certs_issue_into_an_impossible_directory_fails_before_asking_the_ca(tmp
     assert err == f"meshctl: cannot write certificates to {out_dir}: not a directory\n"
 
 
+@pytest.mark.parametrize("argv", [["--token", "s3cret-token-value"],
+                                  ["--token=s3cret-token-value"]])
+def test_certs_issue_refuses_a_token_on_the_command_line(capsys, argv):
+    code, _, err = run(capsys, "certs", "issue", "--xds-address", "127.0.0.1:1",
+                       "--service-account", "web", *argv, "--out-dir", "/nonexistent")
+    assert code == 2
+    assert "--token: pass the token with --token-file or MESHLIB_TOKEN, never on the " \
+        "command line" in err
+    assert "s3cret" not in err
+
+
+def test_certs_issue_takes_the_token_from_the_environment(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MESHLIB_TOKEN", raising=False)
+    argv = ["certs", "issue", "--xds-address", "127.0.0.1:1", "--service-account", "web",
+            "--out-dir", str(tmp_path / "certs")]
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert err == "meshctl: no bootstrap token: give --token-file FILE or set MESHLIB_TOKEN\n"
+    monkeypatch.setenv("MESHLIB_TOKEN", "t" * 20)
+    code, _, err = run(capsys, *argv)  # nothing listens on port 1: the CA is asked
+    assert code == 1 and err.startswith("meshctl: no certificate:")
+
+
+def test_control_plane_refuses_a_ca_directory_others_may_write(tmp_path, capsys):
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    ca_dir.chmod(0o777)
+    code, _, err = run(capsys, "control-plane", "--config", str(ROOT / "examples" / "mesh"),
+                       "--xds-address", "127.0.0.1:0", "--ca-dir", str(ca_dir))
+    assert code == 1
+    assert f"{ca_dir}: CA directory has mode 0777: group or others may write it; refusing " \
+        f"to use it: chmod 700 {ca_dir}" in err
+    assert err.endswith("meshctl: 1 problem(s); not started\n")  # not "in examples/mesh"
+    assert not (ca_dir / "ca-key.pem").exists()
+
+
 def test_check_of_an_empty_directory_is_not_ok(tmp_path, capsys):
     code, out, err = run(capsys, "check", str(tmp_path))
     assert code == 1 and "ok" not in out
@@ -137,3 +176,16 @@ def test_check_of_the_examples_is_still_ok(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     code, out, _ = run(capsys, "check", "examples/mesh")
     assert code == 0 and out == "examples/mesh: ok\n"
+
+
+def test_check_refuses_a_route_regex_re2_refuses(tmp_path, capsys):
+    objects = [service(), route("HTTPRoute", rules=[{
+        "matches": [{"path": {"type": "RegularExpression", "value": "/api/(?=admin)"}}],
+        "backendRefs": [{"name": "reviews", "port": 50051}]}])]
+    config = tmp_path / "mesh.yaml"
+    config.write_text(yaml.safe_dump_all(objects))
+    code, out, _ = run(capsys, "check", str(config))
+    assert code == 1
+    assert out == (f"{config}: HTTPRoute default/reviews: spec.rules[0].matches[0].path.value: "
+                   "must be a valid RE2 regular expression (invalid perl operator: (?=), got "
+                   '"/api/(?=admin)"\n')

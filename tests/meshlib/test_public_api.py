@@ -24,7 +24,7 @@ def test_meshlib_public_api_is_pinned():
         "NoHealthyEndpointError", "RateLimit", "RateLimitedError", "Retry",
         "RetryBudget", "RetryExhaustedError", "ServiceNotFoundError", "SpiffeId",
         "XdsError", "circuit_breaker", "current_deadline", "deadline_scope",
-        "peer_identity", "rate_limit", "retry", "timeout",
+        "peer_address", "peer_identity", "rate_limit", "retry", "timeout",
     ])
     for name in meshlib.__all__:
         assert getattr(meshlib, name).__doc__ or name.startswith("DEFAULT_"), name
@@ -34,12 +34,13 @@ def test_meshlib_security_public_api_is_pinned():
     import meshlib.security
 
     assert sorted(meshlib.security.__all__) == sorted([
-        "CA_FILE", "CERT_FILE", "DENIED", "HANDLER_FACTORIES", "KEY_FILE", "Admission",
+        "CA_FILE", "CERT_FILE", "DENIED", "FORWARDED", "HANDLER_FACTORIES", "KEY_FILE", "Admission",
         "AuthorizationPolicy", "CertificateSource", "Check", "Decision", "FileCertificates",
         "IssuedCertificates", "PolicySource", "Refusal", "WorkloadCertificate", "Wrap",
         "authorization_check", "authorize_generic", "authorize_methods",
         "decode_rbac_filters", "guard_handler", "log_denial", "make_key_and_csr",
-        "peer_identity", "peer_principal", "request_certificate", "rewrap_generic",
+        "peer_address", "peer_identity", "peer_principal", "read_roots", "request_certificate",
+        "rewrap_generic",
         "rewrap_handler", "write_files",
     ])
     for name in meshlib.security.__all__:

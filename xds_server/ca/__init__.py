@@ -11,7 +11,14 @@ from xds_server.ca._authority import (
     IssuedCertificate,
     parse_csr,
 )
-from xds_server.ca._service import MIN_CERT_TTL, CertificateService
+from xds_server.ca._limits import (
+    DEFAULT_ISSUE_BURST,
+    DEFAULT_ISSUE_RATE,
+    IssueBuckets,
+    IssueLimit,
+)
+from xds_server.ca._service import MAX_VALIDITY_DURATION, MIN_CERT_TTL, CertificateService
+from xds_server.ca._serving import DEFAULT_SERVING_NAMES, SERVING_TTL, ServingCertificates
 from xds_server.ca._store import CA_CERT_FILE, CA_KEY_FILE, CaStore, DirectoryCaStore
 from xds_server.ca._tokens import (
     AuthenticationError,
@@ -26,7 +33,12 @@ __all__ = [
     "CA_KEY_FILE",
     "CA_TTL",
     "DEFAULT_CERT_TTL",
+    "DEFAULT_ISSUE_BURST",
+    "DEFAULT_ISSUE_RATE",
+    "DEFAULT_SERVING_NAMES",
+    "MAX_VALIDITY_DURATION",
     "MIN_CERT_TTL",
+    "SERVING_TTL",
     "AuthenticationError",
     "CaStore",
     "Caller",
@@ -34,7 +46,10 @@ __all__ = [
     "CertificateService",
     "CsrError",
     "DirectoryCaStore",
+    "IssueBuckets",
+    "IssueLimit",
     "IssuedCertificate",
+    "ServingCertificates",
     "StaticTokens",
     "TokenAuthenticator",
     "hash_token",

@@ -90,9 +90,13 @@ class CertificateAuthority:
         """A new self-signed root (ECDSA P-256, one year)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = clock()
+        # Each root's name is its own (its key's id in it): during a root rotation a
+        # workload trusts two roots, and TLS stacks pick the issuer by name.
+        key_id = x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest
         name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshlib"),
                           x509.NameAttribute(NameOID.COMMON_NAME,
-                                             f"meshlib root CA ({trust_domain})")])
+                                             f"meshlib root CA ({trust_domain}) "
+                                             f"{key_id[:4].hex()}")])
         cert = (x509.CertificateBuilder()
                 .subject_name(name).issuer_name(name)
                 .public_key(key.public_key())

@@ -6,7 +6,10 @@ never leaves this process. Status codes a caller sees:
 
 * ``UNAUTHENTICATED`` — no token, or a token nobody issued (no detail on which);
 * ``PERMISSION_DENIED`` — the token does not cover the identity the CSR asks for;
-* ``INVALID_ARGUMENT`` — the CSR is garbage, unsigned, not P-256, or has no SPIFFE ID;
+* ``INVALID_ARGUMENT`` — the CSR is garbage, unsigned, not P-256, or has no SPIFFE ID,
+  or ``validity_duration`` is negative or absurd (past :data:`MAX_VALIDITY_DURATION`);
+* ``RESOURCE_EXHAUSTED`` — the identity got too many certificates lately
+  (:class:`IssueLimit`: a burst of 10, then 1 per second, by default);
 * ``FAILED_PRECONDITION`` — the control plane was started without a token file.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 
 import grpc
@@ -22,15 +26,17 @@ from cryptography import x509
 from meshlib.contract import SpiffeId
 from meshlib.contract.ca import (
     CREATE_CERTIFICATE,
+    MAX_VALIDITY_DURATION,
     SERVICE_NAME,
     CertificateRequest,
     CertificateResponse,
 )
 from meshlib.contract.x509 import spiffe_id_of
 from xds_server.ca._authority import CertificateAuthority, CsrError, parse_csr
+from xds_server.ca._limits import IssueBuckets, IssueLimit
 from xds_server.ca._tokens import AuthenticationError, TokenAuthenticator
 
-__all__ = ["MIN_CERT_TTL", "CertificateService"]
+__all__ = ["MAX_VALIDITY_DURATION", "MIN_CERT_TTL", "CertificateService"]
 
 log = logging.getLogger("xds_server.ca")
 
@@ -42,15 +48,19 @@ class CertificateService:
 
     ``ttl`` is the longest certificate it issues (MeshConfig ``certificateTTL``, read
     on each request so a config edit applies); a request may ask for less.
+    ``issue_limit`` bounds how fast one identity gets certificates (None: no bound).
     """
 
     def __init__(self, ca: CertificateAuthority, authenticator: TokenAuthenticator | None, *,
                  ttl: Callable[[], dt.timedelta],
-                 on_result: Callable[[str], None] | None = None) -> None:
+                 on_result: Callable[[str], None] | None = None,
+                 issue_limit: IssueLimit | None = IssueLimit(),  # noqa: B008 - frozen
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._ca = ca
         self._auth = authenticator
         self._ttl = ttl
         self._on_result = on_result or (lambda result: None)
+        self._buckets = None if issue_limit is None else IssueBuckets(issue_limit, clock=clock)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         handler = grpc.unary_unary_rpc_method_handler(
@@ -69,6 +79,11 @@ class CertificateService:
         except _Refused as err:
             self._refuse(context, err.result, str(err))
             await context.abort(err.code, str(err))
+        except Exception:  # a bug: never send Python's text to the caller
+            log.exception("certificate request from %s failed", context.peer())
+            self._on_result("error")
+            await context.abort(grpc.StatusCode.INTERNAL, "the CA failed to issue the "
+                                "certificate (see the control plane's log)")
 
     def _issue(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
         if self._auth is None:
@@ -76,6 +91,7 @@ class CertificateService:
                            "this control plane issues no certificates: start it with "
                            "--token-file (or in Kubernetes mode)")
         caller = self._auth.authenticate(_bearer(context.invocation_metadata()))
+        requested = _validity(request.validity_duration)
         try:
             csr = parse_csr(request.csr.encode())
             identity = _requested_identity(csr, self._ca.trust_domain)
@@ -84,9 +100,16 @@ class CertificateService:
         if not caller.permits(identity):
             raise _Refused(grpc.StatusCode.PERMISSION_DENIED, "not_permitted",
                            f"this token may not get a certificate for {identity}")
+        wait = 0.0 if self._buckets is None else self._buckets.take(identity.uri)
+        if wait:
+            limit = self._buckets.limit  # type: ignore[union-attr]
+            raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited",
+                           f"too many certificates for {identity} (at most {limit.burst} at "
+                           f"once, then {limit.per_second:g} per second): retry in "
+                           f"{wait:.1f}s")
         ttl = self._ttl()
-        if request.validity_duration > 0:
-            ttl = min(ttl, dt.timedelta(seconds=request.validity_duration))
+        if requested is not None:
+            ttl = min(ttl, requested)
         ttl = max(ttl, MIN_CERT_TTL)
         try:
             issued = self._ca.issue(request.csr.encode(), identity, ttl=ttl)
@@ -108,6 +131,15 @@ class _Refused(Exception):
         super().__init__(message)
         self.code = code
         self.result = result
+
+
+def _validity(seconds: object) -> dt.timedelta | None:
+    """The TTL a request asks for (None: the mesh default); _Refused when absurd."""
+    if not isinstance(seconds, int) or not 0 <= seconds <= MAX_VALIDITY_DURATION:
+        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "bad_request",
+                       f"validity_duration must be 0 (the mesh default) or 1 to "
+                       f"{MAX_VALIDITY_DURATION} seconds, got {seconds!r}")
+    return dt.timedelta(seconds=seconds) if seconds else None
 
 
 def _bearer(metadata) -> str:  # type: ignore[no-untyped-def]

@@ -10,7 +10,9 @@ File mode (no Kubernetes) uses bootstrap tokens from a YAML file given to
         token: s3cret-for-dev-only              # or the token itself
 
 A token authenticates the caller *as* the service accounts it names; the CA then
-signs only a certificate for one of those. Tokens are compared in constant time and
+signs only a certificate for one of those. The file is re-read when it changes (a
+``stat`` per request), so removing a token revokes it without a restart; a new file
+that is invalid is logged and the previous tokens stay. Tokens are compared in constant time and
 never logged. Kubernetes mode swaps in a TokenReview authenticator (the Kubernetes
 issue) behind the same :class:`TokenAuthenticator` protocol.
 """
@@ -22,6 +24,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -45,6 +48,9 @@ log = logging.getLogger("xds_server.ca")
 # Kubernetes projected tokens are ~1 KiB; gRPC itself starts refusing metadata
 # past 8 KiB in total (RESOURCE_EXHAUSTED), so anything bigger is not a token.
 _MAX_TOKEN_BYTES = 4 * 1024
+# namespace/service-account, each a DNS label as in a SPIFFE ID, "*" a wildcard
+_LABEL = r"[a-z0-9*]([-a-z0-9*]{0,61}[a-z0-9*])?"
+_SERVICE_ACCOUNT = re.compile(rf"{_LABEL}/{_LABEL}")
 
 
 class AuthenticationError(MeshError):
@@ -92,51 +98,46 @@ class StaticTokens:
     def __init__(self, entries: Iterable[tuple[str, str]]) -> None:
         """``entries``: (token SHA-256 hex, ``namespace/service-account`` pattern)."""
         self._entries = tuple(_Entry(bytes.fromhex(d), sa) for d, sa in entries)
+        self._path: Path | None = None
+        self._seen: tuple[int, ...] | None = None  # the file's stat when last read
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> StaticTokens:
-        """Read a token file; ConfigError naming the entry and field when invalid."""
+        """Read a token file, followed as it changes; ConfigError naming the entry and
+        field when invalid."""
         path = Path(path)
+        seen, entries = _read(path)
+        tokens = cls(entries)
+        tokens._path, tokens._seen = path, seen
+        return tokens
+
+    def _follow(self) -> None:
+        """Re-read the file if its stat changed; keep the tokens we have if it is bad."""
+        assert self._path is not None
         try:
-            mode = path.stat().st_mode
-            doc = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError([f"{path}: cannot read the token file: {err}"]) from err
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning("token file %s is readable by group or others; chmod 600 it", path)
-        items = doc.get("tokens") if isinstance(doc, dict) else None
-        if not isinstance(items, list):
-            raise ConfigError([f"{path}: expected a mapping with a 'tokens' list"])
-        entries: list[tuple[str, str]] = []
-        problems: list[str] = []
-        for i, item in enumerate(items):
-            where = f"{path}: tokens[{i}]"
-            if not isinstance(item, dict):
-                problems.append(f"{where}: expected a mapping")
-                continue
-            sa = item.get("serviceAccount")
-            if not isinstance(sa, str) or sa.count("/") != 1 or not all(sa.split("/")):
-                problems.append(f"{where}.serviceAccount: expected 'namespace/name' "
-                                "(name may be '*')")
-                continue
-            digest, token = item.get("sha256"), item.get("token")
-            if (digest is None) == (token is None):
-                problems.append(f"{where}: give exactly one of 'sha256' and 'token'")
-                continue
-            if token is not None:
-                if not isinstance(token, str) or len(token) < 16:
-                    problems.append(f"{where}.token: must be a string of 16+ characters")
-                    continue
-                digest = hash_token(token)
-            if not isinstance(digest, str) or len(digest) != 64 or not _is_hex(digest):
-                problems.append(f"{where}.sha256: expected 64 hex digits")
-                continue
-            entries.append((digest.lower(), sa))
-        if problems:
-            raise ConfigError(problems)
-        return cls(entries)
+            seen = _signature(self._path.stat())
+        except OSError as err:
+            seen = (-1,)
+            problem = f"{self._path}: cannot read the token file: {err}"
+        else:
+            if seen == self._seen:
+                return
+            try:
+                seen, entries = _read(self._path)
+            except ConfigError as err:
+                problem = "; ".join(str(p) for p in err.problems)
+            else:
+                self._entries = tuple(_Entry(bytes.fromhex(d), sa) for d, sa in entries)
+                self._seen = seen
+                log.info("token file %s reloaded: %d token(s)", self._path, len(entries))
+                return
+        if seen != self._seen:  # say it once per change
+            log.error("keeping the previous tokens: %s", problem)
+            self._seen = seen
 
     def authenticate(self, token: str) -> Caller:
+        if self._path is not None:
+            self._follow()
         if not token or len(token) > _MAX_TOKEN_BYTES:
             raise AuthenticationError("missing or oversized bearer token")
         digest = hashlib.sha256(token.encode()).digest()
@@ -146,6 +147,54 @@ class StaticTokens:
         if not matched:
             raise AuthenticationError("unknown bearer token")
         return Caller(tuple(matched))
+
+
+def _signature(info: os.stat_result) -> tuple[int, ...]:
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _read(path: Path) -> tuple[tuple[int, ...], list[tuple[str, str]]]:
+    """The file's stat signature and its entries; ConfigError when invalid."""
+    try:
+        with path.open("rb") as f:
+            info = os.fstat(f.fileno())
+            doc = yaml.safe_load(f.read().decode())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError([f"{path}: cannot read the token file: {err}"]) from err
+    mode = info.st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("token file %s is readable by group or others; chmod 600 it", path)
+    items = doc.get("tokens") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        raise ConfigError([f"{path}: expected a mapping with a 'tokens' list"])
+    entries: list[tuple[str, str]] = []
+    problems: list[str] = []
+    for i, item in enumerate(items):
+        where = f"{path}: tokens[{i}]"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: expected a mapping")
+            continue
+        sa = item.get("serviceAccount")
+        if not isinstance(sa, str) or not _SERVICE_ACCOUNT.fullmatch(sa):
+            problems.append(f"{where}.serviceAccount: expected 'namespace/name' "
+                            "(DNS labels; name may be '*')")
+            continue
+        digest, token = item.get("sha256"), item.get("token")
+        if (digest is None) == (token is None):
+            problems.append(f"{where}: give exactly one of 'sha256' and 'token'")
+            continue
+        if token is not None:
+            if not isinstance(token, str) or len(token) < 16:
+                problems.append(f"{where}.token: must be a string of 16+ characters")
+                continue
+            digest = hash_token(token)
+        if not isinstance(digest, str) or len(digest) != 64 or not _is_hex(digest):
+            problems.append(f"{where}.sha256: expected 64 hex digits")
+            continue
+        entries.append((digest.lower(), sa))
+    if problems:
+        raise ConfigError(problems)
+    return _signature(info), entries
 
 
 def _is_hex(text: str) -> bool:

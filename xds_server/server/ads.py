@@ -159,12 +159,14 @@ async def serve(
     *,
     options: Sequence[tuple[str, Any]] = (),
     services: Sequence[Any] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a ``grpc.aio`` server with ADS on ``address`` (port 0: any free port).
 
     Returns the started server (its :class:`AdsServer` is ``server.ads``) and the
     bound port. Stop it with ``await server.stop(grace)``. ``services`` are more
     services for the same port (objects with ``add_to_server(server)``, e.g. the CA's).
+    With ``credentials`` the port serves TLS only.
 
     A busy port raises :class:`~meshlib.contract.BindError` naming the address: the
     port is never shared with another server (:data:`~meshlib.contract.NO_REUSEPORT`),
@@ -179,7 +181,8 @@ async def serve(
     for service in services:
         service.add_to_server(server)
     try:
-        bound = server.add_insecure_port(target)
+        bound = (server.add_insecure_port(target) if credentials is None
+                 else server.add_secure_port(target, credentials))
     except RuntimeError:  # grpcio >= 1.5x raises where it used to return 0
         bound = 0
     if not bound:

@@ -260,18 +260,19 @@ def parse_service(ctx: ObjectContext, obj: Fields, meta: Metadata) -> Service:
     """A ``v1/Service``: its ports (protocol derived), the service-account annotations
     and the other ``meshlib.dev/`` annotations."""
     account = meta.annotation(SERVICE_ACCOUNT_ANNOTATION)
-    if account and not DNS_SUBDOMAIN.fullmatch(account):
+    if account and not DNS_LABEL.fullmatch(account):
         ctx.error(
             f"metadata.annotations[{SERVICE_ACCOUNT_ANNOTATION}]",
-            f"must be a service account name (a DNS subdomain), got {quote(account)}",
+            "must be a service account name in a SPIFFE ID (a DNS label: lower-case "
+            f"letters, digits and '-'), got {quote(account)}",
         )
     accounts = meta.annotation(SERVICE_ACCOUNTS_ANNOTATION)
     for name in accounts.split(",") if accounts else ():
-        if not DNS_SUBDOMAIN.fullmatch(name.strip()):
+        if not DNS_LABEL.fullmatch(name.strip()):
             ctx.error(
                 f"metadata.annotations[{SERVICE_ACCOUNTS_ANNOTATION}]",
-                "must be comma-separated service account names (DNS subdomains), "
-                f"got {quote(accounts)}",
+                "must be comma-separated service account names (DNS labels: lower-case "
+                f"letters, digits and '-'), got {quote(accounts)}",
             )
             break
     spec = obj.child("spec", _SERVICE_SPEC_FIELDS)

@@ -13,7 +13,7 @@ from typing import Literal, cast
 
 import grpc
 
-from meshlib.contract import MTLS_MODES, MtlsMode
+from meshlib.contract import MTLS_MODES, MtlsMode, SpiffeId
 from xds_server.model import (
     AccessPolicy,
     AccessRule,
@@ -111,9 +111,12 @@ _MESH_SPEC_FIELDS = frozenset(
 
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
 # Patterns shared with the CRDs; "*" is a wildcard in identities, accounts and names.
+# Namespaces and service accounts are DNS-1123 labels (SpiffeId's segments), "*" aside.
+_LABEL = r"[a-z0-9*]([-a-z0-9*]{0,61}[a-z0-9*])?"
 IDENTITY_PATTERN = re.compile(r"\*|spiffe://[^/\s]+(/\S*)?")
-SERVICE_ACCOUNT_PATTERN = re.compile(r"([a-z0-9*][-a-z0-9*]*/)?[a-z0-9*][-a-z0-9.*]*")
-NAMESPACE_PATTERN = re.compile(r"[a-z0-9*][-a-z0-9*]*")
+SERVICE_ACCOUNT_PATTERN = re.compile(rf"({_LABEL}/)?{_LABEL}")
+NAMESPACE_PATTERN = re.compile(_LABEL)
+_MESH_IDENTITY_PATH = re.compile(r"spiffe://[^/]+/ns/[^/]+/sa/[^/]+")
 METHOD_PATTERN = re.compile(r"\*|/\S*")
 
 
@@ -322,6 +325,18 @@ def parse_access_policy(ctx: ObjectContext, obj: Fields, meta: Metadata) -> Acce
     )
 
 
+def _identity(value: str) -> str | None:
+    """A SPIFFE ID or "*"; one in the mesh's ``/ns/<ns>/sa/<sa>`` form, without
+    wildcards, must be one a certificate can carry (DNS-label segments)."""
+    problem = pattern(IDENTITY_PATTERN, 'a SPIFFE ID (spiffe://...) or "*"')(value)
+    if problem is None and "*" not in value and _MESH_IDENTITY_PATH.fullmatch(value):
+        try:
+            SpiffeId.parse(value)
+        except ValueError as err:
+            return f"can never match: {err}"
+    return problem
+
+
 def _access_rule(rule: Fields) -> AccessRule:
     action = rule.string("action", "DENY", required=True, check=one_of(_ACTIONS))
     identities: list[str] = []
@@ -336,15 +351,17 @@ def _access_rule(rule: Fields) -> AccessRule:
         identities += source.strings(
             "identities",
             non_empty=True,
-            check=pattern(IDENTITY_PATTERN, 'a SPIFFE ID (spiffe://...) or "*"'),
+            check=_identity,
         )
         accounts += source.strings(
             "serviceAccounts",
             non_empty=True,
-            check=pattern(SERVICE_ACCOUNT_PATTERN, 'a service account, "name" or "namespace/name"'),
+            check=pattern(SERVICE_ACCOUNT_PATTERN, 'a service account, "name" or "namespace/name" '
+                          "(DNS labels: lower-case letters, digits and '-')"),
         )
         namespaces += source.strings(
-            "namespaces", non_empty=True, check=pattern(NAMESPACE_PATTERN, "a namespace name")
+            "namespaces", non_empty=True,
+            check=pattern(NAMESPACE_PATTERN, "a namespace name (a DNS label)"),
         )
     methods: list[str] = []
     paths: list[str] = []

@@ -15,6 +15,7 @@ import contextlib
 import re
 from typing import Literal, cast
 
+from meshlib.contract.regex import regex_error
 from xds_server.model import (
     BackendRef,
     HeaderMatch,
@@ -288,8 +289,8 @@ def _absolute_path(value: str) -> str | None:
 
 
 def _regex_check(value: str) -> str | None:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        return f"must be a valid regular expression ({exc}), got {quote(value)}"
+    """Exactly what RE2 accepts, as gRPC and Envoy (no backreferences, no lookaround)."""
+    error = regex_error(value)
+    if error is not None:
+        return f"must be a valid RE2 regular expression ({error}), got {quote(value)}"
     return None

@@ -40,7 +40,7 @@ def test_public_names_are_pinned():
         "server_listener_name", "service_of", "short_name",
     ])
     assert MODULES == ["ca", "cluster_metadata", "defaults", "errors", "listen", "names",
-                       "node", "resources", "spiffe", "x509"]
+                       "node", "regex", "resources", "spiffe", "x509"]
 
 
 def test_every_module_is_documented_and_declares_its_names():

@@ -20,6 +20,28 @@ def test_spiffe_ids_parse_strictly():
 
 
 def test_the_uri_parses_back_and_the_dns_form_is_linkerds():
-    sid = SpiffeId(DEFAULT_TRUST_DOMAIN, "shop", "Cart")
+    sid = SpiffeId(DEFAULT_TRUST_DOMAIN, "shop", "cart")
     assert SpiffeId.parse(sid.uri) == sid
     assert sid.dns_name == "cart.shop.serviceaccount.identity.cluster.local"
+
+
+@pytest.mark.parametrize(("namespace", "account"), [
+    ("shop", "Cart"),             # would share cart's DNS name
+    ("shop", "api.payments"),     # would share payments.shop/api's DNS name
+    ("payments.shop", "api"),
+    ("Shop", "cart"),
+    ("shop", "-cart"), ("shop", "cart-"), ("shop", "car_t"), ("shop", "a" * 64),
+    ("", "cart"), (".", "cart"), ("..", "cart"),
+])
+def test_segments_are_dns_labels_so_dns_names_never_collide(namespace, account):
+    with pytest.raises(ValueError, match="must be a DNS-1123 label"):
+        SpiffeId(DEFAULT_TRUST_DOMAIN, namespace, account)
+    with pytest.raises(ValueError):
+        SpiffeId.parse(f"spiffe://cluster.local/ns/{namespace}/sa/{account}")
+
+
+def test_every_valid_identity_has_its_own_dns_name():
+    ids = [SpiffeId(DEFAULT_TRUST_DOMAIN, ns, sa)
+           for ns in ("shop", "payments", "a", "a-b", "x" * 63)
+           for sa in ("api", "cart", "0", "a-b", "y" * 63)]
+    assert len({sid.dns_name for sid in ids}) == len(ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import timeit
 
 import pytest
@@ -19,8 +20,10 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from xds.type.matcher.v3 import matcher_pb2
 
+from meshlib.contract.regex import MAX_MATCH_LENGTH
 from meshlib.errors import XdsError
 from meshlib.security import AuthorizationPolicy, Decision, decode_rbac_filters
+from xds_server.translate.rbac import path_matcher
 
 FRONTEND = "spiffe://cluster.local/ns/default/sa/frontend"
 LEGACY = "spiffe://cluster.local/ns/legacy/sa/old"
@@ -288,3 +291,53 @@ def test_the_check_is_cheap():
                                  repeat=5)) / 2000
     print(f"\nauthorization check: {per_call * 1e6:.2f} µs per call")
     assert per_call < 20e-6, f"{per_call * 1e6:.1f} µs per check"  # ~1 µs; CI is noisy
+
+
+# ------------------------------------------------------------ regex denial of service
+
+ADVERSARIAL = "/api/" + "a/" * 4000 + "x"  # ~8 KB, just under the cap
+
+
+def _export_rule(action: int) -> AuthorizationPolicy:
+    """The control plane's translation of an AccessPolicy path with wildcards."""
+    glob = Permission(url_path=path_pb2.PathMatcher(path=path_matcher("/api/*/*/*/export")))
+    return only(action, permission=glob)
+
+
+@pytest.mark.parametrize("action", [ALLOW, DENY])
+def test_an_adversarial_path_against_a_wildcard_policy_is_decided_at_once(action):
+    authz = _export_rule(action)
+    assert len(ADVERSARIAL) <= MAX_MATCH_LENGTH
+    started = time.perf_counter()
+    decision = authz.check(FRONTEND, ADVERSARIAL)
+    assert time.perf_counter() - started < 0.01
+    assert decision.allowed is (action == DENY)
+    assert authz.check(FRONTEND, "/api/v1/users/42/export").allowed is (action == ALLOW)
+
+
+def test_an_adversarial_path_against_a_regex_is_decided_at_once():
+    authz = only(ALLOW, permission=path(regex=r"/api/(.*)/(.*)/(.*)/export"))
+    started = time.perf_counter()
+    assert not authz.check(FRONTEND, ADVERSARIAL).allowed
+    assert time.perf_counter() - started < 0.01
+
+
+@pytest.mark.parametrize("action", [ALLOW, DENY])
+def test_a_path_beyond_the_cap_is_denied_without_matching(action):
+    authz = only(action, permission=path(regex="/api/.*"))
+    long_path = "/api/" + "a" * MAX_MATCH_LENGTH
+    decision = authz.check(FRONTEND, long_path)
+    assert not decision.allowed  # a DENY regex that cannot match must not let it past
+    assert decision.reason == f"path or principal longer than {MAX_MATCH_LENGTH} characters"
+    assert not authz.check("spiffe://x/" + "a" * MAX_MATCH_LENGTH, "/api/x").allowed
+
+
+@pytest.mark.parametrize("regex", [r"(a)\1", "(?=x)/api", "/api/++"])
+def test_a_regex_re2_refuses_is_rejected(regex):
+    for permission in (path(regex=regex), header(safe_regex_match=regex_pb2.RegexMatcher(
+            regex=regex))):
+        with pytest.raises(XdsError, match=r"permissions\[0\].*bad regex .*RE2 syntax"):
+            decode_rbac_filters([rbac("r", ALLOW, p=policy([ANY_ID], [permission])), ROUTER])
+    with pytest.raises(XdsError, match=r"principals\[0\].*bad regex"):
+        decode_rbac_filters([rbac("r", ALLOW, p=policy([who(regex=regex)], [ANY_PERM])),
+                             ROUTER])

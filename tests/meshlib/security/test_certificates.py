@@ -7,10 +7,13 @@ import asyncio
 import datetime as dt
 import itertools
 import shutil
+import threading
+import time
 
 import grpc
 import pytest
 
+import meshlib
 from meshlib.contract import SpiffeId
 from meshlib.security._certificates import (
     CA_FILE,
@@ -21,9 +24,16 @@ from meshlib.security._certificates import (
     IssuedCertificates,
     WorkloadCertificate,
     make_key_and_csr,
+    request_certificate,
     write_files,
 )
-from xds_server.ca import CertificateAuthority, CertificateService, StaticTokens, hash_token
+from xds_server.ca import (
+    CertificateAuthority,
+    CertificateService,
+    IssueLimit,
+    StaticTokens,
+    hash_token,
+)
 from xds_server.cache import SnapshotCache
 from xds_server.server import serve
 
@@ -148,6 +158,66 @@ def test_written_key_is_private(tmp_path):
     assert FileCertificates(tmp_path).load().spiffe_id == FRONTEND
 
 
+def test_files_planted_at_the_old_temporary_names_change_nothing(tmp_path):
+    certs, outside = tmp_path / "certs", tmp_path / "outside"
+    certs.mkdir()
+    outside.write_bytes(b"the attacker's file\n")
+    outside.chmod(0o644)
+    (certs / f".{KEY_FILE}.tmp").write_bytes(b"planted")  # once a fixed temporary name
+    (certs / f".{KEY_FILE}.tmp").chmod(0o644)
+    (certs / f".{CERT_FILE}.tmp").symlink_to(outside)
+    (certs / f".{CA_FILE}.tmp").symlink_to(outside)
+    cert = issue(CertificateAuthority.create())
+    write_files(certs, cert)
+    assert (certs / KEY_FILE).stat().st_mode & 0o777 == 0o600
+    assert not (certs / KEY_FILE).is_symlink() and not (certs / CERT_FILE).is_symlink()
+    assert (certs / KEY_FILE).read_bytes() == cert.key_pem
+    assert outside.read_bytes() == b"the attacker's file\n"
+    assert outside.stat().st_mode & 0o777 == 0o644
+    assert FileCertificates(certs).load().serial == cert.serial
+    assert sorted(p.name for p in certs.iterdir() if not p.name.endswith(".tmp")) == \
+        sorted([KEY_FILE, CERT_FILE, CA_FILE])
+
+
 def test_missing_files_are_a_clear_error(tmp_path):
     with pytest.raises(CertificateError, match="cannot read certificates in"):
         FileCertificates(tmp_path).load()
+
+
+@pytest.mark.parametrize("ttl", [float("nan"), float("inf"), -1.0, 0.5, 2.0**62])
+async def test_a_ttl_out_of_range_is_a_clear_error_before_asking(ttl):
+    # Port 1: nothing listens; the error must come before any connection.
+    with pytest.raises(CertificateError, match="certificate TTL must be 1 to") as err:
+        await request_certificate("127.0.0.1:1", FRONTEND, TOKEN, ttl=ttl)
+    assert err.value.code is None
+
+
+def test_a_mesh_the_ca_rate_limits_starts_and_gets_its_certificate_soon():
+    """Many replicas of one service account starting at once: the CA answers
+    RESOURCE_EXHAUSTED to some; they wait and retry instead of failing to start."""
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    service = CertificateService(
+        CertificateAuthority.create(), StaticTokens([(hash_token(TOKEN), "default/frontend")]),
+        ttl=lambda: dt.timedelta(hours=1), issue_limit=IssueLimit(burst=1, per_second=1.0))
+
+    async def start():
+        return await serve(("127.0.0.1", 0), SnapshotCache(), services=[service])
+
+    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    address = f"127.0.0.1:{port}"
+    mesh = None
+    try:
+        asyncio.run_coroutine_threadsafe(  # the one certificate of the burst
+            request_certificate(address, FRONTEND, TOKEN), loop).result(10)
+        mesh = meshlib.Mesh(address, node_id="frontend-2", service="frontend", token=TOKEN)
+        deadline = time.monotonic() + 10
+        while mesh.certificates.current is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mesh.certificates.current is not None
+        assert mesh.certificates.current.spiffe_id == FRONTEND
+    finally:
+        if mesh is not None:
+            mesh.close()
+        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)

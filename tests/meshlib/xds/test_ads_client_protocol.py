@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import code_pb2, status_pb2
 
@@ -176,3 +178,18 @@ def test_reset_resubscribes_with_last_accepted_versions(canary):
     assert (lds.type_url, lds.version_info, lds.response_nonce) == (LISTENER, "lv1", "")
     assert (cds.type_url, cds.version_info, cds.HasField("error_detail")) == (CLUSTER, "", False)
     assert "reviews" in ads.resources(LISTENER)  # last good config kept across streams
+
+
+def test_a_route_regex_re2_refuses_is_nacked():
+    """A backtracking-only pattern arriving over xDS is refused, not half-enforced."""
+    ads = AdsClientProtocol(NODE)
+    ads.subscribe(ROUTE, [RDS])
+    ads.outgoing()
+    config = route_pb2.RouteConfiguration(name=RDS, virtual_hosts=[rc_pb2.VirtualHost(
+        name="v", domains=["*"], routes=[rc_pb2.Route(
+            match=rc_pb2.RouteMatch(safe_regex={"regex": r"/(a)\1"}), route={"cluster": V1})])])
+    (error,) = ads.receive(_response(ROUTE, "v1", "n1", config))
+    assert isinstance(error, ResourceError) and error.name == RDS
+    (nack,) = ads.outgoing()
+    assert nack.response_nonce == "n1" and nack.error_detail.code == code_pb2.INVALID_ARGUMENT
+    assert "invalid escape sequence" in nack.error_detail.message

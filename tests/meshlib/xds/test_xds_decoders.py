@@ -9,13 +9,16 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
+from envoy.config.rbac.v3 import rbac_pb2 as rbac_config_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.load_balancing_policies.ring_hash.v3 import ring_hash_pb2
+from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 
 from meshlib.errors import XdsError
 from meshlib.xds import (
@@ -197,6 +200,16 @@ INVALID = [
     (ROUTE, decode_route_config, _route_config(rc_pb2.Route(
         match=rc_pb2.RouteMatch(safe_regex={"regex": "a(b"}), route={"cluster": "x"})),
      "invalid regex 'a\\(b'"),
+    (ROUTE, decode_route_config, _route_config(rc_pb2.Route(
+        match=rc_pb2.RouteMatch(safe_regex={"regex": r"/(a)\1"}), route={"cluster": "x"})),
+     r"routes\[0\].match.safe_regex: invalid regex .*invalid escape sequence.*RE2 syntax"),
+    (ROUTE, decode_route_config, _route_config(rc_pb2.Route(match=rc_pb2.RouteMatch(
+        prefix="/", headers=[{"name": "x-user", "safe_regex_match": {"regex": "(?=admin)"}}]),
+        route={"cluster": "x"})), r"headers\[0\].safe_regex_match: invalid regex '\(\?=admin\)'"),
+    (ROUTE, decode_route_config, _route_config(rc_pb2.Route(match=rc_pb2.RouteMatch(
+        prefix="/", headers=[{"name": "x-user", "string_match": {
+            "safe_regex": {"regex": "a++"}}}]), route={"cluster": "x"})),
+     r"headers\[0\].string_match: invalid regex 'a\+\+'"),
     (ROUTE, decode_route_config, _route_config(_forward(weighted_clusters={
         "clusters": [{"name": "a", "weight": {"value": 0}}]})), "total weight 0"),
     (ROUTE, decode_route_config, _route_config(_forward(
@@ -265,3 +278,45 @@ def test_inline_route_config_in_listener():
     update = decode_listener(pack(_hcm_listener(hcm)))
     assert update.route_config_name is None
     assert update.route_config.virtual_hosts[0].routes[0].action.clusters[0].name == "x"
+
+
+def _tls_cluster(*sans: str) -> cluster_pb2.Cluster:
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+    from envoy.type.matcher.v3 import string_pb2
+
+    context = tls_pb2.UpstreamTlsContext()
+    validation = context.common_tls_context.combined_validation_context
+    validation.default_validation_context.match_subject_alt_names.extend(
+        string_pb2.StringMatcher(exact=san) for san in sans)
+    out = _cluster()
+    out.transport_socket.name = "envoy.transport_sockets.tls"
+    out.transport_socket.typed_config.CopyFrom(pack(context))
+    return out
+
+
+def test_an_upstream_tls_context_without_san_matchers_is_refused():
+    """No SAN to check would mean any certificate of the trust domain passes (or, with no
+    certificate yet, plaintext): NACKed, never a silent downgrade."""
+    spiffe = "spiffe://cluster.local/ns/default/sa/reviews"
+    assert decode_cluster(pack(_tls_cluster(spiffe))).tls.identities[0].uri == spiffe
+    with pytest.raises(ResourceValidationError, match="no exact SAN matcher"):
+        decode_cluster(pack(_tls_cluster()))
+
+def test_server_listener_with_an_rbac_regex_re2_refuses_is_rejected(canary):
+    name = next(n for n in canary[LISTENER] if n.startswith("grpc/server"))
+    listener = listener_pb2.Listener()
+    listener.CopyFrom(canary[LISTENER][name])
+    hcm_filter = next(f for f in listener.filter_chains[0].filters
+                      if f.typed_config.type_url.endswith("HttpConnectionManager"))
+    hcm = hcm_pb2.HttpConnectionManager()
+    hcm_filter.typed_config.Unpack(hcm)
+    regex = rbac_config_pb2.Permission(url_path=path_pb2.PathMatcher(path=string_pb2.StringMatcher(
+        safe_regex=regex_pb2.RegexMatcher(regex="/api/(?=admin).*"))))
+    rules = rbac_config_pb2.RBAC(action=rbac_config_pb2.RBAC.DENY, policies={"p": (
+        rbac_config_pb2.Policy(principals=[rbac_config_pb2.Principal(any=True)],
+                               permissions=[regex]))})
+    hcm.http_filters.insert(0, hcm_pb2.HttpFilter(
+        name="meshlib.rbac.deny", typed_config=pack(rbac_pb2.RBAC(rules=rules))))
+    hcm_filter.typed_config.Pack(hcm)
+    with pytest.raises(ResourceValidationError, match=r"RBAC: .*bad regex .*\(\?=admin\)"):
+        decode_listener(pack(listener))

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import time
 
+import pytest
+from envoy.config.route.v3 import route_components_pb2 as rc_pb2
+from envoy.config.route.v3 import route_pb2
+
+from meshlib.contract.regex import MAX_MATCH_LENGTH
 from meshlib.xds import (
     ROUTE,
     HeaderMatcher,
@@ -96,3 +101,47 @@ def test_translated_canary_routes(canary):
     assert [c.name for c in canary_route.action.clusters] == [V2]
     split = match_route(vhost.routes, "/reviews.Reviews/Get", {"x-canary": "0"})
     assert [c.name for c in split.action.clusters] == [V1, V2]
+
+
+# ------------------------------------------------------------ regex denial of service
+
+ADVERSARIAL = "/api/" + "a/" * 4000 + "x"  # ~8 KB: cubic for a backtracking engine
+
+
+def _regex_routes(path_regex: str, header_regex: str) -> tuple[Route, ...]:
+    config = route_pb2.RouteConfiguration(name="rc", virtual_hosts=[rc_pb2.VirtualHost(
+        name="v", domains=["*"], routes=[
+            rc_pb2.Route(name="by-path", match=rc_pb2.RouteMatch(
+                safe_regex={"regex": path_regex}), route={"cluster": "a"}),
+            rc_pb2.Route(name="by-header", match=rc_pb2.RouteMatch(prefix="/", headers=[{
+                "name": "x-tenant", "safe_regex_match": {"regex": header_regex}}]),
+                route={"cluster": "b"}),
+            rc_pb2.Route(name="default", match=rc_pb2.RouteMatch(prefix="/"),
+                         route={"cluster": "c"})])])
+    (vhost,) = decode_route_config(pack(config)).virtual_hosts
+    return vhost.routes
+
+
+def _timed_pick(routes: tuple[Route, ...], path: str, **headers: str) -> str:
+    started = time.perf_counter()
+    route = match_route(routes, path, headers)
+    assert time.perf_counter() - started < 0.01
+    return route.name
+
+
+def test_an_adversarial_path_or_header_against_a_route_regex_is_decided_at_once():
+    for glob in (r"/api/.*/.*/.*/export", r"/api/(.*)/(.*)/(.*)/export"):
+        routes = _regex_routes(glob, glob)
+        assert _timed_pick(routes, ADVERSARIAL) == "default"
+        assert _timed_pick(routes, "/", **{"x-tenant": ADVERSARIAL}) == "default"
+        assert _timed_pick(routes, "/api/v1/users/1/export") == "by-path"
+        assert _timed_pick(routes, "/", **{"x-tenant": "/api/a/b/c/export"}) == "by-header"
+
+
+def test_a_value_beyond_the_cap_matches_no_regex():
+    routes = _regex_routes("/api/.*", "t.*")
+    fits, too_long = "a" * (MAX_MATCH_LENGTH - 5), "a" * (MAX_MATCH_LENGTH - 4)
+    assert _timed_pick(routes, "/api/" + fits) == "by-path"
+    assert _timed_pick(routes, "/api/" + too_long) == "default"
+    assert _timed_pick(routes, "/", **{"x-tenant": "t" + fits + "aaaa"}) == "by-header"
+    assert _timed_pick(routes, "/", **{"x-tenant": "t" + too_long + "aaaa"}) == "default"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import stat
 
 import pytest
@@ -11,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from meshlib.contract import SpiffeId
+from meshlib.contract import ConfigError, SpiffeId
 from xds_server.ca import (
     CA_KEY_FILE,
     CertificateAuthority,
@@ -106,4 +107,49 @@ def test_half_a_stored_ca_is_an_error(tmp_path):
     CertificateAuthority.load_or_create(store)
     (tmp_path / CA_KEY_FILE).unlink()
     with pytest.raises(FileNotFoundError, match=CA_KEY_FILE):
+        CertificateAuthority.load_or_create(store)
+
+
+# ---------------------------------------------------------------- store permissions
+
+
+def test_a_new_ca_directory_is_private(tmp_path):
+    CertificateAuthority.load_or_create(DirectoryCaStore(tmp_path / "new" / "ca"))
+    assert stat.S_IMODE((tmp_path / "new" / "ca").stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize(("target", "mode", "fix"), [
+    ("", 0o777, "chmod 700"),           # the directory, world-writable
+    ("", 0o770, "chmod 700"),           # group-writable
+    (CA_KEY_FILE, 0o666, "chmod 600"),  # the key, writable by others
+    (CA_KEY_FILE, 0o640, "chmod 600"),  # the key, readable by the group
+    ("ca-cert.pem", 0o646, "chmod 644"),
+])
+def test_a_ca_others_may_write_is_refused(tmp_path, target, mode, fix):
+    store = DirectoryCaStore(tmp_path / "ca")
+    CertificateAuthority.load_or_create(store)
+    path = tmp_path / "ca" / target if target else tmp_path / "ca"
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as err:
+        CertificateAuthority.load_or_create(store)
+    assert str(path) in str(err.value) and f"{fix} {path}" in str(err.value)
+
+
+def test_an_empty_world_writable_directory_gets_no_ca(tmp_path):
+    (tmp_path / "ca").mkdir()
+    (tmp_path / "ca").chmod(0o777)
+    with pytest.raises(ConfigError, match="chmod 700"):
+        CertificateAuthority.load_or_create(DirectoryCaStore(tmp_path / "ca"))
+    assert not (tmp_path / "ca" / CA_KEY_FILE).exists()
+
+
+@pytest.mark.parametrize("target", ["", CA_KEY_FILE])
+def test_a_ca_owned_by_another_user_is_refused(tmp_path, target):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown")
+    store = DirectoryCaStore(tmp_path / "ca")
+    CertificateAuthority.load_or_create(store)
+    path = tmp_path / "ca" / target if target else tmp_path / "ca"
+    os.chown(path, 12345, -1)
+    with pytest.raises(ConfigError, match=f"owned by uid 12345.*chown {os.geteuid()} {path}"):
         CertificateAuthority.load_or_create(store)

@@ -20,7 +20,18 @@ from meshlib.contract.ca import (
 )
 from meshlib.errors import ConfigError
 from meshlib.security._certificates import CertificateError, make_key_and_csr, request_certificate
-from xds_server.ca import CertificateAuthority, CertificateService, StaticTokens, hash_token
+from xds_server.ca import (
+    DEFAULT_ISSUE_BURST,
+    DEFAULT_ISSUE_RATE,
+    MAX_VALIDITY_DURATION,
+    AuthenticationError,
+    CertificateAuthority,
+    CertificateService,
+    IssueBuckets,
+    IssueLimit,
+    StaticTokens,
+    hash_token,
+)
 from xds_server.cache import SnapshotCache
 from xds_server.server import serve
 
@@ -125,6 +136,11 @@ def _csr_with(sans: list[x509.GeneralName] | None, curve: ec.EllipticCurve | Non
         "spiffe://other.domain/ns/default/sa/frontend")]), "not in trust domain"),
     (_csr_with([x509.UniformResourceIdentifier(FRONTEND.uri)], ec.SECP384R1()),
      "must be ECDSA P-256"),
+    # identities whose DNS form another identity shares
+    (_csr_with([x509.UniformResourceIdentifier(
+        "spiffe://cluster.local/ns/default/sa/front.end")]), "must be a DNS-1123 label"),
+    (_csr_with([x509.UniformResourceIdentifier(
+        "spiffe://cluster.local/ns/default/sa/Frontend")]), "must be a DNS-1123 label"),
 ])
 async def test_bad_csrs_get_clear_errors_and_no_certificate(ca_address, csr, message):
     address, _, results = ca_address
@@ -177,15 +193,18 @@ def test_token_file_problems_name_the_entry_and_field(tmp_path):
     path.write_text("tokens:\n- serviceAccount: frontend\n  token: long-enough-token-1234\n"
                     "- serviceAccount: a/b\n  token: short\n"
                     "- serviceAccount: a/b\n  sha256: xyz\n"
-                    "- serviceAccount: a/b\n")
+                    "- serviceAccount: a/b\n"
+                    "- serviceAccount: shop/api.payments\n  token: long-enough-token-1234\n")
     with pytest.raises(ConfigError) as err:
         StaticTokens.from_file(path)
     problems = [str(p) for p in err.value.problems]
+    bad_account = "serviceAccount: expected 'namespace/name' (DNS labels; name may be '*')"
     assert problems == [
-        f"{path}: tokens[0].serviceAccount: expected 'namespace/name' (name may be '*')",
+        f"{path}: tokens[0].{bad_account}",
         f"{path}: tokens[1].token: must be a string of 16+ characters",
         f"{path}: tokens[2].sha256: expected 64 hex digits",
         f"{path}: tokens[3]: give exactly one of 'sha256' and 'token'",
+        f"{path}: tokens[4].{bad_account}",
     ]
 
 
@@ -196,3 +215,112 @@ def test_a_world_readable_token_file_is_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, "xds_server.ca"):
         StaticTokens.from_file(path)
     assert "chmod 600" in caplog.text
+
+
+def _token_file(path, *lines: tuple[str, str]) -> None:
+    body = "".join(f"- serviceAccount: {sa}\n  sha256: {hash_token(tok)}\n" for sa, tok in lines)
+    path.write_text(f"tokens:\n{body}")
+    path.chmod(0o600)
+
+
+async def test_a_token_removed_from_the_file_is_revoked_without_a_restart(tmp_path):
+    path = tmp_path / "tokens.yaml"
+    _token_file(path, ("default/frontend", TOKEN), ("shop/*", SHOP_TOKEN))
+    service = CertificateService(CertificateAuthority.create(), StaticTokens.from_file(path),
+                                 ttl=lambda: dt.timedelta(hours=1))
+    server, port = await serve(("127.0.0.1", 0), SnapshotCache(), services=[service])
+    address = f"127.0.0.1:{port}"
+    try:
+        await request_certificate(address, FRONTEND, TOKEN)
+        _token_file(path, ("shop/*", SHOP_TOKEN))  # frontend's token revoked
+        with pytest.raises(CertificateError) as err:
+            await request_certificate(address, FRONTEND, TOKEN)
+        assert err.value.code is grpc.StatusCode.UNAUTHENTICATED
+        await request_certificate(address, SpiffeId("cluster.local", "shop", "cart"),
+                                  SHOP_TOKEN)
+    finally:
+        await server.stop(0)
+
+
+def test_an_invalid_new_token_file_keeps_the_previous_tokens(tmp_path, caplog):
+    path = tmp_path / "tokens.yaml"
+    _token_file(path, ("default/frontend", TOKEN))
+    tokens = StaticTokens.from_file(path)
+    path.write_text("tokens: [oops")
+    with caplog.at_level(logging.WARNING, "xds_server.ca"):
+        assert tokens.authenticate(TOKEN).permits(FRONTEND)
+        assert tokens.authenticate(TOKEN).permits(FRONTEND)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "keeping the previous tokens" in errors[0].getMessage()
+    assert str(path) in errors[0].getMessage()
+    path.unlink()  # a missing file too
+    assert tokens.authenticate(TOKEN).permits(FRONTEND)
+    _token_file(path, ("default/reviews", SHOP_TOKEN))  # valid again: it applies
+    assert tokens.authenticate(SHOP_TOKEN).permits(REVIEWS)
+    with pytest.raises(AuthenticationError):
+        tokens.authenticate(TOKEN)
+
+
+# ---------------------------------------------------------------- limits and bad requests
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_an_identity_gets_a_burst_of_certificates_then_one_per_second():
+    clock = _Clock()
+    results: Counter[str] = Counter()
+    tokens = StaticTokens([(hash_token(TOKEN), "default/*")])
+    service = CertificateService(CertificateAuthority.create(), tokens,
+                                 ttl=lambda: dt.timedelta(hours=1), clock=clock,
+                                 on_result=lambda r: results.update([r]))
+    server, port = await serve(("127.0.0.1", 0), SnapshotCache(), services=[service])
+    address = f"127.0.0.1:{port}"
+    try:
+        for _ in range(DEFAULT_ISSUE_BURST):
+            await request_certificate(address, FRONTEND, TOKEN)
+        with pytest.raises(CertificateError) as err:
+            await request_certificate(address, FRONTEND, TOKEN)
+        assert f"too many certificates for {FRONTEND.uri}" in str(err.value)
+        assert err.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        await request_certificate(address, REVIEWS, TOKEN)  # another identity: its own bucket
+        clock.now += 1.0 / DEFAULT_ISSUE_RATE
+        await request_certificate(address, FRONTEND, TOKEN)
+        assert results == {"issued": DEFAULT_ISSUE_BURST + 2, "rate_limited": 1}
+    finally:
+        await server.stop(0)
+
+
+def test_issue_buckets_forget_full_buckets_past_the_cap(monkeypatch):
+    from xds_server.ca import _limits
+
+    monkeypatch.setattr(_limits, "_MAX_BUCKETS", 3)
+    clock = _Clock()
+    buckets = IssueBuckets(IssueLimit(burst=2, per_second=1.0), clock=clock)
+    for key in "abcd":
+        assert buckets.take(key) == 0.0
+    assert len(buckets._buckets) <= 3
+    assert buckets.take("d") == 0.0 and buckets.take("d") == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("seconds", [2**62, -1, -(2**63), MAX_VALIDITY_DURATION + 1])
+async def test_an_absurd_validity_duration_is_an_invalid_argument(ca_address, seconds):
+    address, _, results = ca_address
+    metadata = (("authorization", f"Bearer {TOKEN}"),)
+    csr = make_key_and_csr(FRONTEND)[1].decode()
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = channel.unary_unary(CREATE_CERTIFICATE,
+                                   request_serializer=CertificateRequest.SerializeToString,
+                                   response_deserializer=CertificateResponse.FromString)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call(CertificateRequest(csr=csr, validity_duration=seconds),
+                       metadata=metadata, timeout=5)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == (f"validity_duration must be 0 (the mesh default) or 1 "
+                                   f"to {MAX_VALIDITY_DURATION} seconds, got {seconds}")
+    assert results == {"bad_request": 1}

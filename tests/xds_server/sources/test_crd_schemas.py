@@ -253,6 +253,14 @@ INVALID = [
     ("empty from", _ap(rules=[{"action": "ALLOW", "from": []}])),
     ("empty source", _ap(rules=[{"action": "ALLOW", "from": [{}]}])),
     ("identity", _ap(rules=[{"action": "ALLOW", "from": [{"identities": ["frontend"]}]}])),
+    ("dotted service account", _ap(rules=[{"action": "ALLOW", "from": [
+        {"serviceAccounts": ["shop/api.payments"]}]}])),
+    ("upper-case service account", _ap(rules=[{"action": "ALLOW", "from": [
+        {"serviceAccounts": ["Cart"]}]}])),
+    ("dotted namespace", _ap(rules=[{"action": "ALLOW", "from": [
+        {"namespaces": ["payments.shop"]}]}])),
+    ("namespace ending in '-'", _ap(rules=[{"action": "ALLOW", "from": [
+        {"namespaces": ["shop-"]}]}])),
     ("method", _ap(rules=[{"action": "ALLOW", "to": [{"methods": ["Get"]}]}])),
     ("sampling", mesh_config(tracing={"sampling": 2})),
     ("outbound port", mesh_config(sidecar={"outboundPort": 0})),

@@ -65,6 +65,19 @@ def test_service_ports_labels_and_service_account() -> None:
     assert parsed.ref is not None and parsed.ref.source == "mesh.yaml"
 
 
+@pytest.mark.parametrize(("annotation", "value"), [
+    ("meshlib.dev/service-account", "api.payments"),
+    ("meshlib.dev/service-account", "Cart"),
+    ("meshlib.dev/service-accounts", "cart,api.payments"),
+])
+def test_service_account_annotations_are_dns_labels(annotation: str, value: str) -> None:
+    svc = service()
+    svc["metadata"]["annotations"] = {annotation: value}
+    (line,) = lines(parse(svc)[1])
+    assert f"metadata.annotations[{annotation}]: must be" in line
+    assert "(a DNS label: " in line or "(DNS labels: " in line
+
+
 def test_every_real_service_spec_field_is_accepted() -> None:
     svc = service(
         selector={"app": "reviews"},

@@ -327,7 +327,30 @@ def test_several_access_policies_for_one_service_are_fine() -> None:
         (
             {"rules": [{"action": "ALLOW", "from": [{"serviceAccounts": ["a/b/c"]}]}]},
             'spec.rules[0].from[0].serviceAccounts[0]: must be a service account, "name" or '
-            '"namespace/name", got "a/b/c"',
+            '"namespace/name" (DNS labels: lower-case letters, digits and \'-\'), got "a/b/c"',
+        ),
+        (  # would share payments.shop/api's DNS name
+            {"rules": [{"action": "ALLOW", "from": [{"serviceAccounts": ["shop/api.payments"]}]}]},
+            'spec.rules[0].from[0].serviceAccounts[0]: must be a service account, "name" or '
+            '"namespace/name" (DNS labels: lower-case letters, digits and \'-\'), got '
+            '"shop/api.payments"',
+        ),
+        (
+            {"rules": [{"action": "ALLOW", "from": [{"serviceAccounts": ["Cart"]}]}]},
+            'spec.rules[0].from[0].serviceAccounts[0]: must be a service account, "name" or '
+            '"namespace/name" (DNS labels: lower-case letters, digits and \'-\'), got "Cart"',
+        ),
+        (
+            {"rules": [{"action": "ALLOW", "from": [{"namespaces": ["payments.shop"]}]}]},
+            'spec.rules[0].from[0].namespaces[0]: must be a namespace name (a DNS label), '
+            'got "payments.shop"',
+        ),
+        (
+            {"rules": [{"action": "ALLOW", "from": [
+                {"identities": ["spiffe://cluster.local/ns/shop/sa/Cart"]}]}]},
+            "spec.rules[0].from[0].identities[0]: can never match: invalid service account "
+            "'Cart' in a SPIFFE ID: must be a DNS-1123 label (lower-case letters, digits "
+            "and '-', starting and ending with a letter or digit, at most 63 characters)",
         ),
         (
             {"rules": [{"action": "ALLOW", "to": [{"methods": ["demo.Reviews/Get"]}]}]},

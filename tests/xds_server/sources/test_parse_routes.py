@@ -75,8 +75,8 @@ def test_grpc_method_path_needs_service_or_method() -> None:
         ),
         (
             {"type": "RegularExpression", "method": "Get("},
-            "spec.rules[0].matches[0].method.method: must be a valid regular expression "
-            '(missing ), unterminated subpattern at position 3), got "Get("',
+            "spec.rules[0].matches[0].method.method: must be a valid RE2 regular expression "
+            '(missing ): Get(), got "Get("',
         ),
         (
             {"type": "Prefix", "method": "Get"},
@@ -395,3 +395,46 @@ def test_a_dangling_backend_keeps_the_route() -> None:
 def test_grpc_and_http_routes_of_the_same_name_both_count() -> None:
     model = parse_ok(*SERVICES, route("HTTPRoute"), route("GRPCRoute"))
     assert [r.kind for r in model.routes] == ["GRPCRoute", "HTTPRoute"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "match", "expected"),
+    [
+        (
+            "HTTPRoute",
+            {"path": {"type": "RegularExpression", "value": r"/(a)\1"}},
+            "spec.rules[0].matches[0].path.value: must be a valid RE2 regular expression "
+            r'(invalid escape sequence: \1), got "/(a)\\1"',
+        ),
+        (
+            "HTTPRoute",
+            {"headers": [{"type": "RegularExpression", "name": "x-user", "value": "(?=adm)"}]},
+            "spec.rules[0].matches[0].headers[0].value: must be a valid RE2 regular "
+            'expression (invalid perl operator: (?=), got "(?=adm)"',
+        ),
+        (
+            "HTTPRoute",
+            {"queryParams": [{"type": "RegularExpression", "name": "v", "value": "a{1001}"}]},
+            "spec.rules[0].matches[0].queryParams[0].value: must be a valid RE2 regular "
+            'expression (invalid repetition size: {1001}), got "a{1001}"',
+        ),
+        (
+            "GRPCRoute",
+            {"method": {"type": "RegularExpression", "service": "(?<!x)svc"}},
+            "spec.rules[0].matches[0].method.service: must be a valid RE2 regular "
+            'expression (invalid perl operator: (?<!), got "(?<!x)svc"',
+        ),
+    ],
+)
+def test_regexes_re2_refuses_are_problems(kind: str, match: dict, expected: str) -> None:
+    """gRPC and Envoy match with RE2: what Python's re alone accepts is refused."""
+    rule = {"matches": [match], "backendRefs": [{"name": "reviews", "port": 50051}]}
+    _, problems = parse(*SERVICES, route(kind, rules=[rule]))
+    assert lines(problems) == [f"mesh.yaml: {kind} default/reviews: {expected}"]
+
+
+def test_what_only_re2_accepts_is_accepted() -> None:
+    rule = {"matches": [{"path": {"type": "RegularExpression", "value": r"/\pL+/[[:digit:]]+"}}],
+            "backendRefs": [{"name": "reviews", "port": 50051}]}
+    _, problems = parse(*SERVICES, route("HTTPRoute", rules=[rule]))
+    assert lines(problems) == []

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
+import re2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 
@@ -45,7 +44,7 @@ def matches(matcher, value: str) -> bool:
     if kind == "prefix":
         return value.startswith(matcher.prefix)
     assert kind == "safe_regex", kind
-    return re.fullmatch(matcher.safe_regex.regex, value) is not None
+    return re2.fullmatch(matcher.safe_regex.regex, value) is not None
 
 
 def kind_of(matcher) -> tuple[str, str]:
@@ -136,6 +135,10 @@ def test_path_matcher_kinds(pattern, kind):
     (path_matcher("/demo.*/Get"), "/demoXReviews/Get", False),
     (path_matcher("/demo.Reviews/*"), "/demo.Reviews/List", True),
     (path_matcher("/demo.Reviews/*"), "/demo.Ratings/List", False),
+    # RE2 metacharacters in a pattern are literal (the regex must also be one RE2 takes)
+    (path_matcher(r"/api/(a)\1/*/x{1001}"), r"/api/(a)\1/v2/x{1001}", True),
+    (path_matcher(r"/api/(a)\1/*/x{1001}"), "/api/a/v2/" + "x" * 1001, False),
+    (path_matcher("/a|b/*/[c]^$+?"), "/a|b/z/[c]^$+?", True),
 ])
 def test_matcher_semantics(matcher, value, expected):
     assert matches(matcher, value) is expected

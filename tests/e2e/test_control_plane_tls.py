@@ -1,0 +1,88 @@
+"""``meshctl control-plane --tls``: xDS and the CA over TLS with a serving certificate
+from the mesh CA; a meshlib workload pinning the root (``ca_root``) and native gRPC
+with ``meshctl bootstrap --ca-root`` (gRFC A65 ``tls`` channel credentials) both use
+it, and neither talks to a control plane the root does not vouch for."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import meshlib
+from meshlib import CertificateError
+from tests.e2e.conftest import MESHCTL, ROOT, NativeClient
+from tests.e2e.mesh_files import write_mesh
+from xds_server.ca import CA_CERT_FILE
+
+TARGET = "xds:///reviews.default.svc.cluster.local:50051"
+TOKEN = "frontend-token-0123456789"
+
+
+@pytest.fixture
+def secure(tmp_path: Path, backends, control_plane_factory):
+    config = tmp_path / "mesh"
+    write_mesh(config, {"reviews-v1": [backends("reviews-v1-a")]}, {"reviews-v1": 100})
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(f"tokens:\n- serviceAccount: default/frontend\n  token: {TOKEN}\n")
+    tokens.chmod(0o600)
+    ca = tmp_path / "ca"
+    cp = control_plane_factory(config, extra_args=[
+        "--ca-dir", str(ca), "--token-file", str(tokens), "--tls"])
+    root = tmp_path / "ca-root.pem"
+    root.write_bytes((ca / CA_CERT_FILE).read_bytes())  # distributed out of band
+    return cp, root
+
+
+def test_a_pinned_meshlib_workload_gets_config_and_a_certificate_over_tls(secure):
+    cp, root = secure
+    with meshlib.Mesh(xds_address=cp.xds_address, service="frontend", token=TOKEN,
+                      ca_root=str(root)) as mesh:
+        assert mesh.identity is not None and mesh.certificates.current is not None
+        assert mesh.certificates.current.roots_pem == root.read_bytes()
+        assert mesh.wait_ready("reviews", timeout=10)  # the config came over TLS too
+    assert "over TLS" in cp.log.read_text()
+
+
+def test_a_plaintext_client_gets_nothing_from_a_tls_control_plane(secure):
+    cp, _ = secure
+    with meshlib.Mesh(xds_address=cp.xds_address, service="frontend",
+                      resolve_timeout=2) as mesh:
+        assert not mesh.wait_ready("reviews", timeout=2)
+
+
+def test_native_grpc_bootstraps_with_tls_channel_credentials(secure, tmp_path):
+    cp, root = secure
+    bootstrap = tmp_path / "bootstrap.json"
+    subprocess.run([*MESHCTL, "bootstrap", "--xds-address", cp.xds_address, "--node-id",
+                    "native-tls", "--ca-root", str(root), "--output", str(bootstrap)],
+                   check=True, cwd=ROOT)
+    assert '"type": "tls"' in bootstrap.read_text()
+    client = NativeClient(bootstrap, tmp_path / "native.log")
+    try:
+        result = client.send(op="calls", target=TARGET, n=5, wait_for_ready=True, timeout=10)
+    finally:
+        client.close()
+    assert result["counts"] == {"reviews-v1-a": 5}, result
+
+
+def test_an_impostor_control_plane_gets_no_token(secure, tmp_path, backends,
+                                                control_plane_factory):
+    """Another control plane (its own CA, TLS or not) on the address a workload was
+    told: the workload's pinned root refuses it before the token is sent."""
+    _, root = secure
+    config = tmp_path / "impostor"
+    write_mesh(config, {"reviews-v1": [backends("impostor")]}, {"reviews-v1": 100})
+    for extra in ([], ["--tls"]):
+        impostor = control_plane_factory(
+            config, extra_args=["--ca-dir", str(tmp_path / f"ca-{len(extra)}"), *extra])
+        with pytest.raises(CertificateError, match="failed TLS verification"):
+            meshlib.Mesh(xds_address=impostor.xds_address, service="frontend", token=TOKEN,
+                         ca_root=str(root))
+
+
+def test_tls_without_a_ca_is_a_usage_error(tmp_path):
+    out = subprocess.run([*MESHCTL, "control-plane", "--config", str(tmp_path), "--tls"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and "--tls needs --ca-dir" in out.stderr

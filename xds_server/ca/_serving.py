@@ -1,0 +1,104 @@
+"""The control plane's own serving certificate, for TLS on its xDS + CA port.
+
+Issued by the mesh CA for the names clients dial (DNS names such as
+``meshlib-control-plane.meshlib-system.svc``, and IP addresses), short-lived and
+re-issued at half its lifetime: gRPC asks :meth:`ServingCertificates.fetch` on each
+new handshake, so a rotation needs no restart. Workloads verify it against the mesh
+root they were given out of band (``Mesh(ca_root=...)``, ``meshctl bootstrap
+--ca-root``), so a man in the middle with another CA is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import threading
+from collections.abc import Sequence
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from xds_server.ca._authority import CertificateAuthority
+
+__all__ = ["DEFAULT_SERVING_NAMES", "SERVING_TTL", "ServingCertificates"]
+
+#: What a serving certificate is issued for unless told: the in-cluster Service name
+#: of the control plane (deploy/), localhost and the loopback addresses.
+DEFAULT_SERVING_NAMES = ("meshlib-control-plane.meshlib-system.svc", "localhost",
+                         "127.0.0.1", "::1")
+SERVING_TTL = dt.timedelta(hours=24)
+_SKEW = dt.timedelta(minutes=5)
+
+
+class ServingCertificates:
+    """The control plane's serving certificate for ``names``, kept fresh.
+
+    Example::
+
+        serving = ServingCertificates(ca, ["cp.mesh.svc", "10.0.0.7"])
+        server.add_secure_port("0.0.0.0:15012", serving.credentials())
+    """
+
+    def __init__(self, ca: CertificateAuthority, names: Sequence[str], *,
+                 ttl: dt.timedelta = SERVING_TTL) -> None:
+        if not names:
+            raise ValueError("a serving certificate needs at least one DNS name or IP")
+        self._ca = ca
+        self.names = tuple(dict.fromkeys(names))
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._issue()
+
+    def _issue(self) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshlib"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "meshlib control plane")]))
+                .issuer_name(self._ca.cert.subject)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - _SKEW)
+                .not_valid_after(min(now + self._ttl, self._ca.cert.not_valid_after_utc))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None),
+                               critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                               critical=False)
+                .add_extension(x509.SubjectAlternativeName(
+                    [_general_name(n) for n in self.names]), critical=False)
+                .sign(self._ca._key, hashes.SHA256()))
+        self.key_pem = key.private_bytes(serialization.Encoding.PEM,
+                                         serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption())
+        self.chain_pem = cert.public_bytes(serialization.Encoding.PEM) + self._ca.chain_pem()
+        self.not_after = cert.not_valid_after_utc
+        self._refresh_at = now + (self.not_after - now) / 2
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """A new configuration once the current one is past half its life, else None
+        (gRPC keeps the one it has). Called by gRPC on new handshakes."""
+        with self._lock:
+            if dt.datetime.now(dt.UTC) < self._refresh_at:
+                return None
+            self._issue()
+            return self._configuration()
+
+    def _configuration(self) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration([(self.key_pem, self.chain_pem)])
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Server credentials that rotate the certificate (no client certificate asked
+        for: workloads authenticate to the CA with their token)."""
+        return grpc.dynamic_ssl_server_credentials(self._configuration(), self.fetch,
+                                                   require_client_authentication=False)
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name.strip("[]")))
+    except ValueError:
+        return x509.DNSName(name)
