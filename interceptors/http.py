@@ -24,7 +24,8 @@ Caller identity, in this order: the ASGI ``tls`` extension's client certificate
 (servers that implement it), the WSGI ``SSL_CLIENT_CERT`` variable (Apache
 mod_wsgi, and servers that copy it), or — only with ``trust_forwarded_identity`` —
 the ``URI=`` of an ``x-forwarded-client-cert`` header set by a trusted proxy such as
-the mesh's Envoy sidecar. Anything else is a caller without identity.
+the mesh's Envoy sidecar, taken only from a loopback peer (the proxy beside the app)
+and parsed with Envoy's quoting. Anything else is a caller without identity.
 
 Example::
 
@@ -36,10 +37,12 @@ Example::
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from meshlib.contract import SpiffeId
 from meshlib.contract.x509 import spiffe_id_of_pem
 from meshlib.security import DENIED
 from meshlib.telemetry import ServerCall, ServerObserver
@@ -52,15 +55,63 @@ __all__ = ["MeshASGIMiddleware", "MeshWSGIMiddleware", "spiffe_id_of_pem"]
 _DENIED = DENIED.encode()
 
 
+def _xfcc_elements(value: str) -> list[dict[str, list[str]]]:
+    """The elements of an ``x-forwarded-client-cert`` header, as Envoy writes it:
+    elements split by ``,``, ``key=value`` pairs by ``;``; a value may be double-quoted
+    (then ``,``, ``;`` and ``=`` inside it are literal, ``\\"`` an escaped quote)."""
+    elements: list[dict[str, list[str]]] = [{}]
+    key, buf, in_quotes, escaped, seen_key = "", [], False, False, False
+
+    def end_pair() -> None:
+        nonlocal key, buf, seen_key
+        if seen_key or "".join(buf).strip():
+            name = key.strip().lower() if seen_key else "".join(buf).strip().lower()
+            text = "".join(buf) if seen_key else ""
+            elements[-1].setdefault(name, []).append(text.strip())
+        key, buf, seen_key = "", [], False
+
+    for char in value:
+        if escaped:
+            buf.append(char)
+            escaped = False
+        elif in_quotes and char == "\\":
+            escaped = True
+        elif char == '"':
+            in_quotes = not in_quotes
+        elif in_quotes:
+            buf.append(char)
+        elif char == "=" and not seen_key:
+            key, buf, seen_key = "".join(buf), [], True
+        elif char == ";":
+            end_pair()
+        elif char == ",":
+            end_pair()
+            elements.append({})
+        else:
+            buf.append(char)
+    end_pair()
+    return [element for element in elements if element]
+
+
 def _xfcc_identity(value: str) -> str | None:
-    """The URI of the last element of an ``x-forwarded-client-cert`` header (the
-    one the nearest proxy added)."""
-    last = value.split(",")[-1]
-    for part in last.split(";"):
-        key, _, found = part.strip().partition("=")
-        if key.lower() == "uri" and found.strip('"').startswith("spiffe://"):
-            return found.strip('"')
-    return None
+    """The SPIFFE ID in ``URI=`` of the last element of an ``x-forwarded-client-cert``
+    header (the one the nearest proxy added); None unless there is exactly one."""
+    elements = _xfcc_elements(value)
+    uris = elements[-1].get("uri", []) if elements else []
+    if len(uris) != 1:
+        return None
+    try:
+        return SpiffeId.parse(uris[0]).uri
+    except ValueError:
+        return None
+
+
+def _loopback(host: str | None) -> bool:
+    """Whether a peer address is this machine's (the local sidecar proxy)."""
+    try:
+        return host is not None and ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class _Guard:
@@ -121,7 +172,8 @@ class MeshASGIMiddleware:
         chain = tls.get("client_cert_chain") or ()
         if chain:
             return spiffe_id_of_pem(chain[0])
-        if self._guard.trust_xfcc:
+        client = scope.get("client") or (None,)
+        if self._guard.trust_xfcc and _loopback(client[0]):  # only the local proxy's
             for key, value in scope.get("headers") or ():
                 if key == b"x-forwarded-client-cert":
                     return _xfcc_identity(value.decode("latin-1"))
@@ -225,7 +277,8 @@ class MeshWSGIMiddleware:
         pem = environ.get("SSL_CLIENT_CERT")
         if pem:
             return spiffe_id_of_pem(pem)
-        if self._guard.trust_xfcc and environ.get("HTTP_X_FORWARDED_CLIENT_CERT"):
+        if self._guard.trust_xfcc and environ.get("HTTP_X_FORWARDED_CLIENT_CERT") \
+                and _loopback(environ.get("REMOTE_ADDR")):  # only the local proxy's
             return _xfcc_identity(environ["HTTP_X_FORWARDED_CLIENT_CERT"])
         return None
 
