@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ab_bench.py
 	$(BIN)/python benchmarks/cold_start_bench.py
 	$(BIN)/python benchmarks/testing_bench.py
+	$(BIN)/python benchmarks/control_tls_bench.py
 
 check: $(STAMP)
 	$(BIN)/meshctl check examples/mesh
