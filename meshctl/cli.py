@@ -147,7 +147,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
 
 def _cmd_certs_issue(args: argparse.Namespace) -> int:
     from meshlib.contract import CertificateError, SpiffeId
-    from meshlib.security import request_certificate, write_files
+    from meshlib.security import read_roots, request_certificate, write_files
 
     address = address_of(*args.xds_address)
     out_dir = Path(args.out_dir)
@@ -162,7 +162,9 @@ def _cmd_certs_issue(args: argparse.Namespace) -> int:
                  else os.environ.get(TOKEN_ENV, "")).strip()
         if not token:
             return _fail(f"no bootstrap token: give --token-file FILE or set {TOKEN_ENV}")
-        cert = asyncio.run(request_certificate(address, identity, token, ttl=args.ttl))
+        roots = read_roots(args.ca_root) if args.ca_root else None
+        cert = asyncio.run(request_certificate(address, identity, token, ttl=args.ttl,
+                                               roots_pem=roots))
         write_files(Path(args.out_dir), cert)
     except (ValueError, OSError, CertificateError) as err:
         print(f"meshctl: no certificate: {err}", file=sys.stderr)
@@ -263,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--token", action=_RefuseSecret, help=argparse.SUPPRESS)
     issue.add_argument("--ttl", type=float, default=None,
                        help="seconds (default and maximum: MeshConfig certificateTTL)")
+    issue.add_argument("--ca-root", default="", metavar="FILE",
+                       help="talk to the CA over TLS, verified against the mesh root in "
+                            "this PEM file; the certificate must chain to it (for a "
+                            "control plane run with --tls; default: plaintext)")
     issue.add_argument("--out-dir", required=True, metavar="DIR",
                        help="where to write the files (created if missing)")
     issue.set_defaults(func=_cmd_certs_issue)

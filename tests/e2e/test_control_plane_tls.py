@@ -86,3 +86,16 @@ def test_tls_without_a_ca_is_a_usage_error(tmp_path):
     out = subprocess.run([*MESHCTL, "control-plane", "--config", str(tmp_path), "--tls"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and "--tls needs --ca-dir" in out.stderr
+
+
+def test_certs_issue_over_tls_with_the_pinned_root(secure, tmp_path):
+    cp, root = secure
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    out = tmp_path / "certs"
+    done = subprocess.run([*MESHCTL, "certs", "issue", "--xds-address", cp.xds_address,
+                           "--service-account", "frontend", "--token-file", str(token),
+                           "--ca-root", str(root), "--out-dir", str(out)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert (out / "ca.pem").read_bytes() == root.read_bytes()  # the pinned root, kept
