@@ -88,16 +88,19 @@ def grpc_method_path(
     Exact              ✓         ✓        Exact ``/svc/method``
     Exact              ✓                  PathPrefix ``/svc/``
     Exact                        ✓        RegularExpression ``/[^/]+/method``
-    RegularExpression  any       any      RegularExpression ``/svc/method``
+    RegularExpression  any       any      RegularExpression ``/(?:svc)/(?:method)``
     =================  ========  =======  ======================================
 
     Missing parts of a RegularExpression match become ``[^/]+``. An Exact match
     needs a service or a method (:class:`ValueError` otherwise).
     """
     if match_type == "RegularExpression":
+        # Each part grouped, so an alternation stays inside its segment
+        # (``a|b`` as the service must not swallow the method).
         return PathMatch(
             type="RegularExpression",
-            value=f"/{service or _ANY_SEGMENT}/{method or _ANY_SEGMENT}",
+            value=f"/{f'(?:{service})' if service else _ANY_SEGMENT}"
+                  f"/{f'(?:{method})' if method else _ANY_SEGMENT}",
         )
     if service and method:
         return PathMatch(type="Exact", value=f"/{service}/{method}")

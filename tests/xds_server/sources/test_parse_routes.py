@@ -31,13 +31,16 @@ def rule_of(*objects: dict) -> object:
         ({"method": "Get"}, ("RegularExpression", "/[^/]+/Get")),
         (
             {"type": "RegularExpression", "service": "demo\\..*", "method": "Get.*"},
-            ("RegularExpression", "/demo\\..*/Get.*"),
+            ("RegularExpression", "/(?:demo\\..*)/(?:Get.*)"),
         ),
         (
             {"type": "RegularExpression", "service": "demo.Reviews"},
-            ("RegularExpression", "/demo.Reviews/[^/]+"),
+            ("RegularExpression", "/(?:demo.Reviews)/[^/]+"),
         ),
-        ({"type": "RegularExpression", "method": "List.*"}, ("RegularExpression", "/[^/]+/List.*")),
+        ({"type": "RegularExpression", "method": "List.*"},
+         ("RegularExpression", "/[^/]+/(?:List.*)")),
+        ({"type": "RegularExpression", "service": "a\\.A|b\\.B", "method": "Get"},
+         ("RegularExpression", "/(?:a\\.A|b\\.B)/(?:Get)")),  # | stays in its segment
         ({"type": "RegularExpression"}, ("RegularExpression", "/[^/]+/[^/]+")),
     ],
 )
@@ -438,3 +441,11 @@ def test_what_only_re2_accepts_is_accepted() -> None:
             "backendRefs": [{"name": "reviews", "port": 50051}]}
     _, problems = parse(*SERVICES, route("HTTPRoute", rules=[rule]))
     assert lines(problems) == []
+
+
+def test_a_regex_alternation_stays_in_its_segment() -> None:
+    import re2
+
+    path = grpc_method_path("RegularExpression", r"a\.A|b\.B", "Get").value
+    assert re2.fullmatch(path, "/b.B/Get") and re2.fullmatch(path, "/a.A/Get")
+    assert not re2.fullmatch(path, "/a.A/Other")  # ungrouped, "/a\.A|b\.B/Get" matched it
