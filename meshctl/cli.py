@@ -145,6 +145,31 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_certs_root(args: argparse.Namespace) -> int:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from meshlib.contract import ConfigError
+    from xds_server.ca import DirectoryCaStore
+
+    directory = Path(args.ca_dir)
+    try:
+        found = DirectoryCaStore(directory).load() if directory.is_dir() else None
+    except ConfigError as err:  # a CA directory others may write
+        return _fail("; ".join(str(p) for p in err.problems))
+    if found is None:
+        return _fail(f"{directory}: no CA there yet (control-plane --ca-dir creates it)")
+    try:
+        root = x509.load_pem_x509_certificates(found[1])[-1].public_bytes(Encoding.PEM)
+    except ValueError as err:
+        return _fail(f"{directory}: unreadable CA certificate: {err}")
+    if args.output:
+        Path(args.output).write_bytes(root)
+    else:
+        sys.stdout.write(root.decode())
+    return 0
+
+
 def _cmd_certs_issue(args: argparse.Namespace) -> int:
     from meshlib.contract import CertificateError, SpiffeId
     from meshlib.security import read_roots, request_certificate, write_files
@@ -272,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--out-dir", required=True, metavar="DIR",
                        help="where to write the files (created if missing)")
     issue.set_defaults(func=_cmd_certs_issue)
+    root = certs_sub.add_parser(
+        "root", help="print the mesh's root certificate (PEM), the file workloads pin: "
+                     "Mesh(ca_root=...), MESHLIB_CA_ROOT, bootstrap/certs issue --ca-root")
+    root.add_argument("--ca-dir", required=True, metavar="DIR",
+                      help="the control plane's CA directory (as control-plane --ca-dir)")
+    root.add_argument("-o", "--output", metavar="FILE", help="(default: stdout)")
+    root.set_defaults(func=_cmd_certs_root)
 
     demo = sub.add_parser(
         "demo", help="the whole mesh on one machine, with live traffic",

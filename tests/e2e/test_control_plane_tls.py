@@ -99,3 +99,16 @@ def test_certs_issue_over_tls_with_the_pinned_root(secure, tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert (out / "ca.pem").read_bytes() == root.read_bytes()  # the pinned root, kept
+
+
+def test_certs_root_prints_the_root_workloads_pin(secure, tmp_path):
+    _, root = secure
+    ca_dir = root.parent / "ca"
+    out = subprocess.run([*MESHCTL, "certs", "root", "--ca-dir", str(ca_dir)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.encode() == root.read_bytes()
+    empty = tmp_path / "empty-ca"
+    empty.mkdir(mode=0o700)
+    missing = subprocess.run([*MESHCTL, "certs", "root", "--ca-dir", str(empty)],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode == 1 and "no CA there yet" in missing.stderr
