@@ -23,7 +23,6 @@ import itertools
 import logging
 import os
 import random
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from meshlib.contract.ca import (
     CertificateRequest,
     CertificateResponse,
 )
+from meshlib.contract.files import write_atomic
 from meshlib.contract.x509 import spiffe_id_of
 
 __all__ = [
@@ -377,22 +377,7 @@ def write_files(directory: str | os.PathLike[str], cert: WorkloadCertificate) ->
     directory.mkdir(parents=True, exist_ok=True)
     for name, data, mode in ((KEY_FILE, cert.key_pem, 0o600), (CERT_FILE, cert.chain_pem, 0o644),
                              (CA_FILE, cert.roots_pem, 0o644)):
-        _write_atomic(directory / name, data, mode)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        write_atomic(directory / name, data, mode=mode)
 
 
 def _now() -> dt.datetime:

@@ -48,11 +48,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -61,6 +59,7 @@ from typing import Any
 
 from google.protobuf import any_pb2, message
 
+from meshlib.contract.files import write_atomic as _write_private
 from meshlib.xds._ads_protocol import AdsClientProtocol, CachedResource, decode_resource
 from meshlib.xds._decoders import DECODERS, Decoder
 from meshlib.xds._delta_protocol import DeltaAdsClientProtocol
@@ -193,21 +192,12 @@ def read_cache(path: str | os.PathLike[str], *, namespace: str,
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace the file at ``path`` with ``data`` atomically (mode 0600); raises
-    ``OSError``. Readers see the old file or the new one, never a mix."""
+    """Replace the file at ``path`` with ``data`` atomically (mode 0600, its directory
+    made 0700 if missing); raises ``OSError``. Readers see the old file or the new one,
+    never a mix."""
     target = Path(path)
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:  # mkstemp creates it 0600
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    _write_private(target, data, mode=0o600)
 
 
 class CacheWriter:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from meshlib.contract import ConfigError, Problem
+from meshlib.contract.files import write_atomic
 
 __all__ = ["CA_CERT_FILE", "CA_KEY_FILE", "CaStore", "DirectoryCaStore"]
 
@@ -66,8 +66,8 @@ class DirectoryCaStore:
             self.directory.mkdir(parents=True, mode=0o700)
             self.directory.chmod(0o700)  # whatever the umask
         _check_private(self.directory, "CA directory", 0o022, "chmod 700")
-        _write(self.directory / CA_KEY_FILE, key_pem, 0o600)
-        _write(self.directory / CA_CERT_FILE, cert_pem, 0o644)
+        write_atomic(self.directory / CA_KEY_FILE, key_pem, mode=0o600)
+        write_atomic(self.directory / CA_CERT_FILE, cert_pem, mode=0o644)
 
 
 def _check_private(path: Path, what: str, forbidden: int, fix: str) -> None:
@@ -86,17 +86,3 @@ def _check_private(path: Path, what: str, forbidden: int, fix: str) -> None:
             source=str(path),
             message=f"{what} has mode {mode:04o}: group or others may {may} it; "
                     f"refusing to use it: {fix} {path}")])
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -39,7 +39,7 @@ def test_public_names_are_pinned():
         "RetryBudgetConfig", "SpiffeId", "XdsError", "check_free", "outbound_cluster_name",
         "server_listener_name", "service_of", "short_name",
     ])
-    assert MODULES == ["ca", "cluster_metadata", "defaults", "errors", "listen", "names",
+    assert MODULES == ["ca", "cluster_metadata", "defaults", "errors", "files", "listen", "names",
                        "node", "regex", "resources", "spiffe", "x509"]
 
 
