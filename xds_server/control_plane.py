@@ -229,8 +229,10 @@ async def run(options: ControlPlaneOptions) -> None:
     # full passes, which otherwise add tens of ms to pushes at 1,000 Services.
     gc.freeze()
     loop = asyncio.get_running_loop()
-    services = [] if options.ca_dir is None else [certificate_service(cp, options)]
-    credentials = None if not options.tls else serving_credentials(cp, options)
+    ca = None if options.ca_dir is None else CertificateAuthority.load_or_create(
+        DirectoryCaStore(options.ca_dir), trust_domain=cp.model.mesh_config.trust_domain)
+    services = [] if ca is None else [certificate_service(cp, options, ca)]
+    credentials = None if not options.tls else serving_credentials(options, ca)
     server, port = await serve(options.xds_address, cp.cache, cp.callbacks(),
                                services=services, credentials=credentials)
     ads: AdsServer = server.ads  # type: ignore[attr-defined]
@@ -268,13 +270,11 @@ async def run(options: ControlPlaneOptions) -> None:
             await server.stop(grace=1.0)
 
 
-def certificate_service(cp: ControlPlane, options: ControlPlaneOptions) -> CertificateService:
+def certificate_service(cp: ControlPlane, options: ControlPlaneOptions,
+                        ca: CertificateAuthority) -> CertificateService:
     """The CA (kept in ``options.ca_dir``) behind the certificate service; tokens from
     ``options.token_file`` authenticate callers. The MeshConfig in force sets the trust
     domain at start and the certificate TTL per request."""
-    assert options.ca_dir is not None
-    ca = CertificateAuthority.load_or_create(DirectoryCaStore(options.ca_dir),
-                                             trust_domain=cp.model.mesh_config.trust_domain)
     tokens = None if options.token_file is None else StaticTokens.from_file(options.token_file)
     if tokens is None:
         log.warning("CA enabled without --token-file: certificate requests are refused")
@@ -286,14 +286,14 @@ def certificate_service(cp: ControlPlane, options: ControlPlaneOptions) -> Certi
         on_result=lambda result: cp.metrics.certificates.labels(result).inc())
 
 
-def serving_credentials(cp: ControlPlane, options: ControlPlaneOptions) -> Any:
-    """TLS credentials for the xDS + CA port: a serving certificate from the CA in
-    ``options.ca_dir`` for ``options.tls_names`` (default: the in-cluster Service name,
-    localhost, the loopback addresses and the listen host), re-issued at half-life."""
-    if options.ca_dir is None:
+def serving_credentials(options: ControlPlaneOptions,
+                        ca: CertificateAuthority | None) -> Any:
+    """TLS credentials for the xDS + CA port: a serving certificate from ``ca`` (the CA
+    in ``options.ca_dir``) for ``options.tls_names`` (default: the in-cluster Service
+    name, localhost, the loopback addresses and the listen host), re-issued at
+    half-life."""
+    if ca is None:
         raise ValueError("TLS needs the CA (ca_dir): it issues the serving certificate")
-    ca = CertificateAuthority.load_or_create(DirectoryCaStore(options.ca_dir),
-                                             trust_domain=cp.model.mesh_config.trust_domain)
     host = options.xds_address[0]
     names = options.tls_names or (
         *DEFAULT_SERVING_NAMES, *(() if host in ("0.0.0.0", "::", "") else (host,)))
