@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,24 +149,31 @@ def backends() -> Iterator:
         server.stop(grace=0)
 
 
-class NativeClient:
-    """gRPC's native xDS client in a subprocess, driven over JSON lines."""
+class DriverProcess:
+    """A client in a subprocess of its own, driven over JSON lines: one command in, one
+    answer out (native_driver.py for C-core gRPC, node/xds_client.js for grpc-js-xds)."""
 
-    def __init__(self, bootstrap: Path, log: Path) -> None:
-        env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap), **NATIVE_GRPC_ENV}
+    def __init__(self, argv: Sequence[str], log: Path, *, env: dict[str, str],
+                 cwd: Path | None = None, name: str = "client") -> None:
+        self.name = name
+        self._log_path = log
         self._log = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "native_driver.py")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,
-        )
+        self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._log, text=True, env=env, cwd=cwd)
+        self._ready = selectors.DefaultSelector()
+        assert self.proc.stdout
+        self._ready.register(self.proc.stdout, selectors.EVENT_READ)
 
-    def send(self, **cmd: object) -> dict:
+    def send(self, limit: float = 60.0, **cmd: object) -> dict:
+        """Run one command; its answer within ``limit`` seconds, or the test fails."""
         assert self.proc.stdin and self.proc.stdout
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
+        if not self._ready.select(timeout=limit):
+            pytest.fail(f"{self.name} gave no answer in {limit} s to {cmd}")
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError("native client died; see its log")
+            pytest.fail(f"{self.name} died: {self._log_path.read_text()}")
         return json.loads(line)
 
     def close(self) -> None:
@@ -177,22 +185,40 @@ class NativeClient:
             except (OSError, subprocess.TimeoutExpired):
                 pass
         stop_process(self.proc)
+        self._ready.close()
         self._log.close()
 
 
-@pytest.fixture
-def native_client_factory(tmp_path: Path) -> Iterator:
-    clients: list[NativeClient] = []
+class NativeClient(DriverProcess):
+    """gRPC's native (C-core) xDS client in a subprocess."""
 
-    def start(cp: ControlPlaneProc, node_id: str = "native-client") -> NativeClient:
+    def __init__(self, bootstrap: Path, log: Path) -> None:
+        super().__init__([sys.executable, str(Path(__file__).parent / "native_driver.py")],
+                         log, name="native client",
+                         env={**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap),
+                              **NATIVE_GRPC_ENV})
+
+
+def driver_factory(tmp_path: Path, make: Callable[[Path, Path], DriverProcess],
+                   default_node_id: str) -> Iterator:
+    """``start(cp, node_id=...)``: a driver bootstrapped by ``meshctl bootstrap`` against
+    ``cp``; every one started is closed at teardown."""
+    clients: list[DriverProcess] = []
+
+    def start(cp: ControlPlaneProc, node_id: str = default_node_id) -> DriverProcess:
         bootstrap = cp.bootstrap(tmp_path / f"{node_id}.json", node_id)
-        client = NativeClient(bootstrap, tmp_path / f"{node_id}.log")
+        client = make(bootstrap, tmp_path / f"{node_id}.log")
         clients.append(client)
         return client
 
     yield start
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def native_client_factory(tmp_path: Path) -> Iterator:
+    yield from driver_factory(tmp_path, NativeClient, "native-client")
 
 
 def envoy_binary() -> str | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import shutil
 import subprocess
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import MESHCTL, ROOT, ControlPlaneProc, stop_process
+from tests.e2e.conftest import MESHCTL, ROOT, DriverProcess, driver_factory
 from tests.e2e.mesh_files import policy_yaml, service_yaml, write_mesh
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -38,59 +37,17 @@ def node_binary() -> str:
     return node
 
 
-class NodeClient:
-    """tests/e2e/node/xds_client.js in a subprocess, driven over JSON lines."""
+class NodeClient(DriverProcess):
+    """tests/e2e/node/xds_client.js in a subprocess."""
 
     def __init__(self, bootstrap: Path, log: Path) -> None:
-        self._log = log
-        self._err = log.open("w")
-        self.proc = subprocess.Popen(
-            [node_binary(), str(NODE_DIR / "xds_client.js")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, text=True,
-            env={**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)}, cwd=NODE_DIR,
-        )
-        self._ready = selectors.DefaultSelector()
-        assert self.proc.stdout
-        self._ready.register(self.proc.stdout, selectors.EVENT_READ)
-
-    def send(self, limit: float = 30.0, **cmd: object) -> dict:
-        """Run one command; its answer within ``limit`` seconds, or the test fails."""
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        if not self._ready.select(timeout=limit):
-            pytest.fail(f"node client gave no answer in {limit} s to {cmd}")
-        line = self.proc.stdout.readline()
-        if not line:
-            pytest.fail(f"node client died: {self._log.read_text()}")
-        return json.loads(line)
-
-    def close(self) -> None:
-        if self.proc.poll() is None and self.proc.stdin:
-            try:
-                self.proc.stdin.write('{"op": "quit"}\n')
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        stop_process(self.proc)
-        self._ready.close()
-        self._err.close()
-
+        super().__init__([node_binary(), str(NODE_DIR / "xds_client.js")], log,
+                         env={**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)},
+                         cwd=NODE_DIR, name="node client")
 
 @pytest.fixture
 def node_client_factory(tmp_path: Path) -> Iterator:
-    clients: list[NodeClient] = []
-
-    def start(cp: ControlPlaneProc, node_id: str = "node-client") -> NodeClient:
-        bootstrap = cp.bootstrap(tmp_path / f"{node_id}.json", node_id)
-        client = NodeClient(bootstrap, tmp_path / f"{node_id}.log")
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        client.close()
+    yield from driver_factory(tmp_path, NodeClient, "node-client")
 
 
 def validate(*bootstraps: Path) -> list[dict]:
