@@ -18,15 +18,6 @@ from meshlib._server_bind import Front, build_server
 
 
 @pytest.fixture
-def held_port() -> Iterator[int]:
-    """A port held by a plain listening socket (no SO_REUSEPORT)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
-
-
-@pytest.fixture
 def grpc_port() -> Iterator[int]:
     """A port served by a first gRPC server with grpc's defaults (SO_REUSEPORT on)."""
     first = grpc.server(futures.ThreadPoolExecutor(max_workers=1))

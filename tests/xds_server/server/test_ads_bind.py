@@ -7,22 +7,12 @@ would "bind" beside the first and fresh clients would get either one's config.
 from __future__ import annotations
 
 import errno
-import socket
-from collections.abc import Iterator
 
 import pytest
 
 from meshlib.contract import BindError, MeshError
 from xds_server.cache import SnapshotCache
 from xds_server.server import serve
-
-
-@pytest.fixture
-def held_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
 
 
 async def test_a_port_held_by_a_plain_socket_is_refused(held_port):
