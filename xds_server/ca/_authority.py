@@ -19,7 +19,7 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -199,6 +199,29 @@ class CertificateAuthority:
                                  chain_pem=self.chain_pem(), serial=serial,
                                  not_before=cert.not_valid_before_utc,
                                  not_after=cert.not_valid_after_utc, spiffe_id=identity)
+
+
+    def issue_serving(self, public_key: ec.EllipticCurvePublicKey,
+                      names: Sequence[x509.GeneralName], *,
+                      ttl: dt.timedelta) -> x509.Certificate:
+        """A TLS serving certificate for ``names`` (DNS names, IP addresses) — the
+        control plane's own, for its xDS + CA port — valid ``ttl`` at most."""
+        now = self._clock()
+        return (x509.CertificateBuilder()
+                .subject_name(x509.Name([
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshlib"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "meshlib control plane")]))
+                .issuer_name(self.cert.subject)
+                .public_key(public_key)
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - _CLOCK_SKEW)
+                .not_valid_after(min(now + ttl, self.cert.not_valid_after_utc))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None),
+                               critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                               critical=False)
+                .add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
+                .sign(self._key, hashes.SHA256()))
 
 
 def parse_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:

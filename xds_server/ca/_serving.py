@@ -17,9 +17,8 @@ from collections.abc import Sequence
 
 import grpc
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from xds_server.ca._authority import CertificateAuthority
 
@@ -30,7 +29,6 @@ __all__ = ["DEFAULT_SERVING_NAMES", "SERVING_TTL", "ServingCertificates"]
 DEFAULT_SERVING_NAMES = ("meshlib-control-plane.meshlib-system.svc", "localhost",
                          "127.0.0.1", "::1")
 SERVING_TTL = dt.timedelta(hours=24)
-_SKEW = dt.timedelta(minutes=5)
 
 
 class ServingCertificates:
@@ -54,23 +52,9 @@ class ServingCertificates:
 
     def _issue(self) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
+        cert = self._ca.issue_serving(key.public_key(),
+                                      [_general_name(n) for n in self.names], ttl=self._ttl)
         now = dt.datetime.now(dt.UTC)
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshlib"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, "meshlib control plane")]))
-                .issuer_name(self._ca.cert.subject)
-                .public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - _SKEW)
-                .not_valid_after(min(now + self._ttl, self._ca.cert.not_valid_after_utc))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None),
-                               critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                               critical=False)
-                .add_extension(x509.SubjectAlternativeName(
-                    [_general_name(n) for n in self.names]), critical=False)
-                .sign(self._ca._key, hashes.SHA256()))
         self.key_pem = key.private_bytes(serialization.Encoding.PEM,
                                          serialization.PrivateFormat.PKCS8,
                                          serialization.NoEncryption())
