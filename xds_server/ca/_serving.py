@@ -72,13 +72,23 @@ class ServingCertificates:
             return self._configuration()
 
     def _configuration(self) -> grpc.ServerCertificateConfiguration:
-        return grpc.ssl_server_certificate_configuration([(self.key_pem, self.chain_pem)])
+        # The CA's roots as of this issue: a root rotation (a new CA key) re-issues the
+        # serving certificate too, so both move together.
+        return grpc.ssl_server_certificate_configuration([(self.key_pem, self.chain_pem)],
+                                                         root_certificates=self._ca.roots_pem())
 
-    def credentials(self) -> grpc.ServerCredentials:
-        """Server credentials that rotate the certificate (no client certificate asked
-        for: workloads authenticate to the CA with their token)."""
-        return grpc.dynamic_ssl_server_credentials(self._configuration(), self.fetch,
-                                                   require_client_authentication=False)
+    def credentials(self, *, require_client_auth: bool = False) -> grpc.ServerCredentials:
+        """Server credentials that rotate the certificate.
+
+        ``require_client_auth``: the client must present a certificate that chains to
+        the mesh roots (the xDS port: a workload's ADS stream is authenticated by its
+        certificate). Without it no client certificate is asked for (the CA port:
+        workloads authenticate with their token). gRPC Python cannot ask for an
+        optional client certificate, hence two ports, as Linkerd has (identity and
+        destination)."""
+        return grpc.dynamic_ssl_server_credentials(
+            self._configuration(), self.fetch,
+            require_client_authentication=require_client_auth)
 
 
 def _general_name(name: str) -> x509.GeneralName:
