@@ -81,6 +81,7 @@ class BootstrapOptions:
     # client certificate of the xDS channel ("" = none).
     cert_dir: str = ""
     ca_root: str = ""  # the mesh root (PEM): TLS to the control plane ("" = plaintext)
+    refresh_interval: str = CERT_REFRESH_INTERVAL  # how often gRPC re-reads the files
 
 
 def make_bootstrap(options: BootstrapOptions) -> dict[str, Any]:
@@ -108,7 +109,7 @@ def make_bootstrap(options: BootstrapOptions) -> dict[str, Any]:
         "xds_servers": [
             {
                 "server_uri": options.xds_address,
-                "channel_creds": [_channel_creds(options.ca_root, options.cert_dir)],
+                "channel_creds": [_channel_creds(options)],
                 "server_features": ["xds_v3"],
             }
         ],
@@ -118,26 +119,26 @@ def make_bootstrap(options: BootstrapOptions) -> dict[str, Any]:
     if options.cert_dir:
         node["metadata"][TLS_METADATA_KEY] = "true"
         bootstrap["certificate_providers"] = {
-            CERT_PROVIDER_INSTANCE: _file_watcher(options.cert_dir)}
+            CERT_PROVIDER_INSTANCE: _file_watcher(options.cert_dir, options.refresh_interval)}
     return bootstrap
 
 
-def _channel_creds(ca_root: str, cert_dir: str) -> dict[str, Any]:
+def _channel_creds(options: BootstrapOptions) -> dict[str, Any]:
     """How to reach the control plane: plaintext, or TLS verified against the mesh root,
     with the workload's certificate when there is a ``cert_dir`` (gRFC A65 ``tls``
     credentials, which C-core gRPC reads, re-reading the files every
     ``refresh_interval``; Node's grpc-js-xds 1.14 accepts only ``insecure`` and
     ``google_default``)."""
-    if not ca_root:
+    if not options.ca_root:
         return {"type": "insecure"}
-    config = {"ca_certificate_file": ca_root}
-    if cert_dir:
-        config |= {"certificate_file": posixpath.join(cert_dir, CERT_FILE),
-                   "private_key_file": posixpath.join(cert_dir, KEY_FILE)}
-    return {"type": "tls", "config": config | {"refresh_interval": CERT_REFRESH_INTERVAL}}
+    config = {"ca_certificate_file": options.ca_root}
+    if options.cert_dir:
+        config |= {"certificate_file": posixpath.join(options.cert_dir, CERT_FILE),
+                   "private_key_file": posixpath.join(options.cert_dir, KEY_FILE)}
+    return {"type": "tls", "config": config | {"refresh_interval": options.refresh_interval}}
 
 
-def _file_watcher(cert_dir: str) -> dict[str, Any]:
+def _file_watcher(cert_dir: str, refresh_interval: str) -> dict[str, Any]:
     """gRPC's ``file_watcher`` certificate provider over the three files of ``cert_dir``.
 
     The directory is kept as given (the CLI makes it absolute): it is a path on the
@@ -149,7 +150,7 @@ def _file_watcher(cert_dir: str) -> dict[str, Any]:
             "certificate_file": posixpath.join(cert_dir, CERT_FILE),
             "private_key_file": posixpath.join(cert_dir, KEY_FILE),
             "ca_certificate_file": posixpath.join(cert_dir, CA_FILE),
-            "refresh_interval": CERT_REFRESH_INTERVAL,
+            "refresh_interval": refresh_interval,
         },
     }
 

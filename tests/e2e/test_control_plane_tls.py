@@ -1,11 +1,17 @@
 """``meshctl control-plane --tls``: xDS and the CA over TLS with a serving certificate
 from the mesh CA; a meshlib workload pinning the root (``ca_root``) and native gRPC
 with ``meshctl bootstrap --ca-root`` (gRFC A65 ``tls`` channel credentials) both use
-it, and neither talks to a control plane the root does not vouch for."""
+it, and neither talks to a control plane the root does not vouch for.
+
+Native gRPC against an xDS port that requires a client certificate: ``meshctl
+bootstrap --ca-root --cert-dir`` makes the xDS channel mTLS with the workload's
+certificate (A65 ``certificate_file`` / ``private_key_file``, which grpcio 1.85
+honours), re-read from the files."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +20,8 @@ import meshlib
 from meshlib import CertificateError
 from tests.e2e.conftest import MESHCTL, ROOT, NativeClient
 from tests.e2e.mesh_files import write_mesh
+from tests.e2e.secure_xds import SecureControlPlane, start_secure
+from xds_server.bootstrap import BootstrapOptions, bootstrap_json
 from xds_server.ca import CA_CERT_FILE
 
 TARGET = "xds:///reviews.default.svc.cluster.local:50051"
@@ -112,3 +120,96 @@ def test_certs_root_prints_the_root_workloads_pin(secure, tmp_path):
     missing = subprocess.run([*MESHCTL, "certs", "root", "--ca-dir", str(empty)],
                              capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 1 and "no CA there yet" in missing.stderr
+
+
+# ------------------------------------------- native gRPC, xDS port requiring client certs
+
+@pytest.fixture
+def mtls_xds(tmp_path: Path, backends, control_plane_factory, monkeypatch) -> SecureControlPlane:
+    config = tmp_path / "mesh"
+    write_mesh(config, {"reviews-v1": [backends("reviews-v1-a")]}, {"reviews-v1": 100})
+    return start_secure(config, tmp_path / "ca", control_plane_factory, monkeypatch)
+
+
+def native_bootstrap(path: Path, xds: SecureControlPlane, address: str,
+                     *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MESHCTL, "bootstrap", "--xds-address", address, "--node-id", path.stem,
+         "--ca-root", str(xds.root), *extra, "--output", str(path)],
+        check=True, capture_output=True, text=True, cwd=ROOT)
+
+
+def native_calls(bootstrap: Path, n: int = 3, **cmd: object) -> dict:
+    client = NativeClient(bootstrap, bootstrap.with_suffix(".log"))
+    try:
+        return client.send(op="calls", target=TARGET, n=n, **cmd)
+    finally:
+        client.close()
+
+
+def test_native_grpc_routes_over_mtls_to_the_xds_port(mtls_xds, tmp_path):
+    certs = mtls_xds.issue(tmp_path / "certs")
+    bootstrap = tmp_path / "native-mtls.json"
+    done = native_bootstrap(bootstrap, mtls_xds, mtls_xds.cp.xds_address,
+                            "--cert-dir", str(certs))
+    assert done.stderr == ""
+    result = native_calls(bootstrap, n=5, wait_for_ready=True, timeout=10)
+    assert result["counts"] == {"reviews-v1-a": 5}, result
+    assert mtls_xds.cp.metric("meshlib_xds_acks_total") >= 4  # LDS, RDS, CDS, EDS
+
+
+def test_native_grpc_without_a_client_certificate_is_refused(mtls_xds, tmp_path):
+    """--ca-root alone: meshctl says the xDS port will refuse it, and it does."""
+    bootstrap = tmp_path / "native-anonymous.json"
+    done = native_bootstrap(bootstrap, mtls_xds, mtls_xds.cp.xds_address)
+    assert "warning: --ca-root without --cert-dir" in done.stderr
+    assert "--cert-dir DIR" in done.stderr
+    result = native_calls(bootstrap, timeout=2)
+    assert result == {"counts": {}, "errors": {"UNAVAILABLE": 3}}, result
+    assert mtls_xds.cp.metric("meshlib_xds_connected_clients") == 0
+
+
+def test_native_grpc_refuses_an_impostor_control_plane(mtls_xds, tmp_path, backends,
+                                                       control_plane_factory, monkeypatch):
+    """A control plane with its own CA on the address native gRPC was given (asking
+    for client certificates or not): the pinned root refuses it, no ADS stream opens,
+    and no call goes to the backends it would name."""
+    certs = mtls_xds.issue(tmp_path / "certs")
+    config = tmp_path / "impostor"
+    write_mesh(config, {"reviews-v1": [backends("impostor")]}, {"reviews-v1": 100})
+    impostors = [start_secure(config, tmp_path / "impostor-ca", control_plane_factory,
+                              monkeypatch).cp,
+                 control_plane_factory(config, extra_args=[
+                     "--ca-dir", str(tmp_path / "impostor-ca-2"), "--tls"])]
+    for i, impostor in enumerate(impostors):
+        bootstrap = tmp_path / f"native-to-impostor-{i}.json"
+        native_bootstrap(bootstrap, mtls_xds, impostor.xds_address, "--cert-dir", str(certs))
+        result = native_calls(bootstrap, timeout=2)
+        assert result == {"counts": {}, "errors": {"UNAVAILABLE": 3}}, result
+        assert impostor.metric("meshlib_xds_connected_clients") == 0
+        assert "CERTIFICATE_VERIFY_FAILED" in bootstrap.with_suffix(".log").read_text()
+
+
+def test_native_grpc_picks_up_a_rotated_client_certificate(mtls_xds, tmp_path):
+    """The xDS channel's certificate is re-read from the files: a certificate the
+    control plane refuses (another mesh's), replaced by a good one, and the next
+    reconnection gets through, no restart (refresh_interval 1 s here, 10 s by default)."""
+    impostor_ca = tmp_path / "other-ca"
+    impostor_ca.mkdir(mode=0o700)
+    certs = SecureControlPlane(mtls_xds.cp, mtls_xds.root, impostor_ca).issue(tmp_path / "certs")
+    bootstrap = tmp_path / "native-rotated.json"
+    bootstrap.write_text(bootstrap_json(BootstrapOptions(
+        xds_address=mtls_xds.cp.xds_address, node_id="native-rotated",
+        ca_root=str(mtls_xds.root), cert_dir=str(certs), refresh_interval="1s")))
+    client = NativeClient(bootstrap, tmp_path / "native-rotated.log")
+    try:
+        refused = client.send(op="calls", target=TARGET, n=1, timeout=1)
+        assert refused["errors"] == {"UNAVAILABLE": 1}, refused
+        mtls_xds.issue(certs)  # rotation: atomic renames of key.pem, cert.pem, ca.pem
+        started = time.monotonic()
+        rotated = client.send(op="wait_for", target=TARGET, backend="reviews-v1-a",
+                              timeout=15)
+    finally:
+        client.close()
+    assert rotated["ok"], rotated
+    assert time.monotonic() - started < 15
