@@ -124,7 +124,7 @@ if TYPE_CHECKING:
 NO_CLIENT_CERT_WARNING = (
     "meshctl: warning: --ca-root without --cert-dir: no client certificate on the xDS "
     "channel, and a control plane in its default (secure) mode refuses such clients; give "
-    "--cert-dir DIR (`meshctl certs issue --out-dir DIR` fills it)")
+    "--cert-dir DIR (meshctl certs issue --out-dir DIR fills it)")
 _ENVOY_ONLY = ("xds_name", "admin_port", "outbound_port", "delta")
 
 
@@ -314,14 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "the node id)")
     bs.add_argument("--zone", default="", help="node.locality.zone (default: empty)")
     bs.add_argument("--cert-dir", default="", metavar="DIR",
-                    help="the directory holding cert.pem, key.pem and ca.pem (`meshctl "
-                         "certs issue --out-dir`): with --ca-root, the client certificate "
-                         "of the xDS channel (mTLS); for native gRPC also mTLS between "
-                         "workloads. Re-read on change (gRPC every 10 s; Envoy when a "
-                         "file is renamed into DIR) (default: none)")
+                    help="the directory holding cert.pem, key.pem and ca.pem (as meshctl "
+                         "certs issue --out-dir writes them): with --ca-root, the client "
+                         "certificate of the xDS channel (mTLS); for native gRPC also mTLS "
+                         "between workloads. Re-read on change (gRPC every 10 s; Envoy "
+                         "when a file is renamed into DIR) (default: none)")
     bs.add_argument("--ca-root", default="", metavar="FILE",
                     help="connect to the control plane over TLS, verified against the "
-                         "mesh root in this PEM file (`meshctl certs root`; gRFC A65 "
+                         "mesh root in this PEM file (meshctl certs root prints it; gRFC A65 "
                          "'tls' channel credentials; Envoy: an UpstreamTlsContext) "
                          "(default: plaintext, for a control plane run with --insecure)")
     envoy = bs.add_argument_group("Envoy")
