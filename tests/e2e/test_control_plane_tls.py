@@ -1,12 +1,13 @@
-"""``meshctl control-plane --tls``: xDS and the CA over TLS with a serving certificate
-from the mesh CA; a meshlib workload pinning the root (``ca_root``) and native gRPC
-with ``meshctl bootstrap --ca-root`` (gRFC A65 ``tls`` channel credentials) both use
-it, and neither talks to a control plane the root does not vouch for.
+"""``meshctl control-plane`` secure (the default): ADS over mTLS and the CA over TLS on
+a port of its own, with a serving certificate from the mesh CA; a meshlib workload
+pinning the root (``ca_root``) and native gRPC with ``meshctl bootstrap --ca-root``
+(gRFC A65 ``tls`` channel credentials) both use it, and neither talks to a control
+plane the root does not vouch for. ADS streams are authenticated by the workload's
+certificate: the namespace a node sees is its identity's, whatever it claims.
 
-Native gRPC against an xDS port that requires a client certificate: ``meshctl
-bootstrap --ca-root --cert-dir`` makes the xDS channel mTLS with the workload's
-certificate (A65 ``certificate_file`` / ``private_key_file``, which grpcio 1.85
-honours), re-read from the files."""
+Native gRPC: ``meshctl bootstrap --ca-root --cert-dir`` makes the xDS channel mTLS with
+the workload's certificate (A65 ``certificate_file`` / ``private_key_file``, which
+grpcio 1.85 honours), re-read from the files."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import meshlib
 from meshlib import CertificateError
 from tests.e2e.conftest import MESHCTL, ROOT, NativeClient
 from tests.e2e.mesh_files import write_mesh
-from tests.e2e.secure_xds import SecureControlPlane, start_secure
+from tests.e2e.secure_xds import SecureControlPlane, foreign_certificate, start_secure
 from xds_server.bootstrap import BootstrapOptions, bootstrap_json
 from xds_server.ca import CA_CERT_FILE
 
@@ -37,7 +38,7 @@ def secure(tmp_path: Path, backends, control_plane_factory):
     tokens.chmod(0o600)
     ca = tmp_path / "ca"
     cp = control_plane_factory(config, extra_args=[
-        "--ca-dir", str(ca), "--token-file", str(tokens), "--tls"])
+        "--ca-dir", str(ca), "--token-file", str(tokens)], secure=True)
     root = tmp_path / "ca-root.pem"
     root.write_bytes((ca / CA_CERT_FILE).read_bytes())  # distributed out of band
     return cp, root
@@ -45,34 +46,26 @@ def secure(tmp_path: Path, backends, control_plane_factory):
 
 def test_a_pinned_meshlib_workload_gets_config_and_a_certificate_over_tls(secure):
     cp, root = secure
-    with meshlib.Mesh(xds_address=cp.xds_address, service="frontend", token=TOKEN,
-                      ca_root=str(root)) as mesh:
+    with meshlib.Mesh(xds_address=cp.xds_address, ca_address=cp.ca_address,
+                      service="frontend", token=TOKEN, ca_root=str(root)) as mesh:
         assert mesh.identity is not None and mesh.certificates.current is not None
         assert mesh.certificates.current.roots_pem == root.read_bytes()
-        assert mesh.wait_ready("reviews", timeout=10)  # the config came over TLS too
-    assert "over TLS" in cp.log.read_text()
+        assert mesh.wait_ready("reviews", timeout=10)  # the config came over mTLS
+    log = cp.log.read_text()
+    assert "over mTLS" in log and "CA serving on" in log and "over TLS" in log
 
 
-def test_a_plaintext_client_gets_nothing_from_a_tls_control_plane(secure):
-    cp, _ = secure
-    with meshlib.Mesh(xds_address=cp.xds_address, service="frontend",
-                      resolve_timeout=2) as mesh:
-        assert not mesh.wait_ready("reviews", timeout=2)
-
-
-def test_native_grpc_bootstraps_with_tls_channel_credentials(secure, tmp_path):
+@pytest.mark.parametrize("pinned", [False, True])
+def test_a_client_without_an_identity_gets_nothing(secure, pinned, caplog):
+    """Plaintext, or TLS that verifies the control plane but has no certificate to
+    show: the xDS port refuses both at the handshake."""
     cp, root = secure
-    bootstrap = tmp_path / "bootstrap.json"
-    subprocess.run([*MESHCTL, "bootstrap", "--xds-address", cp.xds_address, "--node-id",
-                    "native-tls", "--ca-root", str(root), "--output", str(bootstrap)],
-                   check=True, cwd=ROOT)
-    assert '"type": "tls"' in bootstrap.read_text()
-    client = NativeClient(bootstrap, tmp_path / "native.log")
-    try:
-        result = client.send(op="calls", target=TARGET, n=5, wait_for_ready=True, timeout=10)
-    finally:
-        client.close()
-    assert result["counts"] == {"reviews-v1-a": 5}, result
+    extra = {"ca_root": str(root)} if pinned else {}
+    with meshlib.Mesh(xds_address=cp.xds_address, service="frontend",
+                      resolve_timeout=2, **extra) as mesh:
+        assert not mesh.wait_ready("reviews", timeout=2)
+    if pinned:
+        assert "ca_root without an identity" in caplog.text
 
 
 def test_an_impostor_control_plane_gets_no_token(secure, tmp_path, backends,
@@ -82,18 +75,26 @@ def test_an_impostor_control_plane_gets_no_token(secure, tmp_path, backends,
     _, root = secure
     config = tmp_path / "impostor"
     write_mesh(config, {"reviews-v1": [backends("impostor")]}, {"reviews-v1": 100})
-    for extra in ([], ["--tls"]):
+    for secure in (False, True):
         impostor = control_plane_factory(
-            config, extra_args=["--ca-dir", str(tmp_path / f"ca-{len(extra)}"), *extra])
+            config, extra_args=["--ca-dir", str(tmp_path / f"ca-{secure}")], secure=secure)
         with pytest.raises(CertificateError, match="failed TLS verification"):
-            meshlib.Mesh(xds_address=impostor.xds_address, service="frontend", token=TOKEN,
-                         ca_root=str(root))
+            meshlib.Mesh(xds_address=impostor.xds_address, ca_address=impostor.ca_address,
+                         service="frontend", token=TOKEN, ca_root=str(root))
 
 
-def test_tls_without_a_ca_is_a_usage_error(tmp_path):
-    out = subprocess.run([*MESHCTL, "control-plane", "--config", str(tmp_path), "--tls"],
+def test_secure_without_a_ca_is_a_usage_error(tmp_path):
+    out = subprocess.run([*MESHCTL, "control-plane", "--config", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 2 and "--tls needs --ca-dir" in out.stderr
+    assert out.returncode == 2
+    assert "give --ca-dir DIR" in out.stderr and "--insecure" in out.stderr
+
+
+def test_insecure_says_so(tmp_path, backends, control_plane_factory):
+    config = tmp_path / "mesh"
+    write_mesh(config, {"reviews-v1": [backends("reviews-v1-a")]})
+    cp = control_plane_factory(config)  # --insecure
+    assert "--insecure: xDS in plaintext, and any client may subscribe" in cp.log.read_text()
 
 
 def test_certs_issue_over_tls_with_the_pinned_root(secure, tmp_path):
@@ -101,7 +102,7 @@ def test_certs_issue_over_tls_with_the_pinned_root(secure, tmp_path):
     token = tmp_path / "token"
     token.write_text(TOKEN)
     out = tmp_path / "certs"
-    done = subprocess.run([*MESHCTL, "certs", "issue", "--xds-address", cp.xds_address,
+    done = subprocess.run([*MESHCTL, "certs", "issue", "--ca-address", cp.ca_address,
                            "--service-account", "frontend", "--token-file", str(token),
                            "--ca-root", str(root), "--out-dir", str(out)],
                           capture_output=True, text=True, cwd=ROOT)
@@ -125,10 +126,10 @@ def test_certs_root_prints_the_root_workloads_pin(secure, tmp_path):
 # ------------------------------------------- native gRPC, xDS port requiring client certs
 
 @pytest.fixture
-def mtls_xds(tmp_path: Path, backends, control_plane_factory, monkeypatch) -> SecureControlPlane:
+def mtls_xds(tmp_path: Path, backends, control_plane_factory) -> SecureControlPlane:
     config = tmp_path / "mesh"
     write_mesh(config, {"reviews-v1": [backends("reviews-v1-a")]}, {"reviews-v1": 100})
-    return start_secure(config, tmp_path / "ca", control_plane_factory, monkeypatch)
+    return start_secure(config, tmp_path / "secure", control_plane_factory)
 
 
 def native_bootstrap(path: Path, xds: SecureControlPlane, address: str,
@@ -155,11 +156,14 @@ def test_native_grpc_routes_over_mtls_to_the_xds_port(mtls_xds, tmp_path):
     assert done.stderr == ""
     result = native_calls(bootstrap, n=5, wait_for_ready=True, timeout=10)
     assert result["counts"] == {"reviews-v1-a": 5}, result
-    assert mtls_xds.cp.metric("meshlib_xds_acks_total") >= 4  # LDS, RDS, CDS, EDS
+    for xds_type in ("LDS", "RDS", "CDS", "EDS"):
+        assert mtls_xds.cp.metric("meshlib_xds_acks_total", type=xds_type) >= 1, xds_type
 
 
 def test_native_grpc_without_a_client_certificate_is_refused(mtls_xds, tmp_path):
-    """--ca-root alone: meshctl says the xDS port will refuse it, and it does."""
+    """TLS channel credentials that verify the control plane, but no certificate to
+    prove who the node is: meshctl warns that the xDS port will refuse it, and it
+    does: no ADS stream, no config, no call."""
     bootstrap = tmp_path / "native-anonymous.json"
     done = native_bootstrap(bootstrap, mtls_xds, mtls_xds.cp.xds_address)
     assert "warning: --ca-root without --cert-dir" in done.stderr
@@ -170,33 +174,32 @@ def test_native_grpc_without_a_client_certificate_is_refused(mtls_xds, tmp_path)
 
 
 def test_native_grpc_refuses_an_impostor_control_plane(mtls_xds, tmp_path, backends,
-                                                       control_plane_factory, monkeypatch):
-    """A control plane with its own CA on the address native gRPC was given (asking
-    for client certificates or not): the pinned root refuses it, no ADS stream opens,
-    and no call goes to the backends it would name."""
+                                                       control_plane_factory):
+    """A control plane with its own CA (or in plaintext) on the address native gRPC was
+    given: the pinned root refuses it, no ADS stream opens, and no call goes to the
+    backends it would name."""
     certs = mtls_xds.issue(tmp_path / "certs")
     config = tmp_path / "impostor"
     write_mesh(config, {"reviews-v1": [backends("impostor")]}, {"reviews-v1": 100})
-    impostors = [start_secure(config, tmp_path / "impostor-ca", control_plane_factory,
-                              monkeypatch).cp,
-                 control_plane_factory(config, extra_args=[
-                     "--ca-dir", str(tmp_path / "impostor-ca-2"), "--tls"])]
-    for i, impostor in enumerate(impostors):
-        bootstrap = tmp_path / f"native-to-impostor-{i}.json"
+    impostors = {
+        "own-ca": start_secure(config, tmp_path / "impostor-cp", control_plane_factory).cp,
+        "plaintext": control_plane_factory(config),
+    }
+    for name, impostor in impostors.items():
+        bootstrap = tmp_path / f"native-to-{name}.json"
         native_bootstrap(bootstrap, mtls_xds, impostor.xds_address, "--cert-dir", str(certs))
         result = native_calls(bootstrap, timeout=2)
-        assert result == {"counts": {}, "errors": {"UNAVAILABLE": 3}}, result
-        assert impostor.metric("meshlib_xds_connected_clients") == 0
-        assert "CERTIFICATE_VERIFY_FAILED" in bootstrap.with_suffix(".log").read_text()
+        assert result == {"counts": {}, "errors": {"UNAVAILABLE": 3}}, (name, result)
+        assert impostor.metric("meshlib_xds_connected_clients") == 0, name
+        if name == "own-ca":
+            assert "CERTIFICATE_VERIFY_FAILED" in bootstrap.with_suffix(".log").read_text()
 
 
 def test_native_grpc_picks_up_a_rotated_client_certificate(mtls_xds, tmp_path):
     """The xDS channel's certificate is re-read from the files: a certificate the
     control plane refuses (another mesh's), replaced by a good one, and the next
     reconnection gets through, no restart (refresh_interval 1 s here, 10 s by default)."""
-    impostor_ca = tmp_path / "other-ca"
-    impostor_ca.mkdir(mode=0o700)
-    certs = SecureControlPlane(mtls_xds.cp, mtls_xds.root, impostor_ca).issue(tmp_path / "certs")
+    certs = foreign_certificate(tmp_path / "certs", tmp_path / "other-ca")
     bootstrap = tmp_path / "native-rotated.json"
     bootstrap.write_text(bootstrap_json(BootstrapOptions(
         xds_address=mtls_xds.cp.xds_address, node_id="native-rotated",

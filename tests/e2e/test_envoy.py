@@ -184,11 +184,10 @@ def test_meshctl_envoy_bootstrap_passes_envoy_validation(extra, tmp_path):
 
 
 @pytest.fixture
-def secure_mesh(tmp_path: Path, backends, control_plane_factory,
-                monkeypatch) -> SecureControlPlane:
+def secure_mesh(tmp_path: Path, backends, control_plane_factory) -> SecureControlPlane:
     config = tmp_path / "mesh"
     write_mesh(config, {"reviews-v1": [backends("reviews-v1-a")]}, {"reviews-v1": 100})
-    return start_secure(config, tmp_path / "ca", control_plane_factory, monkeypatch)
+    return start_secure(config, tmp_path / "secure", control_plane_factory)
 
 
 @needs_envoy
@@ -227,7 +226,7 @@ def test_envoy_gets_its_config_over_mtls_and_follows_a_rotated_certificate(
 
 @needs_envoy
 def test_envoy_refuses_a_control_plane_it_cannot_verify(
-        secure_mesh, tmp_path, backends, control_plane_factory, monkeypatch, envoys):
+        secure_mesh, tmp_path, backends, control_plane_factory, envoys):
     """Another mesh's control plane on the address Envoy was given fails verification
     against the pinned root; the right one under an unexpected name (--xds-name) fails
     the SAN check; without a client certificate, the xDS port refuses Envoy. None of
@@ -235,8 +234,7 @@ def test_envoy_refuses_a_control_plane_it_cannot_verify(
     certs = secure_mesh.issue(tmp_path / "certs")
     config = tmp_path / "impostor"
     write_mesh(config, {"reviews-v1": [backends("impostor")]}, {"reviews-v1": 100})
-    impostor = start_secure(config, tmp_path / "impostor-ca", control_plane_factory,
-                            monkeypatch).cp
+    impostor = start_secure(config, tmp_path / "impostor-cp", control_plane_factory).cp
     root, real = str(secure_mesh.root), secure_mesh.cp
     cases = {
         "impostor": (impostor, ["--cert-dir", str(certs)], "ssl.fail_verify_error"),
