@@ -50,13 +50,25 @@ def _fail(message: str) -> int:
 
 
 def _cmd_control_plane(args: argparse.Namespace) -> int:
+    from xds_server.cluster import ClusterOptions
     from xds_server.control_plane import ControlPlaneOptions, run
 
-    if args.kubernetes:
-        print("meshctl: --kubernetes is not available yet; use --config", file=sys.stderr)
+    if not args.kubernetes and (args.kubeconfig or args.namespaces):
+        print("meshctl: --kubeconfig and --namespaces go with --kubernetes", file=sys.stderr)
         return 2
+    if args.kubernetes:
+        try:
+            import kubernetes  # noqa: F401 - the optional dependency, checked up front
+        except ImportError:
+            print("meshctl: --kubernetes needs the kubernetes client: pip install "
+                  "'meshlib[kubernetes]'", file=sys.stderr)
+            return 2
+    cluster = None if not args.kubernetes else ClusterOptions(
+        kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+        namespaces=tuple(n for n in (args.namespaces or "").split(",") if n))
     options = ControlPlaneOptions(
-        config=Path(args.config),
+        config=Path(args.config) if args.config else None,
+        kubernetes=cluster,
         xds_address=args.xds_address,
         admin_address=args.admin_address,
         ca_address=args.ca_address,
@@ -79,8 +91,8 @@ def _cmd_control_plane(args: argparse.Namespace) -> int:
         for problem in err.problems:
             print(problem, file=sys.stderr)
         # Config problems name files under --config; the CA's and the token file's not.
-        in_config = all(str(getattr(p, "source", p)).startswith(args.config)
-                        for p in err.problems)
+        in_config = args.config is not None and all(
+            str(getattr(p, "source", p)).startswith(args.config) for p in err.problems)
         where = f" in {args.config}" if in_config else ""
         print(f"meshctl: {len(err.problems)} problem(s){where}; not started",
               file=sys.stderr)
@@ -274,7 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--config", metavar="PATH",
                         help="a YAML file or a directory of them (reloaded on change)")
     source.add_argument("--kubernetes", action="store_true",
-                        help="read config from the API server (not available yet)")
+                        help="read config from the Kubernetes API server (in-cluster, or "
+                             "--kubeconfig): Services, EndpointSlices, GRPCRoutes, "
+                             "HTTPRoutes and the meshlib.dev policies; the leader writes "
+                             "their status; the CA lives in a Secret and workloads' "
+                             "tokens are checked with TokenReview")
+    cp.add_argument("--kubeconfig", default=None, metavar="FILE",
+                    help="with --kubernetes: a kubeconfig (default: in-cluster, else "
+                         "$KUBECONFIG or ~/.kube/config)")
+    cp.add_argument("--namespaces", default=None, metavar="NS[,NS...]",
+                    help="with --kubernetes: read only these namespaces (default: all)")
     cp.add_argument("--xds-address", type=_host_port, default="127.0.0.1:15010",
                     metavar="HOST:PORT",
                     help="serve ADS here (mTLS; with --insecure, plaintext and the CA "
