@@ -87,8 +87,8 @@ def test_kinds_without_status_get_none():
 def test_a_parent_ref_index_is_not_mistaken_for_a_longer_one():
     route = c.split("reviews", {"reviews-v1": 100})
     route["spec"]["parentRefs"] = [{"kind": "Service", "name": f"s{i}"} for i in range(11)]
-    problem = Problem(message="parent Service default/s10 not found", obj="GRPCRoute default/reviews",
-                      field="spec.parentRefs[10].name")
+    problem = Problem(message="parent Service default/s10 not found",
+                      obj="GRPCRoute default/reviews", field="spec.parentRefs[10].name")
     entries = route_status(route, [problem], T0)["parents"]
     assert _conditions(entries[1])["Accepted"] == ("True", "Accepted")
     assert _conditions(entries[10])["Accepted"] == ("False", "NoMatchingParent")
