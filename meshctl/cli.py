@@ -72,14 +72,16 @@ def _cmd_control_plane(args: argparse.Namespace) -> int:
         config=Path(args.config),
         xds_address=args.xds_address,
         admin_address=args.admin_address,
+        ca_address=args.ca_address,
         ca_dir=Path(args.ca_dir) if args.ca_dir else None,
         token_file=Path(args.token_file) if args.token_file else None,
-        tls=args.tls,
+        insecure=args.insecure,
         tls_names=tuple(args.tls_name),
     )
-    if args.tls and args.ca_dir is None:
-        print("meshctl: --tls needs --ca-dir (the serving certificate comes from the mesh "
-              "CA)", file=sys.stderr)
+    try:
+        options.check()
+    except ValueError as err:
+        print(f"meshctl: {err}", file=sys.stderr)
         return 2
     from meshlib.contract import BindError, ConfigError
 
@@ -188,7 +190,7 @@ def _cmd_certs_issue(args: argparse.Namespace) -> int:
     from meshlib.contract import CertificateError, SpiffeId
     from meshlib.security import read_roots, request_certificate, write_files
 
-    address = address_of(*args.xds_address)
+    address = address_of(*args.ca_address)
     out_dir = Path(args.out_dir)
     try:  # before asking the CA: a certificate nobody can store is wasted
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -341,8 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     cp = sub.add_parser(
-        "control-plane", help="serve xDS (ADS) from config files",
-        description="Serve xDS (ADS, and the mesh CA with --ca-dir) from mesh config. "
+        "control-plane", help="serve xDS (ADS) and the mesh CA from config files",
+        description="Serve xDS (ADS) and the mesh CA from mesh config. Secure by default: "
+                    "ADS over mTLS to workloads that prove their identity with a mesh "
+                    "certificate (the namespace they see is their identity's), the CA "
+                    "over TLS to workloads with a token; both with a serving certificate "
+                    "from the CA in --ca-dir, which workloads verify against the root "
+                    "they pin (Mesh(ca_root=...), meshctl bootstrap --ca-root). "
                     f"Addresses are {ADDRESS_HELP}.")
     source = cp.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", metavar="PATH",
@@ -351,27 +358,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read config from the API server (not available yet)")
     cp.add_argument("--xds-address", type=_host_port, default="127.0.0.1:15010",
                     metavar="HOST:PORT",
-                    help="serve ADS (and the CA) here; never shared with another server "
-                         "(default: %(default)s)")
+                    help="serve ADS here (mTLS; with --insecure, plaintext and the CA "
+                         "too); never shared with another server (default: %(default)s)")
+    cp.add_argument("--ca-address", type=_host_port, default=None, metavar="HOST:PORT",
+                    help="serve the certificate service here, over TLS (default: the "
+                         "--xds-address host, port 15012; with --insecure, the xDS port)")
     cp.add_argument("--ca-dir", default=None, metavar="DIR",
-                    help="run the mesh CA: its key and certificate live here (created on "
-                         "first start, key mode 0600; default: no CA)")
+                    help="the mesh CA's key and certificate (created on first start, key "
+                         "mode 0600); required unless --insecure")
     cp.add_argument("--token-file", default=None, metavar="FILE",
                     help="bootstrap tokens (YAML) that authenticate certificate requests "
                          "(default: none, so the CA refuses every request)")
     cp.add_argument("--admin-address", type=_host_port, default=None, metavar="HOST:PORT",
                     help="serve /healthz, /readyz, /metrics, /debug/config_dump here "
                          "(default: off)")
-    cp.add_argument("--tls", action="store_true",
-                    help="serve xDS and the CA over TLS, with a serving certificate from "
-                         "the mesh CA (needs --ca-dir); workloads pin the CA root "
-                         "(Mesh(ca_root=...), meshctl bootstrap --ca-root) "
-                         "(default: plaintext)")
+    cp.add_argument("--insecure", action="store_true",
+                    help="plaintext, and any client may subscribe and claim a namespace: "
+                         "for a development machine only (logs a warning)")
     cp.add_argument("--tls-name", action="append", default=[], metavar="NAME",
                     help="a DNS name or IP clients dial, for the serving certificate; "
                          "repeat for several (default: "
                          "meshlib-control-plane.meshlib-system.svc, localhost, 127.0.0.1, "
-                         "::1 and the --xds-address host)")
+                         "::1 and the --xds-address and --ca-address hosts)")
     cp.set_defaults(func=_cmd_control_plane)
 
     ck = sub.add_parser("check", help="validate config; exit 1 with one line per problem",
@@ -407,8 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     issue = certs_sub.add_parser(
         "issue", help="get a certificate for a workload that does not run meshlib; writes "
                       "key.pem (0600), cert.pem and ca.pem, as bootstrap --cert-dir expects")
-    issue.add_argument("--xds-address", type=_host_port, required=True, metavar="HOST:PORT",
-                       help="the control plane (its CA serves on the xDS port)")
+    issue.add_argument("--ca-address", "--xds-address", dest="ca_address", type=_host_port,
+                       required=True, metavar="HOST:PORT",
+                       help="the control plane's certificate service (its own port, 15012 "
+                            "by default; the xDS port of an --insecure control plane)")
     issue.add_argument("--namespace", default="default", help="(default: %(default)s)")
     issue.add_argument("--service-account", required=True)
     issue.add_argument("--trust-domain", default="cluster.local",

@@ -265,7 +265,8 @@ def _run(config: Path | None, children: _Children, work: Path, seconds: float,
 def _play(config: Path | None, backends: dict[tuple[str, int], str], children: _Children,
           mesh_dir: Path, work: Path, seconds: float, access_logs: bool) -> None:
     xds, admin = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
-    _say(f"control plane: xDS on {xds}, admin on {admin}; config: {config or 'built in'}"
+    _say(f"control plane: xDS on {xds} (plaintext, loopback only: the demo's backends are "
+         f"plain gRPC servers), admin on {admin}; config: {config or 'built in'}"
          f"{' (access logs on)' if access_logs else ''}")
     children.start("control plane", "control-plane", "--config", str(mesh_dir),
                    "--xds-address", xds, "--admin-address", admin)

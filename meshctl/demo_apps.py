@@ -237,13 +237,16 @@ def backend(args: argparse.Namespace) -> int:
 
 
 def control_plane(args: argparse.Namespace) -> int:
-    """``meshctl control-plane`` with warnings only (no INFO lines between the splits)."""
+    """``meshctl control-plane --insecure`` with warnings only (no INFO lines between
+    the splits): plaintext on loopback, which the demo says in its first line."""
     from xds_server.control_plane import ControlPlaneOptions, run
 
     host, _, port = args.xds_address.rpartition(":")
     admin_host, _, admin_port = args.admin_address.rpartition(":")
     options = ControlPlaneOptions(config=Path(args.config), xds_address=(host, int(port)),
-                                  admin_address=(admin_host, int(admin_port)))
+                                  admin_address=(admin_host, int(admin_port)), insecure=True)
+    logging.getLogger("xds_server.control_plane").addFilter(
+        lambda record: not record.getMessage().startswith("--insecure"))
     asyncio.run(run(options))  # stops on SIGTERM/SIGINT (its own signal handlers)
     return 0
 

@@ -58,9 +58,9 @@ class Identity:
                 raise MeshError("a Mesh with a token needs service= or service_account= "
                                 "(its identity is spiffe://<td>/ns/<namespace>/sa/<sa>)")
             identity = SpiffeId(settings.trust_domain, settings.namespace, account)
-            issued = IssuedCertificates(settings.xds_address, identity, token=settings.token,
-                                        token_file=settings.token_file, ttl=settings.cert_ttl,
-                                        ca_root=settings.ca_root)
+            issued = IssuedCertificates(settings.certificate_address, identity,
+                                        token=settings.token, token_file=settings.token_file,
+                                        ttl=settings.cert_ttl, ca_root=settings.ca_root)
             source = issued
             try:
                 loop.submit(issued.fetch).result(timeout=settings.resolve_timeout + 1)

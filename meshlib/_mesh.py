@@ -23,6 +23,7 @@ it, and :meth:`Mesh.server` serves with the mesh's mTLS mode and authorization.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -40,11 +41,13 @@ if TYPE_CHECKING:
     from meshlib._identity import Identity
     from meshlib._server import MeshServer, ServerPolicy, Servers
     from meshlib.contract import SpiffeId
-    from meshlib.security import CertificateSource
+    from meshlib.security import CertificateSource, WorkloadCertificate
     from meshlib.telemetry import MeshMetrics
-    from meshlib.xds import XdsClient
+    from meshlib.xds import ChannelTls, XdsClient
 
 __all__ = ["DEFAULT_RESOLVE_TIMEOUT", "Mesh"]
+
+log = logging.getLogger("meshlib")
 
 
 class Mesh:
@@ -97,11 +100,15 @@ class Mesh:
 
             self._identity = Identity()
             try:
-                self._identity.start(self.settings, self._loop, self.clients.set_certificate)
+                self._identity.start(self.settings, self._loop, self._on_certificate)
             except BaseException:
                 self.close()
                 raise
             self.clients.certificates = self._identity.certificates
+        elif self.settings.ca_root is not None:
+            log.warning("ca_root without an identity (token, token_file or cert_dir): the "
+                        "xDS channel has no client certificate, and a control plane that "
+                        "is not --insecure refuses it")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Mesh:
@@ -121,10 +128,33 @@ class Mesh:
         if settings.ca_root is not None:
             from meshlib.security import read_roots
 
-            config["root_certificates"] = read_roots(settings.ca_root)
+            read_roots(settings.ca_root)  # a missing or empty root file: say so now
+            config["tls"] = self._xds_tls
         self._xds = XdsClient(XdsClientConfig(**config))
         self._xds.start()
         self.clients.attach(self._xds)
+
+    def _xds_tls(self) -> ChannelTls | None:  # on the loop, before each ADS connection
+        """The ADS channel's TLS: the pinned roots (read again: a root rotation is a
+        file edit) and, once the Mesh has its certificate, the certificate (mTLS: the
+        control plane learns who this workload is from it). None: wait for it."""
+        from meshlib.security import read_roots
+
+        assert self.settings.ca_root is not None
+        roots = read_roots(self.settings.ca_root)
+        if not self.settings.has_identity:
+            return roots, None, None
+        source = self._identity.certificates if self._identity is not None else None
+        cert = source.current if source is not None else None
+        if cert is None:
+            return None
+        return roots, cert.key_pem, cert.chain_pem
+
+    def _on_certificate(self, cert: WorkloadCertificate) -> None:
+        self.clients.set_certificate(cert)
+        xds = self._xds
+        if xds is not None:
+            self._loop.call_soon(xds.tls_changed)
 
     # ------------------------------------------------------------ settings, identity
 

@@ -66,8 +66,12 @@ class MeshSettings:
       (``cert_ttl`` seconds at most), renewed at half its lifetime; with ``cert_dir``
       mounted ``cert.pem``/``key.pem``/``ca.pem``, followed as they change. ``ca_root``:
       a PEM file of the mesh's trust roots, distributed out of band (a ConfigMap, say):
-      a CA reply that does not chain to them is refused, and they are the roots peers
-      are checked against.
+      the control plane must prove itself against them (TLS to the CA, mTLS to xDS
+      with the workload's certificate), a CA reply that does not chain to them is
+      refused, and they are the roots peers are checked against; the file is read
+      again on every connection, so a root rotation is a file edit. ``ca_address``:
+      the certificate service, ``host:port`` (default: ``xds_address``; a secure
+      control plane serves it on a port of its own, 15012 unless told).
     * ``telemetry`` — golden metrics, tracing and access logs (default on).
     """
 
@@ -89,6 +93,7 @@ class MeshSettings:
     cert_dir: str | None = None
     cert_ttl: float | None = None
     ca_root: str | None = None
+    ca_address: str | None = None
     telemetry: bool = True
 
     def __post_init__(self) -> None:
@@ -116,6 +121,11 @@ class MeshSettings:
         return self.token is not None or self.token_file is not None \
             or self.cert_dir is not None
 
+    @property
+    def certificate_address(self) -> str:
+        """Where certificates are requested: ``ca_address``, else ``xds_address``."""
+        return self.ca_address or self.xds_address
+
     def replace(self, **changes: Any) -> MeshSettings:
         """A copy with ``changes`` (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
@@ -132,7 +142,8 @@ class MeshSettings:
         ``MESHLIB_XDS_PROTOCOL`` (``auto``, ``delta`` or ``sotw``) and
         ``MESHLIB_RESOLVE_TIMEOUT`` (seconds); for the identity
         ``MESHLIB_SERVICE_ACCOUNT``, ``MESHLIB_TRUST_DOMAIN``, ``MESHLIB_TOKEN_FILE``,
-        ``MESHLIB_CERT_DIR``, ``MESHLIB_CA_ROOT`` and ``MESHLIB_CERT_TTL`` (seconds);
+        ``MESHLIB_CERT_DIR``, ``MESHLIB_CA_ROOT``, ``MESHLIB_CA_ADDRESS`` and
+        ``MESHLIB_CERT_TTL`` (seconds);
         ``MESHLIB_TELEMETRY``
         (``off`` turns metrics, tracing and access logs off).
         """
@@ -162,7 +173,8 @@ class MeshSettings:
                           ("MESHLIB_TRUST_DOMAIN", "trust_domain"),
                           ("MESHLIB_TOKEN_FILE", "token_file"),
                           ("MESHLIB_CERT_DIR", "cert_dir"),
-                          ("MESHLIB_CA_ROOT", "ca_root")):
+                          ("MESHLIB_CA_ROOT", "ca_root"),
+                          ("MESHLIB_CA_ADDRESS", "ca_address")):
             if env.get(var):
                 values[name] = env[var]
         for var, name in (("MESHLIB_RESOLVE_TIMEOUT", "resolve_timeout"),

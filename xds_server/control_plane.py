@@ -23,6 +23,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from meshlib.contract import PEER_IDENTITY_METADATA_KEY
 from xds_server.admin import AdminServer, AdminViews
 from xds_server.ca import (
     DEFAULT_SERVING_NAMES,
@@ -37,17 +38,38 @@ from xds_server.metrics import ControlPlaneMetrics
 from xds_server.model import MeshModel
 from xds_server.node import NodeGroup, group_of
 from xds_server.resources import short_name
-from xds_server.server import AdsServer, CallbackFuncs, serve
+from xds_server.server import AdsServer, CallbackFuncs, serve, serve_services
 from xds_server.snapshot_builder import SnapshotBuilder
 from xds_server.sources.file_watcher import watch_model
 from xds_server.sources.yaml_loader import ConfigLoader
 
-__all__ = ["DEFAULT_GROUP_IDLE_SECONDS", "ControlPlane", "ControlPlaneOptions", "run"]
+__all__ = [
+    "DEFAULT_CA_PORT",
+    "DEFAULT_GROUP_IDLE_SECONDS",
+    "MAX_ANONYMOUS_GROUPS",
+    "MAX_GROUPS_PER_IDENTITY",
+    "ControlPlane",
+    "ControlPlaneOptions",
+    "GroupLimitError",
+    "run",
+]
 
 log = logging.getLogger(__name__)
 
 # How long a node group keeps its snapshot after its last client disconnects.
 DEFAULT_GROUP_IDLE_SECONDS = 300.0
+#: How many node groups (kind × namespace × outbound port × TLS) one authenticated
+#: identity may have snapshots built for; a real workload needs one or two.
+MAX_GROUPS_PER_IDENTITY = 16
+#: How many node groups unauthenticated clients (``--insecure``) may create in all.
+MAX_ANONYMOUS_GROUPS = 1000
+#: Where the certificate service listens when the xDS port requires client
+#: certificates and no ``--ca-address`` is given: the xDS host, this port.
+DEFAULT_CA_PORT = 15012
+
+
+class GroupLimitError(Exception):
+    """A client would create more node groups than its identity may have."""
 
 
 class ControlPlane:
@@ -68,6 +90,7 @@ class ControlPlane:
         self._model = model
         self._groups: dict[str, NodeGroup] = {}
         self._streams: dict[str, int] = {}  # open streams per group
+        self._owners: dict[str, set[str]] = {}  # groups by who created them ("" = anonymous)
         self.group_idle_seconds = DEFAULT_GROUP_IDLE_SECONDS
         self._apply_lock = asyncio.Lock()
         self._count_objects(model)
@@ -125,8 +148,28 @@ class ControlPlane:
         self._streams.pop(key, None)
         self.cache.clear(key)
         self._builder.forget(key)
+        for groups in self._owners.values():
+            groups.discard(key)
         self.metrics.snapshot_groups.set(len(self._groups))
         log.info("node group %s: idle, snapshot dropped", key)
+
+    def _admit(self, group: NodeGroup, node: Any) -> None:
+        """Bound the snapshots clients can make the control plane build: a group new to
+        an identity counts against :data:`MAX_GROUPS_PER_IDENTITY` (anonymous clients
+        share :data:`MAX_ANONYMOUS_GROUPS`); over it, the stream is refused."""
+        fields = node.metadata.fields
+        owner = fields[PEER_IDENTITY_METADATA_KEY].string_value \
+            if PEER_IDENTITY_METADATA_KEY in fields else ""
+        owned = self._owners.setdefault(owner, set())
+        if group.key in owned:
+            return
+        limit = MAX_GROUPS_PER_IDENTITY if owner else MAX_ANONYMOUS_GROUPS
+        if len(owned) >= limit:
+            self.metrics.refused_groups.inc()
+            raise GroupLimitError(
+                f"{owner or 'anonymous clients'} already use {len(owned)} node groups "
+                f"(the limit): not creating {group.key}")
+        owned.add(group.key)
 
     def callbacks(self) -> CallbackFuncs:
         """The ADS hooks: snapshot on first contact, metrics on every event."""
@@ -142,6 +185,7 @@ class ControlPlane:
         def on_open(stream_id: int, node: Any, protocol: str) -> None:
             # Runs before the stream's first watch, for SotW and delta alike.
             group = group_of(node)
+            self._admit(group, node)
             self.snapshot_for(group)
             self._streams[group.key] = self._streams.get(group.key, 0) + 1
             m.connected_clients.labels(group.kind, protocol).inc()
@@ -207,20 +251,49 @@ def _object_counts(model: MeshModel) -> dict[str, int]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ControlPlaneOptions:
-    """``meshctl control-plane`` flags."""
+    """``meshctl control-plane`` flags.
+
+    Secure by default: the xDS port (``xds_address``) serves ADS over mTLS only, to
+    clients whose mesh certificate proves who they are, and the certificate service
+    listens on ``ca_address`` (default: the xDS host, :data:`DEFAULT_CA_PORT`) over
+    TLS, for workloads that authenticate with a token. Both present a serving
+    certificate from the CA in ``ca_dir``, which is therefore required. ``insecure``:
+    plaintext on one port (the CA on the xDS port unless ``ca_address``), and the
+    namespace taken from what nodes claim — for a laptop, never a cluster.
+    """
 
     config: Path
     xds_address: tuple[str, int] = ("127.0.0.1", 15010)
+    ca_address: tuple[str, int] | None = None
     admin_address: tuple[str, int] | None = None
     ca_dir: Path | None = None  # the CA's key and certificate (created on first start)
     token_file: Path | None = None  # bootstrap tokens for the certificate service
-    tls: bool = False  # serve over TLS with a certificate from the CA (needs ca_dir)
+    insecure: bool = False  # plaintext, unauthenticated xDS (logs a warning)
     tls_names: tuple[str, ...] = ()  # names the serving certificate is for (default: see run)
     stop: asyncio.Event | None = field(default=None, compare=False)
+
+    def check(self) -> None:
+        """Raise ValueError for a combination that cannot work."""
+        if not self.insecure and self.ca_dir is None:
+            raise ValueError(
+                "the control plane serves mTLS by default, with certificates from its CA: "
+                "give --ca-dir DIR (created on first start), or --insecure for plaintext "
+                "on a development machine")
+        if self.insecure and self.tls_names:
+            raise ValueError("--tls-name names the serving certificate: it has no use "
+                             "with --insecure")
+
+    @property
+    def certificate_address(self) -> tuple[str, int]:
+        """Where the certificate service listens."""
+        if self.ca_address is not None:
+            return self.ca_address
+        return self.xds_address if self.insecure else (self.xds_address[0], DEFAULT_CA_PORT)
 
 
 async def run(options: ControlPlaneOptions) -> None:
     """Load the config, serve ADS and the admin endpoint, reload on change; until stopped."""
+    options.check()
     loader = ConfigLoader(options.config)
     model = await asyncio.to_thread(loader.load)  # invalid at start: fail
     cp = ControlPlane(model)
@@ -231,13 +304,8 @@ async def run(options: ControlPlaneOptions) -> None:
     loop = asyncio.get_running_loop()
     ca = None if options.ca_dir is None else CertificateAuthority.load_or_create(
         DirectoryCaStore(options.ca_dir), trust_domain=cp.model.mesh_config.trust_domain)
-    services = [] if ca is None else [certificate_service(cp, options, ca)]
-    credentials = None if not options.tls else serving_credentials(options, ca)
-    server, port = await serve(options.xds_address, cp.cache, cp.callbacks(),
-                               services=services, credentials=credentials)
-    ads: AdsServer = server.ads  # type: ignore[attr-defined]
-    log.info("xDS (ADS) serving on %s:%d%s", options.xds_address[0], port,
-             " over TLS" if options.tls else "")
+    servers = await _serve(cp, options, ca)
+    ads: AdsServer = servers[0].ads  # type: ignore[attr-defined]
     admin = None
     stop = options.stop or asyncio.Event()
     signals = []
@@ -266,8 +334,49 @@ async def run(options: ControlPlaneOptions) -> None:
             loop.remove_signal_handler(sig)
         if admin is not None:
             admin.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await server.stop(grace=1.0)
+        for server in servers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await server.stop(grace=1.0)
+
+
+async def _serve(cp: ControlPlane, options: ControlPlaneOptions,
+                 ca: CertificateAuthority | None) -> list[Any]:
+    """Start the xDS server (first) and, on its own port if it has one, the CA's."""
+    services = [] if ca is None else [certificate_service(cp, options, ca)]
+    ca_address = options.certificate_address
+    if options.insecure:
+        log.warning("--insecure: xDS%s in plaintext, and any client may subscribe and "
+                    "claim any namespace. Never in a cluster: anyone on the network reads "
+                    "or rewrites the mesh's configuration%s",
+                    " and the CA" if services else "",
+                    " and steals the tokens sent to the CA" if services else "")
+        shared = ca_address == options.xds_address
+        server, port = await serve(options.xds_address, cp.cache, cp.callbacks(),
+                                   services=services if shared else ())
+        log.info("xDS (ADS) serving on %s:%d in plaintext%s", options.xds_address[0], port,
+                 ", with the CA" if shared and services else "")
+        servers = [server]
+        if services and not shared:
+            ca_server, ca_port = await serve_services(ca_address, services,
+                                                      what="serve the CA")
+            log.info("CA serving on %s:%d in plaintext", ca_address[0], ca_port)
+            servers.append(ca_server)
+        return servers
+    assert ca is not None  # options.check()
+    serving = serving_certificates(options, ca)
+    server, port = await serve(options.xds_address, cp.cache, cp.callbacks(),
+                               credentials=serving.credentials(require_client_auth=True),
+                               authenticated=True)
+    log.info("xDS (ADS) serving on %s:%d over mTLS: clients prove their mesh identity",
+             options.xds_address[0], port)
+    try:
+        ca_server, ca_port = await serve_services(
+            ca_address, services, credentials=serving.credentials(), what="serve the CA")
+    except BaseException:
+        await server.stop(grace=0)
+        raise
+    log.info("CA serving on %s:%d over TLS", ca_address[0], ca_port)
+    return [server, ca_server]
 
 
 def certificate_service(cp: ControlPlane, options: ControlPlaneOptions,
@@ -286,21 +395,20 @@ def certificate_service(cp: ControlPlane, options: ControlPlaneOptions,
         on_result=lambda result: cp.metrics.certificates.labels(result).inc())
 
 
-def serving_credentials(options: ControlPlaneOptions,
-                        ca: CertificateAuthority | None) -> Any:
-    """TLS credentials for the xDS + CA port: a serving certificate from ``ca`` (the CA
-    in ``options.ca_dir``) for ``options.tls_names`` (default: the in-cluster Service
-    name, localhost, the loopback addresses and the listen host), re-issued at
+def serving_certificates(options: ControlPlaneOptions,
+                         ca: CertificateAuthority) -> ServingCertificates:
+    """The serving certificate of the xDS and CA ports, from ``ca`` (the CA in
+    ``options.ca_dir``) for ``options.tls_names`` (default: the in-cluster Service
+    name, localhost, the loopback addresses and the listen hosts), re-issued at
     half-life."""
-    if ca is None:
-        raise ValueError("TLS needs the CA (ca_dir): it issues the serving certificate")
-    host = options.xds_address[0]
+    hosts = {options.xds_address[0], options.certificate_address[0]}
     names = options.tls_names or (
-        *DEFAULT_SERVING_NAMES, *(() if host in ("0.0.0.0", "::", "") else (host,)))
+        *DEFAULT_SERVING_NAMES,
+        *sorted(h for h in hosts if h not in ("0.0.0.0", "::", "")))
     serving = ServingCertificates(ca, names)
     log.info("TLS: serving certificate for %s, valid until %s", ", ".join(serving.names),
              serving.not_after.isoformat())
-    return serving.credentials()
+    return serving
 
 
 def _admin_views(cp: ControlPlane, ads: AdsServer, loop: asyncio.AbstractEventLoop) -> AdminViews:

@@ -60,6 +60,11 @@ class ControlPlaneMetrics:
         self.snapshot_groups = Gauge(
             "meshlib_xds_snapshot_groups", "Node groups with a snapshot.", registry=r
         )
+        self.refused_groups = Counter(
+            "meshlib_xds_refused_streams_total",
+            "ADS streams refused because their identity reached its node-group limit.",
+            registry=r,
+        )
         self.model_objects = Gauge(
             "meshlib_config_objects", "Objects in the serving model, by kind.", ["kind"],
             registry=r,

@@ -88,6 +88,7 @@ from meshlib.contract.node import (
     NAMESPACE_METADATA_KEY,
     NODE_KINDS,
     OUTBOUND_PORT_METADATA_KEY,
+    PEER_IDENTITY_METADATA_KEY,
     TLS_METADATA_KEY,
     NodeKind,
 )
@@ -101,7 +102,7 @@ from meshlib.contract.resources import (
     TYPE_URL_PREFIX,
     short_name,
 )
-from meshlib.contract.spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId
+from meshlib.contract.spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId, one_spiffe_uri
 
 __all__ = [
     "CA_FILE",
@@ -132,6 +133,7 @@ __all__ = [
     "NODE_KINDS",
     "NO_REUSEPORT",
     "OUTBOUND_PORT_METADATA_KEY",
+    "PEER_IDENTITY_METADATA_KEY",
     "ROUTE",
     "SECRET",
     "SERVER_LISTENER_TEMPLATE",
@@ -151,6 +153,7 @@ __all__ = [
     "SpiffeId",
     "XdsError",
     "check_free",
+    "one_spiffe_uri",
     "outbound_cluster_name",
     "server_listener_name",
     "service_of",

@@ -14,6 +14,10 @@ control plane groups nodes by them (each group gets one snapshot):
   meshlib nodes always do mTLS.
 * :data:`OUTBOUND_PORT_METADATA_KEY` (``OUTBOUND_PORT``): an Envoy sidecar's outbound
   listener port.
+* :data:`PEER_IDENTITY_METADATA_KEY` (``MESHLIB_PEER_IDENTITY``): written by the
+  control plane, never trusted from a client: the SPIFFE ID the node's mTLS ADS stream
+  proved. On an authenticated stream the control plane also overwrites ``NAMESPACE``
+  with that identity's namespace, so what a node claims in its metadata changes nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "NAMESPACE_METADATA_KEY",
     "NODE_KINDS",
     "OUTBOUND_PORT_METADATA_KEY",
+    "PEER_IDENTITY_METADATA_KEY",
     "TLS_METADATA_KEY",
     "NodeKind",
 ]
@@ -36,6 +41,7 @@ KIND_METADATA_KEY = "MESHLIB_KIND"
 NAMESPACE_METADATA_KEY = "NAMESPACE"
 TLS_METADATA_KEY = "MESHLIB_TLS"
 OUTBOUND_PORT_METADATA_KEY = "OUTBOUND_PORT"
+PEER_IDENTITY_METADATA_KEY = "MESHLIB_PEER_IDENTITY"
 
 #: What a node is: a proxyless gRPC client or server, an Envoy sidecar, or meshlib.
 NodeKind = Literal["grpc", "envoy", "meshlib"]

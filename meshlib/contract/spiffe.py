@@ -17,9 +17,10 @@ Example::
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_TRUST_DOMAIN", "SEGMENT_PATTERN", "SpiffeId"]
+__all__ = ["DEFAULT_TRUST_DOMAIN", "SEGMENT_PATTERN", "SpiffeId", "one_spiffe_uri"]
 
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]+$")
@@ -82,3 +83,17 @@ class SpiffeId:
 
     def __str__(self) -> str:
         return self.uri
+
+
+def one_spiffe_uri(names: Iterable[bytes]) -> str | None:
+    """The one ``spiffe://`` URI among a verified certificate's subject alternative
+    names as gRPC reports them (``peer_identities()``, the auth context's
+    ``x509_subject_alternative_name``), like gRPC's ``peer_spiffe_id``: None if there is
+    none, or several (a certificate with two SPIFFE IDs names nobody)."""
+    found = None
+    for value in names:
+        if value.startswith(b"spiffe://"):
+            if found is not None:
+                return None
+            found = value
+    return found.decode("ascii", "replace") if found is not None else None

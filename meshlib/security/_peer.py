@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshlib.contract import SpiffeId
+from meshlib.contract import SpiffeId, one_spiffe_uri
 
 __all__ = ["FORWARDED", "peer_address", "peer_identity", "peer_principal", "source_of"]
 
@@ -67,13 +67,7 @@ def peer_principal(context: Any) -> str | None:
     identities = context.peer_identities()
     if not identities or context.peer_identity_key() != _SAN:
         return None  # plaintext, or a certificate without SANs (its CN is no identity)
-    found = None
-    for value in identities:
-        if value.startswith(b"spiffe://"):
-            if found is not None:
-                return None  # several SPIFFE IDs: none is the peer's
-            found = value
-    return found.decode("ascii", "replace") if found is not None else None
+    return one_spiffe_uri(identities)
 
 
 def peer_identity(context: Any) -> SpiffeId | None:

@@ -130,8 +130,12 @@ class MeshControlPlane:
             cp.wait_synced()
 
     The pytest fixture ``mesh_control_plane`` is one of these, closed after the test.
-    ``tls=True`` serves the port over TLS with a certificate from :attr:`ca` (for
-    ``127.0.0.1`` and ``localhost``); the meshes it makes pin :attr:`MeshCA.root_file`.
+    ``tls=True`` makes it secure as ``meshctl control-plane`` is by default: ADS over
+    mTLS on :attr:`xds_address` (clients prove their identity with a mesh certificate;
+    the namespace they see is their identity's), the CA over TLS on :attr:`ca_address`,
+    both with a serving certificate from :attr:`ca` for ``127.0.0.1`` and
+    ``localhost``; the meshes it makes pin :attr:`MeshCA.root_file` and always have an
+    identity.
     """
 
     def __init__(self, *objects: Any, host: str = "127.0.0.1", port: int = 0,
@@ -147,22 +151,23 @@ class MeshControlPlane:
         self._loop = BackgroundLoop("meshlib-test-control-plane")
         tokens = _Tokens()
         try:
-            self._cp, self._server, self.port, authority = self._loop.submit(
+            self._cp, self._servers, self.port, self.ca_port, authority = self._loop.submit(
                 lambda: self._start(host, port, trust_domain, tokens, tls)).result(timeout=30)
+            self._server = self._servers[0]
         except BaseException:
             self._loop.stop(_nothing)
             raise
         self.ca = MeshCA(authority, tokens)
-        """The CA behind the certificate service on :attr:`xds_address`."""
+        """The CA behind the certificate service on :attr:`ca_address`."""
         if objects:
             self.apply(*objects)
 
     async def _start(self, host: str, port: int, trust_domain: str, tokens: _Tokens,
-                     tls: bool) -> tuple[Any, Any, int, Any]:
+                     tls: bool) -> tuple[Any, list[Any], int, int, Any]:
         from xds_server.ca import CertificateAuthority, CertificateService, ServingCertificates
         from xds_server.control_plane import ControlPlane
         from xds_server.node import NodeGroup
-        from xds_server.server import serve
+        from xds_server.server import serve, serve_services
         from xds_server.sources.parse import parse_objects
 
         model, _ = parse_objects([])
@@ -174,20 +179,31 @@ class MeshControlPlane:
             ttl=lambda: dt.timedelta(seconds=cp.model.mesh_config.certificate_ttl),
             on_result=lambda result: cp.metrics.certificates.labels(result).inc(),
             issue_limit=None)  # a test starts meshes of one identity faster than 1/s
-        credentials = None
-        if tls:
-            credentials = ServingCertificates(authority, (host, "localhost")).credentials()
+        if not tls:
+            server, bound = await serve((host, port), cp.cache, cp.callbacks(),
+                                        services=[service])
+            return cp, [server], bound, bound, authority
+        serving = ServingCertificates(authority, (host, "localhost"))
         server, bound = await serve((host, port), cp.cache, cp.callbacks(),
-                                    services=[service], credentials=credentials)
-        return cp, server, bound, authority
+                                    credentials=serving.credentials(require_client_auth=True),
+                                    authenticated=True)
+        ca_server, ca_port = await serve_services((host, 0), [service],
+                                                  credentials=serving.credentials())
+        return cp, [server, ca_server], bound, ca_port, authority
 
     # ------------------------------------------------------------------ config
 
     @property
     def xds_address(self) -> str:
-        """``host:port`` of ADS and the CA, for ``Mesh(xds_address=...)`` and
-        ``meshctl bootstrap``."""
+        """``host:port`` of ADS (and, without ``tls``, the CA), for
+        ``Mesh(xds_address=...)`` and ``meshctl bootstrap``."""
         return f"{self._host}:{self.port}"
+
+    @property
+    def ca_address(self) -> str:
+        """``host:port`` of the certificate service (:attr:`xds_address` without
+        ``tls``), for ``Mesh(ca_address=...)`` and ``meshctl certs issue``."""
+        return f"{self._host}:{self.ca_port}"
 
     @property
     def model(self) -> Any:
@@ -273,14 +289,18 @@ class MeshControlPlane:
         return self._loop.submit(
             lambda: [s.node_id for s in ads.registry.streams()]).result(timeout=5)
 
-    def mesh(self, service: str = "test-client", *, identity: bool = False,
+    def mesh(self, service: str = "test-client", *, identity: bool | None = None,
              namespace: str = DEFAULT_NAMESPACE, **settings: Any) -> Mesh:
         """A :class:`~meshlib.Mesh` connected to this control plane, closed with it.
 
         ``identity=True`` gets it a certificate from :attr:`ca` (service account
         ``service``, or ``service_account=``), so it speaks mTLS and servers see who
-        it is. ``settings`` are :class:`~meshlib.MeshSettings` fields.
+        it is; it is the default (and required) with ``tls``, whose xDS port admits
+        only workloads with an identity. ``settings`` are :class:`~meshlib.MeshSettings`
+        fields.
         """
+        if identity is None:
+            identity = self.tls
         import meshlib
 
         with self._lock:
@@ -289,8 +309,9 @@ class MeshControlPlane:
         settings.setdefault("node_id", f"{service}-{count}")
         settings.setdefault("close_grace", 0.5)
         settings.setdefault("resolve_timeout", 5.0)
-        if self.tls and "ca_root" not in settings:
-            settings["ca_root"] = str(self.ca.root_file)
+        if self.tls:
+            settings.setdefault("ca_root", str(self.ca.root_file))
+            settings.setdefault("ca_address", self.ca_address)
         if identity and "token" not in settings:
             account = settings.get("service_account") or service
             settings["token"] = self.ca.token(account, namespace)
@@ -317,10 +338,11 @@ class MeshControlPlane:
             fn()
         for mesh in self._meshes:
             mesh.close()
-        server = self._server
+        servers = self._servers
 
         async def shutdown() -> None:
-            await server.stop(grace=0.2)
+            for server in servers:
+                await server.stop(grace=0.2)
 
         self._loop.stop(shutdown)
         self.ca.close()

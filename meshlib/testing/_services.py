@@ -126,11 +126,12 @@ class MeshServices:
 
     def __call__(self, name: str, handlers: Handlers, *, replicas: int = 1,
                  version: str | None = None, namespace: str = DEFAULT_NAMESPACE,
-                 port: int = config.DEFAULT_PORT, identity: bool = False,
+                 port: int = config.DEFAULT_PORT, identity: bool | None = None,
                  service_account: str | None = None, mtls: str | None = None,
                  ) -> MeshService:
         """Serve gRPC service ``name`` with ``replicas`` servers of ``handlers`` and
-        register them. ``identity=True`` gets the servers a certificate as
+        register them. ``identity=True`` (the default with a ``tls`` control plane) gets
+        the servers a certificate as
         ``service_account`` (default ``name``); ``mtls=`` forces a mode (default: what
         the control plane says). Returns once clients can resolve it."""
         register = _registrar(handlers)
@@ -160,7 +161,7 @@ class MeshServices:
         from interceptors.http import MeshASGIMiddleware, MeshWSGIMiddleware
 
         asgi = _is_asgi(app) if interface == "auto" else interface == "asgi"
-        service = self._service(name, namespace, version, port, protocol, False, None)
+        service = self._service(name, namespace, version, port, protocol, None, None)
         for i in range(replicas):
             service.replicas.append(Replica(f"{service.backend}-{i}", _free_port(), None))
         self.register(service)
@@ -173,7 +174,8 @@ class MeshServices:
         return service
 
     def _service(self, name: str, namespace: str, version: str | None, port: int,
-                 protocol: str, identity: bool, service_account: str | None) -> MeshService:
+                 protocol: str, identity: bool | None,
+                 service_account: str | None) -> MeshService:
         """A MeshService and its Mesh. A Service ``name`` the test applied itself is
         kept as it is: its first port, protocol and service account are the ones used."""
         port_name = None

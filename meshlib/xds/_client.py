@@ -45,7 +45,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Literal, get_args
 
@@ -80,6 +80,7 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "DEFAULT_PROTOCOL",
     "DEFAULT_RESOURCE_TIMEOUT",
+    "ChannelTls",
     "XdsClient",
     "XdsClientConfig",
     "XdsProtocol",
@@ -94,6 +95,10 @@ DEFAULT_CACHE_WRITE_INTERVAL = 0.5  # seconds between two writes of the cache fi
 XdsProtocol = Literal["auto", "delta", "sotw"]
 DEFAULT_PROTOCOL: XdsProtocol = "auto"
 
+#: The TLS of the ADS channel: the pinned roots, and the workload's private key and
+#: certificate chain (PEM) for mTLS, or None, None for server authentication only.
+ChannelTls = tuple[bytes, bytes | None, bytes | None]
+
 _Key = tuple[str, str]  # (type URL, resource name)
 _Ads = AdsClientProtocol | DeltaAdsClientProtocol
 _Request = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
@@ -106,7 +111,11 @@ class XdsClientConfig:
     ``channel_options`` go to the ``grpc.aio`` channel (e.g. gRPC's own
     ``grpc.initial_reconnect_backoff_ms``). With ``root_certificates`` (PEM, pinned out
     of band) the channel is TLS and the control plane must prove it is one the roots
-    vouch for; without, plaintext. ``protocol`` picks delta or
+    vouch for; without, plaintext. ``tls``, if set, is asked before every connection
+    instead (:data:`ChannelTls`: roots, and the workload's key and chain for mTLS), so
+    a rotated certificate or root file is used from the next stream on; while it returns
+    None (no certificate yet) the client waits for :meth:`XdsClient.tls_changed`.
+    ``protocol`` picks delta or
     state-of-the-world ADS (``"auto"``: delta, or SotW if the server does not implement
     delta). ``cache_path``, if set, is where the last good config is kept (written at
     most every ``cache_write_interval`` seconds and on close) and restored from on
@@ -122,6 +131,7 @@ class XdsClientConfig:
     cache_path: str | None = None
     cache_write_interval: float = DEFAULT_CACHE_WRITE_INTERVAL
     root_certificates: bytes | None = None
+    tls: Callable[[], ChannelTls | None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.protocol not in get_args(XdsProtocol):
@@ -160,6 +170,8 @@ class XdsClient:
         self._timers: dict[_Key, asyncio.TimerHandle] = {}
         self._outbox: asyncio.Queue[_Request | None] | None = None
         self._channel: grpc.aio.Channel | None = None
+        self._channel_tls: ChannelTls | None = None  # what self._channel was made with
+        self._tls_ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._outage_reported = False
         self._closed = False
@@ -193,12 +205,39 @@ class XdsClient:
                     update = self._ads.resources(type_url)[name]
                     for watcher in list(watchers):
                         _notify(watcher.on_changed, update)
-        options = list(self.config.channel_options)
-        roots = self.config.root_certificates
-        self._channel = grpc.aio.insecure_channel(self.config.server_address, options) \
-            if roots is None else grpc.aio.secure_channel(
-                self.config.server_address, grpc.ssl_channel_credentials(roots), options)
+        if self.config.tls is None:
+            roots = self.config.root_certificates
+            self._channel_tls = None if roots is None else (roots, None, None)
+            self._channel = self._open_channel(self._channel_tls)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="xds-ads")
+
+    def _open_channel(self, tls: ChannelTls | None) -> grpc.aio.Channel:
+        options = list(self.config.channel_options)
+        if tls is None:
+            return grpc.aio.insecure_channel(self.config.server_address, options)
+        return grpc.aio.secure_channel(self.config.server_address,
+                                       grpc.ssl_channel_credentials(*tls), options)
+
+    async def _fresh_channel(self) -> None:
+        """With ``config.tls``: a channel made of the current TLS material (waiting for
+        the first certificate), replacing one made of older material."""
+        provider = self.config.tls
+        if provider is None:
+            return
+        while (tls := provider()) is None:
+            self._tls_ready.clear()
+            await self._tls_ready.wait()
+        if self._channel is not None and tls == self._channel_tls:
+            return
+        old, self._channel, self._channel_tls = self._channel, self._open_channel(tls), tls
+        if old is not None:
+            await old.close()
+
+    def tls_changed(self) -> None:
+        """The certificate (or roots) behind ``config.tls`` changed: a client waiting
+        for its first certificate connects now; a connected stream stays as it is (its
+        handshake is done) and the next one uses the new material. Call on the loop."""
+        self._tls_ready.set()
 
     async def close(self) -> None:
         """Stop the stream and the channel, write the cache file a last time if it
@@ -298,6 +337,11 @@ class XdsClient:
     async def _stream_once(self) -> tuple[XdsError, bool] | None:
         """One stream, until it ends: its error and whether it got a response, or None
         if the server does not implement delta and the client just switched to SotW."""
+        try:
+            await self._fresh_channel()
+        except Exception as err:  # e.g. an unreadable root file: log, back off, retry
+            log.warning("ADS channel to %s: %s", self.config.server_address, err)
+            return XdsError(f"ADS channel: {err}"), False
         assert self._channel is not None
         ads = self._ads
         delta = isinstance(ads, DeltaAdsClientProtocol)

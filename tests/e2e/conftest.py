@@ -63,10 +63,16 @@ class ControlPlaneProc:
     admin_port: int
     config: Path
     log: Path
+    ca_port: int | None = None  # a secure control plane's certificate service
 
     @property
     def xds_address(self) -> str:
         return f"127.0.0.1:{self.xds_port}"
+
+    @property
+    def ca_address(self) -> str:
+        """Where the CA serves: its own port when secure, else the xDS port."""
+        return f"127.0.0.1:{self.ca_port or self.xds_port}"
 
     def admin(self, path: str) -> tuple[int, str]:
         return http_get(f"http://127.0.0.1:{self.admin_port}{path}")
@@ -93,16 +99,22 @@ class ControlPlaneProc:
 
 
 def start_control_plane(config: Path, log: Path, xds_port: int | None = None,
-                        extra_args: Sequence[str] = ()) -> ControlPlaneProc:
+                        extra_args: Sequence[str] = (), *,
+                        secure: bool = False) -> ControlPlaneProc:
+    """``meshctl control-plane`` on free ports; plaintext (``--insecure``) unless
+    ``secure`` (then ``extra_args`` must name ``--ca-dir``; the CA gets a port of its
+    own)."""
     xds_port, admin_port = xds_port or free_port(), free_port()
+    ca_port = free_port() if secure else None
+    mode = ["--ca-address", f"127.0.0.1:{ca_port}"] if secure else ["--insecure"]
     out = log.open("w")
     proc = subprocess.Popen(
         [*MESHCTL, "control-plane", "--config", str(config),
          "--xds-address", f"127.0.0.1:{xds_port}", "--admin-address", f"127.0.0.1:{admin_port}",
-         *extra_args],
+         *mode, *extra_args],
         stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
     )
-    cp = ControlPlaneProc(proc, xds_port, admin_port, config, log)
+    cp = ControlPlaneProc(proc, xds_port, admin_port, config, log, ca_port)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -122,9 +134,9 @@ def control_plane_factory(tmp_path: Path) -> Iterator:
     started: list[ControlPlaneProc] = []
 
     def start(config: Path, xds_port: int | None = None,
-              extra_args: Sequence[str] = ()) -> ControlPlaneProc:
+              extra_args: Sequence[str] = (), *, secure: bool = False) -> ControlPlaneProc:
         cp = start_control_plane(config, tmp_path / f"control-plane-{len(started)}.log",
-                                 xds_port, extra_args)
+                                 xds_port, extra_args, secure=secure)
         started.append(cp)
         return cp
 

@@ -93,7 +93,7 @@ def test_control_plane_refuses_a_port_held_by_a_plain_socket():
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        result = meshctl("control-plane", "--config", "examples/mesh",
+        result = meshctl("control-plane", "--config", "examples/mesh", "--insecure",
                          "--xds-address", f"127.0.0.1:{port}")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -108,7 +108,7 @@ def test_a_second_control_plane_on_the_same_port_refuses(tmp_path, backends,
     config = tmp_path / "mesh"
     write_mesh(config, {"reviews-v1": [backends("reviews-v1-a")]})
     first = control_plane_factory(config)
-    result = meshctl("control-plane", "--config", str(config),
+    result = meshctl("control-plane", "--config", str(config), "--insecure",
                      "--xds-address", first.xds_address)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -122,7 +122,7 @@ def test_control_plane_refuses_a_busy_admin_port(tmp_path, backends, control_pla
     config = tmp_path / "mesh"
     write_mesh(config, {"reviews-v1": [backends("reviews-v1-a")]})
     first = control_plane_factory(config)
-    result = meshctl("control-plane", "--config", str(config),
+    result = meshctl("control-plane", "--config", str(config), "--insecure",
                      "--xds-address", f"127.0.0.1:{free_port()}",
                      "--admin-address", f":{first.admin_port}")
     assert result.returncode == 1

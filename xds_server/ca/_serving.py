@@ -48,6 +48,7 @@ class ServingCertificates:
         self.names = tuple(dict.fromkeys(names))
         self._ttl = ttl
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by every re-issue; each credentials() follows it
         self._issue()
 
     def _issue(self) -> None:
@@ -61,14 +62,21 @@ class ServingCertificates:
         self.chain_pem = cert.public_bytes(serialization.Encoding.PEM) + self._ca.chain_pem()
         self.not_after = cert.not_valid_after_utc
         self._refresh_at = now + (self.not_after - now) / 2
+        self._generation += 1
 
-    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
-        """A new configuration once the current one is past half its life, else None
-        (gRPC keeps the one it has). Called by gRPC on new handshakes."""
+    def fetch(self, seen: list[int] | None = None) -> grpc.ServerCertificateConfiguration | None:
+        """A new configuration once the current one is past half its life (or newer
+        than the generation in ``seen``, which is updated), else None: gRPC keeps the
+        one it has. Called by gRPC on new handshakes."""
         with self._lock:
-            if dt.datetime.now(dt.UTC) < self._refresh_at:
+            due = dt.datetime.now(dt.UTC) >= self._refresh_at
+            if due:
+                self._issue()
+            if seen is None:
+                return self._configuration() if due else None
+            if seen[0] == self._generation:
                 return None
-            self._issue()
+            seen[0] = self._generation
             return self._configuration()
 
     def _configuration(self) -> grpc.ServerCertificateConfiguration:
@@ -86,8 +94,9 @@ class ServingCertificates:
         workloads authenticate with their token). gRPC Python cannot ask for an
         optional client certificate, hence two ports, as Linkerd has (identity and
         destination)."""
+        seen = [self._generation]  # each server (xDS port, CA port) follows on its own
         return grpc.dynamic_ssl_server_credentials(
-            self._configuration(), self.fetch,
+            self._configuration(), lambda: self.fetch(seen),
             require_client_authentication=require_client_auth)
 
 

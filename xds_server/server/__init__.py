@@ -5,7 +5,7 @@ sans-IO; :class:`AdsServer` is the ``grpc.aio`` shell; :class:`CallbackFuncs` ho
 :class:`StreamRegistry` shows what each connected node has.
 """
 
-from xds_server.server.ads import AdsServer, serve
+from xds_server.server.ads import AdsServer, identity_of, serve, serve_services, vouched_node
 from xds_server.server.callbacks import CallbackFuncs, Callbacks, StreamProtocol
 from xds_server.server.delta_protocol import DeltaStream
 from xds_server.server.registry import StreamRegistry, StreamStatus, TypeStatus
@@ -24,5 +24,8 @@ __all__ = [
     "StreamRejected",
     "StreamStatus",
     "TypeStatus",
+    "identity_of",
     "serve",
+    "serve_services",
+    "vouched_node",
 ]

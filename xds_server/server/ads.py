@@ -11,20 +11,39 @@ not serve never ends a stream (types outside :data:`xds_server.resources.ADS_ORD
 are logged once per stream and get no response). A gate callback that raises ends
 the stream with ``UNAVAILABLE``; an internal error, with ``INTERNAL`` (the client
 reconnects). The server process never crashes on what a client sends.
+
+Authentication (``authenticated=True``, the control plane's default): the port serves
+mTLS and every stream must come with a client certificate carrying one SPIFFE ID
+(:func:`identity_of`); a stream without one ends with ``UNAUTHENTICATED`` before it
+reads a request. The stream's node is *vouched* before anyone sees it: metadata
+``NAMESPACE`` becomes the identity's namespace and ``MESHLIB_PEER_IDENTITY`` the
+identity, whatever the client wrote there — so the snapshot group, the registry and
+every callback see what the handshake proved, and a forged namespace changes nothing.
+Without authentication ``MESHLIB_PEER_IDENTITY`` is removed from what clients send.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
+from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
-from meshlib.contract import NO_REUSEPORT, BindError, check_free
+from meshlib.contract import (
+    NAMESPACE_METADATA_KEY,
+    NO_REUSEPORT,
+    PEER_IDENTITY_METADATA_KEY,
+    BindError,
+    SpiffeId,
+    check_free,
+    one_spiffe_uri,
+)
 from meshlib.contract.listen import address_of
 from xds_server.cache.watch import ConfigWatcher
 from xds_server.server.callbacks import CallbackFuncs, Callbacks
@@ -33,7 +52,7 @@ from xds_server.server.registry import StreamRegistry
 from xds_server.server.sotw_protocol import SotwStream
 from xds_server.server.stream_base import Outgoing, StreamBase, StreamRejected
 
-__all__ = ["AdsServer", "serve"]
+__all__ = ["AdsServer", "identity_of", "serve", "serve_services", "vouched_node"]
 
 log = logging.getLogger("xds_server.server")
 
@@ -54,8 +73,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         service.add_to_server(server)
     """
 
-    def __init__(self, cache: ConfigWatcher, callbacks: Callbacks | None = None) -> None:
+    def __init__(self, cache: ConfigWatcher, callbacks: Callbacks | None = None, *,
+                 authenticated: bool = False) -> None:
         self.cache = cache
+        self.authenticated = authenticated
         self.callbacks: Callbacks = callbacks if callbacks is not None else CallbackFuncs()
         self.registry = StreamRegistry()
         self._ids = itertools.count(1)
@@ -79,10 +100,20 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     async def _run(self, kind: type[SotwStream] | type[DeltaStream],
                    requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
         stream_id = next(self._ids)
+        identity = identity_of(context) if self.authenticated else None
+        if self.authenticated and identity is None:
+            log.warning("stream %d from %s refused: no mesh identity", stream_id,
+                        context.peer())
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "anonymous xDS clients are refused: connect over mTLS with the workload's "
+                "mesh certificate (one spiffe:// URI SAN)")
         sotw = kind is SotwStream
         wake = asyncio.Event()
         stream = kind(stream_id, self.cache, callbacks=self.callbacks, on_ready=wake.set,
-                      on_change=self.registry.changed)
+                      on_change=self.registry.changed,
+                      vouch=functools.partial(vouched_node, identity=identity,
+                                              stream_id=stream_id))
         open_hook = self.callbacks.on_stream_open if sotw else self.callbacks.on_delta_stream_open
         try:
             open_hook(stream_id, "")
@@ -129,6 +160,47 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                   node.id if node is not None else "")
 
 
+def identity_of(context: grpc.aio.ServicerContext) -> SpiffeId | None:
+    """The SPIFFE ID the peer's certificate proved (the mTLS handshake verified it
+    against the mesh roots), or None: plaintext, no certificate, or not exactly one
+    valid mesh SPIFFE ID among its SANs."""
+    if context.peer_identity_key() != "x509_subject_alternative_name":
+        return None
+    uri = one_spiffe_uri(context.peer_identities() or ())
+    if uri is None:
+        return None
+    try:
+        return SpiffeId.parse(uri)
+    except ValueError:
+        return None
+
+
+def vouched_node(node: base_pb2.Node, *, identity: SpiffeId | None,
+                 stream_id: int = 0) -> base_pb2.Node:
+    """``node`` as the control plane trusts it: with ``identity``, metadata ``NAMESPACE``
+    is its namespace and ``MESHLIB_PEER_IDENTITY`` the identity (a differing claim is
+    logged and ignored); without, ``MESHLIB_PEER_IDENTITY`` is dropped (only the
+    control plane writes it)."""
+    fields = node.metadata.fields
+    claimed = fields[NAMESPACE_METADATA_KEY].string_value \
+        if NAMESPACE_METADATA_KEY in fields else ""
+    if identity is None and PEER_IDENTITY_METADATA_KEY not in fields:
+        return node
+    vouched = base_pb2.Node()
+    vouched.CopyFrom(node)
+    metadata = vouched.metadata
+    if identity is None:
+        del metadata.fields[PEER_IDENTITY_METADATA_KEY]
+        return vouched
+    if claimed and claimed != identity.namespace:
+        log.warning("stream %d: node %r claims namespace %r; its identity %s says %r: "
+                    "the identity wins", stream_id, node.id, claimed, identity,
+                    identity.namespace)
+    metadata.update({NAMESPACE_METADATA_KEY: identity.namespace,
+                     PEER_IDENTITY_METADATA_KEY: str(identity)})
+    return vouched
+
+
 async def _read(stream: SotwStream | DeltaStream, requests: AsyncIterator[Any],
                 wake: asyncio.Event) -> None:
     try:
@@ -160,24 +232,47 @@ async def serve(
     options: Sequence[tuple[str, Any]] = (),
     services: Sequence[Any] = (),
     credentials: grpc.ServerCredentials | None = None,
+    authenticated: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a ``grpc.aio`` server with ADS on ``address`` (port 0: any free port).
 
     Returns the started server (its :class:`AdsServer` is ``server.ads``) and the
     bound port. Stop it with ``await server.stop(grace)``. ``services`` are more
     services for the same port (objects with ``add_to_server(server)``, e.g. the CA's).
-    With ``credentials`` the port serves TLS only.
+    With ``credentials`` the port serves TLS only; ``authenticated`` refuses ADS streams
+    without a verified mesh identity (give credentials that require a client
+    certificate).
 
     A busy port raises :class:`~meshlib.contract.BindError` naming the address: the
     port is never shared with another server (:data:`~meshlib.contract.NO_REUSEPORT`),
     so two control planes cannot both answer on it.
     """
+    if authenticated and credentials is None:
+        raise ValueError("authenticated xDS needs TLS credentials that require a client "
+                         "certificate")
+    ads = AdsServer(cache, callbacks, authenticated=authenticated)
+    server, bound = await serve_services(address, [ads, *services], options=options,
+                                         credentials=credentials, what="serve xDS")
+    server.ads = ads  # type: ignore[attr-defined]
+    return server, bound
+
+
+async def serve_services(
+    address: str | tuple[str, int],
+    services: Sequence[Any],
+    *,
+    options: Sequence[tuple[str, Any]] = (),
+    credentials: grpc.ServerCredentials | None = None,
+    what: str = "serve",
+) -> tuple[grpc.aio.Server, int]:
+    """Start a ``grpc.aio`` server for ``services`` (objects with
+    ``add_to_server(server)``) on ``address``, TLS with ``credentials``; the started
+    server and its bound port. A busy port raises :class:`~meshlib.contract.BindError`
+    (``what`` says what for)."""
     host, port = _host_port(address)
     target = address_of(host, port)
-    check_free(host, port, what="serve xDS")
+    check_free(host, port, what=what)
     server = grpc.aio.server(options=[NO_REUSEPORT, *options])
-    ads = AdsServer(cache, callbacks)
-    ads.add_to_server(server)
     for service in services:
         service.add_to_server(server)
     try:
@@ -186,7 +281,6 @@ async def serve(
     except RuntimeError:  # grpcio >= 1.5x raises where it used to return 0
         bound = 0
     if not bound:
-        raise BindError(target, "in use or not an address of this host", what="serve xDS")
+        raise BindError(target, "in use or not an address of this host", what=what)
     await server.start()
-    server.ads = ads  # type: ignore[attr-defined]
     return server, bound

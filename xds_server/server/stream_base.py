@@ -102,8 +102,10 @@ class StreamBase:
         callbacks: Callbacks | None = None,
         on_ready: Callable[[], None] | None = None,
         on_change: Callable[[], None] | None = None,
+        vouch: Callable[[base_pb2.Node], base_pb2.Node] | None = None,
     ) -> None:
         self.stream_id = stream_id
+        self._vouch = vouch
         self._watcher = watcher
         self._callbacks: Callbacks = callbacks if callbacks is not None else CallbackFuncs()
         self._on_ready = on_ready
@@ -162,6 +164,8 @@ class StreamBase:
             else:
                 log.warning("stream %d: first request has no node", self.stream_id)
                 self._node = base_pb2.Node()
+            if self._vouch is not None:  # what the stream proved replaces what it claims
+                self._node = self._vouch(self._node)
             self._gate(self._callbacks.on_node_connected, self.stream_id, self._node,
                        self.protocol)
             self._announced = True

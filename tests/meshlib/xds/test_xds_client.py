@@ -105,7 +105,7 @@ def test_public_api_is_pinned():
     assert meshlib.xds.__all__ == [
         "CLUSTER", "DECODERS", "DEFAULT_CACHE_WRITE_INTERVAL", "DEFAULT_PROTOCOL",
         "DEFAULT_RESOURCE_TIMEOUT", "ENDPOINT", "LISTENER", "ROUTE",
-        "AdsClientProtocol", "Backoff", "CachedResource", "CircuitBreakerConfig",
+        "AdsClientProtocol", "Backoff", "CachedResource", "ChannelTls", "CircuitBreakerConfig",
         "ClusterUpdate", "ClusterWeight",
         "Decoder", "DeltaAdsClientProtocol", "Endpoint", "EndpointsUpdate", "Event",
         "FaultConfig", "HashPolicy", "HeaderMatcher", "LbPolicy", "ListenerUpdate",
