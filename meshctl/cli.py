@@ -288,8 +288,8 @@ def _add_agent_parser(sub: Any) -> None:
                       "clients without TLS (Node's grpc-js-xds)",
         description="Listen on loopback or a Unix socket, in plaintext, for the workload "
                     "beside it, and forward its ADS streams to the control plane over mTLS "
-                    "with the workload's certificate. Point `meshctl bootstrap "
-                    "--xds-address` at the --listen address. SIGTERM/SIGINT stop it.")
+                    "with the workload's certificate. Point meshctl bootstrap "
+                    "--xds-address at the --listen address. SIGTERM/SIGINT stop it.")
     agent.add_argument("--xds-address", type=_host_port, required=True, metavar="HOST:PORT",
                        help="the control plane's xDS port")
     agent.add_argument("--listen", default="127.0.0.1:15011",
@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--xds-address", type=_xds_target, required=True,
                     metavar="HOST:PORT|unix:/PATH",
                     help="the control plane, as the workload reaches it (or a local "
-                         "`meshctl agent`: its --listen address)")
+                         "meshctl agent: its --listen address)")
     bs.add_argument("--node-id", required=True)
     bs.add_argument("--namespace", default="default", help="(default: %(default)s)")
     bs.add_argument("--cluster", default="",

@@ -23,7 +23,6 @@ from tests.e2e.conftest import (
     ROOT,
     ControlPlaneProc,
     NativeClient,
-    free_port,
     stop_process,
 )
 from tests.e2e.mesh_files import write_mesh
@@ -41,7 +40,6 @@ class SecureMesh:
     """A control plane in its secure mode, and what a workload is given out of band."""
 
     cp: ControlPlaneProc
-    ca_address: str
     root: Path  # the pinned mesh root
     token_file: Path
     config: Path
@@ -52,19 +50,16 @@ class SecureMesh:
 
 
 def start_secure(tmp: Path, name: str, config: Path, control_plane_factory,
-                 tokens: str = "") -> tuple[ControlPlaneProc, str, Path]:
-    """``meshctl control-plane`` with its CA in ``tmp/name``: the process, the CA
-    address, the root."""
+                 tokens: str) -> tuple[ControlPlaneProc, Path]:
+    """``meshctl control-plane`` (secure) with its CA in ``tmp/name``, and its root."""
     token_file = tmp / f"{name}-tokens.yaml"
-    token_file.write_text(tokens or "tokens: []\n")
+    token_file.write_text(tokens)
     token_file.chmod(0o600)
-    ca_address = f"127.0.0.1:{free_port()}"
     cp = control_plane_factory(config, extra_args=[
-        "--ca-dir", str(tmp / name), "--token-file", str(token_file),
-        "--ca-address", ca_address])
+        "--ca-dir", str(tmp / name), "--token-file", str(token_file)], secure=True)
     root = tmp / f"{name}-root.pem"
     root.write_bytes((tmp / name / CA_CERT_FILE).read_bytes())  # distributed out of band
-    return cp, ca_address, root
+    return cp, root
 
 
 @pytest.fixture
@@ -72,13 +67,13 @@ def secure_mesh(tmp_path: Path, backends, control_plane_factory) -> SecureMesh:
     ports = {"reviews-v1": [backends("reviews-v1-a")], "reviews-v2": [backends("reviews-v2-a")]}
     config = tmp_path / "mesh"
     write_mesh(config, ports, {"reviews-v1": 100, "reviews-v2": 0})
-    cp, ca_address, root = start_secure(
+    cp, root = start_secure(
         tmp_path, "ca", config, control_plane_factory,
         f"tokens:\n- serviceAccount: shop/web\n  token: {TOKEN}\n")
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
     token_file.chmod(0o600)
-    return SecureMesh(cp, ca_address, root, token_file, config, ports)
+    return SecureMesh(cp, root, token_file, config, ports)
 
 
 @dataclass
@@ -105,7 +100,7 @@ def agent_factory(tmp_path: Path) -> Iterator:
         log, ready_file = tmp_path / f"agent-{n}.log", tmp_path / f"agent-{n}.ready"
         proc = subprocess.Popen(
             [*MESHCTL, "agent", "--xds-address", mesh.cp.xds_address,
-             "--ca-address", mesh.ca_address, "--ca-root", str(mesh.root),
+             "--ca-address", mesh.cp.ca_address, "--ca-root", str(mesh.root),
              "--token-file", str(mesh.token_file), "--ready-file", str(ready_file),
              *identity, *args],
             stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
@@ -199,11 +194,11 @@ def test_a_control_plane_the_pinned_root_does_not_vouch_for(tmp_path, secure_mes
                                                             control_plane_factory):
     """An impostor with its own CA on the addresses the agent was given: the agent
     refuses it before the token leaves, and says why."""
-    impostor, ca_address, _ = start_secure(
+    impostor, _ = start_secure(
         tmp_path, "impostor-ca", secure_mesh.config, control_plane_factory,
         f"tokens:\n- serviceAccount: shop/web\n  token: {TOKEN}\n")
-    fake = SecureMesh(impostor, ca_address, secure_mesh.root, secure_mesh.token_file,
-                      secure_mesh.config, secure_mesh.ports)
+    fake = SecureMesh(impostor, secure_mesh.root, secure_mesh.token_file, secure_mesh.config,
+                      secure_mesh.ports)
     agent = agent_factory(fake, ready=False)
     assert agent.proc.wait(timeout=15) == 1
     out = agent.log.read_text()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import errno
+import json
 import os
 import socket
 import stat
@@ -26,10 +27,24 @@ from meshctl.agent import (
     ADS_SERVICE,
     Agent,
     AgentOptions,
+    first_certificate,
     parse_listen,
 )
-from meshlib.contract import CA_FILE, CERT_FILE, KEY_FILE, BindError, SpiffeId
-from meshlib.security import CertificateSource, WorkloadCertificate, make_key_and_csr
+from meshctl.cli import main
+from meshlib.contract import (
+    CA_FILE,
+    CERT_FILE,
+    KEY_FILE,
+    BindError,
+    CertificateError,
+    SpiffeId,
+)
+from meshlib.security import (
+    CertificateSource,
+    IssuedCertificates,
+    WorkloadCertificate,
+    make_key_and_csr,
+)
 from xds_server.ca import CertificateAuthority, ServingCertificates
 
 SOTW = f"/{ADS_SERVICE}/StreamAggregatedResources"
@@ -346,3 +361,73 @@ def test_listen_forms():
     for bad in ("15011", "unix:", "unix://host/x", "host:port"):
         with pytest.raises(ValueError, match="expected"):
             parse_listen(bad)
+
+
+async def test_a_refusing_ca_is_fatal_and_an_absent_one_is_retried(ca, root, caplog):
+    impostor_ca = CertificateAuthority.create()
+    server, address = await start_upstream(impostor_ca, Upstream())
+    try:
+        with pytest.raises(CertificateError, match="failed TLS verification"):
+            await first_certificate(IssuedCertificates(address, IDENTITY, token="t",
+                                                       ca_root=root))
+    finally:
+        await server.stop(0)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{sock.getsockname()[1]}"
+    await first_certificate(IssuedCertificates(nowhere, IDENTITY, token="t", ca_root=root))
+    assert "no certificate yet, retrying" in caplog.text
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def run(capsys, *argv: str) -> tuple[int, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+def test_agent_help_is_plain_text(capsys):
+    assert run(capsys, "agent", "--help")[0] == 0
+    text = capsys.readouterr().out
+    assert "`" not in text
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--listen", "0.0.0.0:15011", "--ca-root", "r.pem"], "not a loopback address"),
+    (["--service-account", "web"], "--ca-root FILE is needed"),
+    (["--ca-root", "r.pem"], "no identity"),
+    (["--ca-root", "r.pem", "--service-account", "web", "--token", "secret"],
+     "never on the command line"),
+    (["--insecure-upstream", "--out-dir", "d"], "--out-dir needs an identity"),
+    (["--ca-root", "r.pem", "--service-account", "web", "--cert-dir", "d"], "not allowed"),
+])
+def test_agent_usage_errors(capsys, monkeypatch, args, says):
+    monkeypatch.delenv("MESHLIB_TOKEN", raising=False)
+    code, err = run(capsys, "agent", "--xds-address", "127.0.0.1:15010", *args)
+    assert code == 2 and says in err, err
+
+
+def test_agent_on_a_busy_port_says_so_before_asking_the_ca(capsys, held_port, tmp_path):
+    (tmp_path / "token").write_text("t")
+    code, err = run(capsys, "agent", "--xds-address", "127.0.0.1:1", "--ca-root",
+                    str(tmp_path / "missing.pem"), "--service-account", "web",
+                    "--token-file", str(tmp_path / "token"),
+                    "--listen", f"127.0.0.1:{held_port}")
+    assert code == 1
+    assert f"cannot serve the xDS agent on 127.0.0.1:{held_port}: address already in use" \
+        in err, err
+
+
+def test_bootstrap_points_at_an_agent_on_a_unix_socket(capsys):
+    for given in ("unix:/run/meshlib/xds.sock", "unix:///run/meshlib/xds.sock"):
+        code = main(["bootstrap", "--xds-address", given, "--node-id", "n"])
+        out = capsys.readouterr().out
+        assert code == 0
+        assert json.loads(out)["xds_servers"][0]["server_uri"] == \
+            "unix:///run/meshlib/xds.sock"
+    code, err = run(capsys, "bootstrap", "--xds-address", "unix://host/x", "--node-id", "n")
+    assert code == 2 and "expected unix:/PATH" in err
