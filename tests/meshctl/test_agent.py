@@ -289,6 +289,20 @@ async def test_an_unreachable_control_plane(ca, root, agent_factory):
     assert f"the control plane at {address} is unreachable" in details, details
 
 
+async def test_a_control_plane_that_goes_away_mid_stream(ca, root, agent_factory):
+    """An established stream that breaks is not blamed on certificates: the status
+    comes back as the upstream gave it, and the client reconnects."""
+    server, address = await start_upstream(ca, Upstream())
+    agent, _ = await agent_factory(address, issue(ca), root)
+    async with grpc.aio.insecure_channel(agent.target) as channel:
+        call = channel.stream_stream(SOTW)()
+        await call.write(b"one")
+        assert await call.read() == b"one"
+        await server.stop(0)
+        assert await call.code() == grpc.StatusCode.UNAVAILABLE
+        assert "meshctl agent" not in (await call.details() or "")
+
+
 async def test_only_the_ads_methods_are_served(ca, root, upstream, agent_factory):
     _, address = upstream
     agent, _ = await agent_factory(address, issue(ca), root)
