@@ -112,15 +112,16 @@ def start_control_plane(config: Path, *extra: str, prefix: Sequence[str] = (),
                         timeout: float = 30,
                         stderr: int | None = subprocess.DEVNULL,
                         ) -> tuple[subprocess.Popen, str, str]:
-    """``meshctl control-plane`` on free ports, ready: the process, its xDS address
-    and its admin URL.
+    """``meshctl control-plane --insecure`` on free ports, ready: the process, its xDS
+    address and its admin URL. Plaintext: these benchmarks measure the data plane and
+    pushes (``control_tls_bench.py`` measures what the secure control channel costs).
 
     ``prefix`` goes between the interpreter and the script (``-m cProfile -o F``).
     """
     xds_port, admin_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, *prefix, str(meshctl()), "control-plane", "--config", str(config),
-         "--xds-address", f"127.0.0.1:{xds_port}",
+         "--insecure", "--xds-address", f"127.0.0.1:{xds_port}",
          "--admin-address", f"127.0.0.1:{admin_port}", *extra],
         stdout=subprocess.DEVNULL, stderr=stderr, cwd=ROOT)
     try:

@@ -1,9 +1,11 @@
-"""What TLS on the control channel costs (issue 12): the control plane in-process
-(``meshlib.testing.MeshControlPlane``), plaintext and ``tls=True`` side by side,
-interleaved, several rounds.
+"""What a secure control channel costs (issue 12): the control plane in-process
+(``meshlib.testing.MeshControlPlane``), plaintext and ``tls=True`` (ADS over mTLS,
+authenticated by the Mesh's certificate; the CA over TLS on its own port) side by
+side, interleaved, several rounds.
 
 * first certificate: ``Mesh(token=...)`` start to its first workload certificate
-  (``mesh.first_certificate_seconds``), and the Mesh's first routed call after it;
+  (``mesh.first_certificate_seconds``), and the Mesh's first routed call after it
+  (secure: the ADS stream waits for the certificate, then connects over mTLS);
 * push: ``apply`` of an edit until every client has ACKed it (``wait_synced``), p50/p99.
 
     python benchmarks/control_tls_bench.py [--rounds 5] [--pushes 200]

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshlib.contract.listen import address_of
 
@@ -63,13 +63,25 @@ def _fail(message: str) -> int:
 
 
 def _cmd_control_plane(args: argparse.Namespace) -> int:
+    from xds_server.cluster import ClusterOptions
     from xds_server.control_plane import ControlPlaneOptions, run
 
-    if args.kubernetes:
-        print("meshctl: --kubernetes is not available yet; use --config", file=sys.stderr)
+    if not args.kubernetes and (args.kubeconfig or args.namespaces):
+        print("meshctl: --kubeconfig and --namespaces go with --kubernetes", file=sys.stderr)
         return 2
+    if args.kubernetes:
+        try:
+            import kubernetes  # noqa: F401 - the optional dependency, checked up front
+        except ImportError:
+            print("meshctl: --kubernetes needs the kubernetes client: pip install "
+                  "'meshlib[kubernetes]'", file=sys.stderr)
+            return 2
+    cluster = None if not args.kubernetes else ClusterOptions(
+        kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+        namespaces=tuple(n for n in (args.namespaces or "").split(",") if n))
     options = ControlPlaneOptions(
-        config=Path(args.config),
+        config=Path(args.config) if args.config else None,
+        kubernetes=cluster,
         xds_address=args.xds_address,
         admin_address=args.admin_address,
         ca_address=args.ca_address,
@@ -92,8 +104,8 @@ def _cmd_control_plane(args: argparse.Namespace) -> int:
         for problem in err.problems:
             print(problem, file=sys.stderr)
         # Config problems name files under --config; the CA's and the token file's not.
-        in_config = all(str(getattr(p, "source", p)).startswith(args.config)
-                        for p in err.problems)
+        in_config = args.config is not None and all(
+            str(getattr(p, "source", p)).startswith(args.config) for p in err.problems)
         where = f" in {args.config}" if in_config else ""
         print(f"meshctl: {len(err.problems)} problem(s){where}; not started",
               file=sys.stderr)
@@ -133,31 +145,81 @@ def _writable_dir(path: Path, what: str) -> str | None:
     return None
 
 
-def _cmd_bootstrap(args: argparse.Namespace) -> int:
-    from xds_server.bootstrap import BootstrapOptions, bootstrap_json
+if TYPE_CHECKING:
+    from xds_server.bootstrap import BootstrapOptions, EnvoyBootstrapOptions
 
-    text = bootstrap_json(
-        BootstrapOptions(
-            xds_address=args.xds_address,
-            node_id=args.node_id,
-            namespace=args.namespace,
-            cluster=args.cluster,
-            zone=args.zone,
-            cert_dir=os.path.abspath(args.cert_dir) if args.cert_dir else "",
-            ca_root=os.path.abspath(args.ca_root) if args.ca_root else "",
-        )
+NO_CLIENT_CERT_WARNING = (
+    "meshctl: warning: --ca-root without --cert-dir: no client certificate on the xDS "
+    "channel, and a control plane in its default (secure) mode refuses such clients; give "
+    "--cert-dir DIR (meshctl certs issue --out-dir DIR fills it)")
+_ENVOY_ONLY = ("xds_name", "admin_port", "outbound_port", "delta")
+
+
+def _bootstrap_options(
+        args: argparse.Namespace) -> BootstrapOptions | EnvoyBootstrapOptions | str:
+    """The options ``args`` ask for (gRPC's or Envoy's), or a usage error's text."""
+    from xds_server.bootstrap import (
+        DEFAULT_ENVOY_ADMIN_PORT,
+        DEFAULT_XDS_NAME,
+        BootstrapOptions,
+        EnvoyBootstrapOptions,
     )
-    if args.output:
-        output = Path(args.output)
-        why = _writable_dir(output.parent, str(output))
-        if why is not None:
-            return _fail(why)
-        try:
-            output.write_text(text)
-        except OSError as err:
-            return _fail(f"cannot write {output}: {(err.strerror or str(err)).lower()}")
-    else:
+
+    cert_dir = os.path.abspath(args.cert_dir) if args.cert_dir else ""
+    ca_root = os.path.abspath(args.ca_root) if args.ca_root else ""
+    common = {"xds_address": args.xds_address, "node_id": args.node_id,
+              "namespace": args.namespace, "cluster": args.cluster, "zone": args.zone,
+              "cert_dir": cert_dir, "ca_root": ca_root}
+    if not args.envoy:
+        given = [f"--{flag.replace('_', '-')}" for flag in _ENVOY_ONLY
+                 if getattr(args, flag) not in (None, False)]
+        if given:
+            return f"{', '.join(given)}: for an Envoy bootstrap only (add --envoy)"
+        return BootstrapOptions(**common)
+    if cert_dir and not ca_root:
+        return ("--envoy --cert-dir: the certificate is Envoy's client certificate to the "
+                "control plane, over TLS: give --ca-root FILE too")
+    if ca_root and not args.output:
+        return ("--envoy --ca-root: Envoy reads its TLS files through SDS files written "
+                "beside the bootstrap: give --output FILE")
+    if args.xds_address.startswith("unix:"):
+        return ("--envoy: Envoy reaches the control plane over TCP (HOST:PORT), with TLS of "
+                "its own; meshctl agent is for xDS clients without TLS")
+    prefix = str(Path(args.output).resolve().with_suffix("")) if args.output else ""
+    return EnvoyBootstrapOptions(
+        **common, xds_name=args.xds_name or DEFAULT_XDS_NAME, secrets_prefix=prefix,
+        admin_port=DEFAULT_ENVOY_ADMIN_PORT if args.admin_port is None else args.admin_port,
+        outbound_port=args.outbound_port, delta=args.delta)
+
+
+def _cmd_bootstrap(args: argparse.Namespace) -> int:
+    import json
+
+    from xds_server.bootstrap import EnvoyBootstrapOptions, bootstrap_json, envoy_secret_files
+
+    options = _bootstrap_options(args)
+    if isinstance(options, str):
+        print(f"meshctl bootstrap: {options}", file=sys.stderr)
+        return 2
+    if args.ca_root and not args.cert_dir:
+        print(NO_CLIENT_CERT_WARNING, file=sys.stderr)
+    text = bootstrap_json(options)
+    if not args.output:
         sys.stdout.write(text)
+        return 0
+    output = Path(args.output)
+    why = _writable_dir(output.parent, str(output))
+    if why is not None:
+        return _fail(why)
+    files = {output: text}
+    if isinstance(options, EnvoyBootstrapOptions):
+        files |= {Path(path): json.dumps(secret, indent=2) + "\n"
+                  for path, secret in envoy_secret_files(options).items()}
+    for path, content in files.items():
+        try:
+            path.write_text(content)
+        except OSError as err:
+            return _fail(f"cannot write {path}: {(err.strerror or str(err)).lower()}")
     return 0
 
 
@@ -355,7 +417,16 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--config", metavar="PATH",
                         help="a YAML file or a directory of them (reloaded on change)")
     source.add_argument("--kubernetes", action="store_true",
-                        help="read config from the API server (not available yet)")
+                        help="read config from the Kubernetes API server (in-cluster, or "
+                             "--kubeconfig): Services, EndpointSlices, GRPCRoutes, "
+                             "HTTPRoutes and the meshlib.dev policies; the leader writes "
+                             "their status; the CA lives in a Secret and workloads' "
+                             "tokens are checked with TokenReview")
+    cp.add_argument("--kubeconfig", default=None, metavar="FILE",
+                    help="with --kubernetes: a kubeconfig (default: in-cluster, else "
+                         "$KUBECONFIG or ~/.kube/config)")
+    cp.add_argument("--namespaces", default=None, metavar="NS[,NS...]",
+                    help="with --kubernetes: read only these namespaces (default: all)")
     cp.add_argument("--xds-address", type=_host_port, default="127.0.0.1:15010",
                     metavar="HOST:PORT",
                     help="serve ADS here (mTLS; with --insecure, plaintext and the CA "
@@ -388,7 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("path", metavar="PATH", help="a YAML file or a directory of them")
     ck.set_defaults(func=_cmd_check)
 
-    bs = sub.add_parser("bootstrap", help="write a gRPC xDS bootstrap for native gRPC")
+    bs = sub.add_parser(
+        "bootstrap", help="write a gRPC xDS bootstrap for native gRPC, or Envoy's (--envoy)",
+        description="Write the xDS bootstrap of a workload that does not run meshlib: "
+                    "native gRPC's (GRPC_XDS_BOOTSTRAP), or with --envoy Envoy's (-c). "
+                    "Against a control plane in its default secure mode give --ca-root "
+                    "and --cert-dir: its xDS port requires a client certificate.")
     bs.add_argument("--xds-address", type=_xds_target, required=True,
                     metavar="HOST:PORT|unix:/PATH",
                     help="the control plane, as the workload reaches it (or a local "
@@ -396,16 +472,38 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--node-id", required=True)
     bs.add_argument("--namespace", default="default", help="(default: %(default)s)")
     bs.add_argument("--cluster", default="",
-                    help="node.cluster (e.g. the service name; default: empty)")
+                    help="node.cluster (e.g. the service name; default: empty, for Envoy "
+                         "the node id)")
     bs.add_argument("--zone", default="", help="node.locality.zone (default: empty)")
-    bs.add_argument("--cert-dir", default="",
-                    help="mTLS: the directory holding cert.pem, key.pem and ca.pem (gRPC's "
-                         "file_watcher certificate provider re-reads them every 10 s; "
-                         "default: plaintext)")
+    bs.add_argument("--cert-dir", default="", metavar="DIR",
+                    help="the directory holding cert.pem, key.pem and ca.pem (as meshctl "
+                         "certs issue --out-dir writes them): with --ca-root, the client "
+                         "certificate of the xDS channel (mTLS); for native gRPC also mTLS "
+                         "between workloads. Re-read on change (gRPC every 10 s; Envoy "
+                         "when a file is renamed into DIR) (default: none)")
     bs.add_argument("--ca-root", default="", metavar="FILE",
                     help="connect to the control plane over TLS, verified against the "
-                         "mesh root in this PEM file (gRFC A65 'tls' channel credentials; "
-                         "for a control plane run with --tls; default: plaintext)")
+                         "mesh root in this PEM file (meshctl certs root prints it; gRFC A65 "
+                         "'tls' channel credentials; Envoy: an UpstreamTlsContext) "
+                         "(default: plaintext, for a control plane run with --insecure)")
+    envoy = bs.add_argument_group("Envoy")
+    envoy.add_argument("--envoy", action="store_true",
+                       help="write an Envoy bootstrap (ADS over gRPC to the static cluster "
+                            "xds_cluster); with --ca-root its TLS files are read through "
+                            "SDS files written beside --output: OUTPUT-xds-roots.json, "
+                            "OUTPUT-xds-cert.json")
+    envoy.add_argument("--xds-name", default=None, metavar="NAME",
+                       help="the name the control plane's certificate must carry (SNI "
+                            "and SAN; a DNS name or an IP; default: "
+                            "meshlib-control-plane.meshlib-system.svc)")
+    envoy.add_argument("--admin-port", type=int, default=None, metavar="PORT",
+                       help="Envoy's admin port, on 127.0.0.1 only (default: 15000)")
+    envoy.add_argument("--outbound-port", type=int, default=None, metavar="PORT",
+                       help="the outbound listener's port (node metadata OUTBOUND_PORT; "
+                            "default: the MeshConfig's sidecar outboundPort, 15001)")
+    envoy.add_argument("--delta", action="store_true",
+                       help="incremental xDS (api_type DELTA_GRPC; default: state of the "
+                            "world)")
     bs.add_argument("-o", "--output", metavar="FILE",
                     help="file to write; its directory must exist (default: stdout)")
     bs.set_defaults(func=_cmd_bootstrap)

@@ -34,11 +34,12 @@ from xds_server.ca import (
     StaticTokens,
 )
 from xds_server.cache import Snapshot, SnapshotCache
+from xds_server.cluster import ClusterOptions
 from xds_server.metrics import ControlPlaneMetrics
 from xds_server.model import MeshModel
 from xds_server.node import NodeGroup, group_of
 from xds_server.resources import short_name
-from xds_server.server import AdsServer, CallbackFuncs, serve, serve_services
+from xds_server.server import CallbackFuncs, serve, serve_services
 from xds_server.snapshot_builder import SnapshotBuilder
 from xds_server.sources.file_watcher import watch_model
 from xds_server.sources.yaml_loader import ConfigLoader
@@ -262,7 +263,8 @@ class ControlPlaneOptions:
     namespace taken from what nodes claim — for a laptop, never a cluster.
     """
 
-    config: Path
+    config: Path | None = None  # files, or:
+    kubernetes: ClusterOptions | None = None  # the Kubernetes API (--kubernetes)
     xds_address: tuple[str, int] = ("127.0.0.1", 15010)
     ca_address: tuple[str, int] | None = None
     admin_address: tuple[str, int] | None = None
@@ -274,7 +276,9 @@ class ControlPlaneOptions:
 
     def check(self) -> None:
         """Raise ValueError for a combination that cannot work."""
-        if not self.insecure and self.ca_dir is None:
+        if (self.config is None) == (self.kubernetes is None):
+            raise ValueError("give one config source: --config PATH or --kubernetes")
+        if not self.insecure and self.ca_dir is None and self.kubernetes is None:
             raise ValueError(
                 "the control plane serves mTLS by default, with certificates from its CA: "
                 "give --ca-dir DIR (created on first start), or --insecure for plaintext "
@@ -292,39 +296,62 @@ class ControlPlaneOptions:
 
 
 async def run(options: ControlPlaneOptions) -> None:
-    """Load the config, serve ADS and the admin endpoint, reload on change; until stopped."""
+    """Load the config (files, or the Kubernetes API), serve ADS, the CA and the admin
+    endpoint, and follow every change; until stopped."""
     options.check()
-    loader = ConfigLoader(options.config)
-    model = await asyncio.to_thread(loader.load)  # invalid at start: fail
-    cp = ControlPlane(model)
-    cp.snapshot_for(NodeGroup(kind="grpc"))  # the common group, built before clients come
-    # The loaded config lives as long as the process: keep it out of the collector's
-    # full passes, which otherwise add tens of ms to pushes at 1,000 Services.
-    gc.freeze()
     loop = asyncio.get_running_loop()
-    ca = None if options.ca_dir is None else CertificateAuthority.load_or_create(
-        DirectoryCaStore(options.ca_dir), trust_domain=cp.model.mesh_config.trust_domain)
-    servers = await _serve(cp, options, ca)
-    ads: AdsServer = servers[0].ads  # type: ignore[attr-defined]
-    admin = None
     stop = options.stop or asyncio.Event()
     signals = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread
+            loop.add_signal_handler(sig, stop.set)
+            signals.append(sig)
+    state = _Serving()
+    admin = None
+    servers: list[Any] = []
+    cluster = None
     try:
-        if options.admin_address is not None:
-            admin = AdminServer(options.admin_address, _admin_views(cp, ads, loop))
+        if options.admin_address is not None:  # up first: /readyz says when we serve
+            admin = AdminServer(options.admin_address, _admin_views(state, loop))
             admin.start()
             log.info("admin on %s:%d", options.admin_address[0], admin.port)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread
-                loop.add_signal_handler(sig, stop.set)
-                signals.append(sig)
+        if options.kubernetes is not None:
+            from xds_server.cluster import Cluster
+
+            cluster = await asyncio.to_thread(Cluster, options.kubernetes)
+            changes = cluster.source.changes(stop)
+            state.waiting = "the Kubernetes informers have not listed everything yet"
+            first = await anext(changes, None)  # once every informer has listed
+            if first is None or first.model is None:
+                return
+            model = first.model
+            _report(first, options)
+        else:
+            loader = ConfigLoader(options.config)
+            model = await asyncio.to_thread(loader.load)  # invalid at start: fail
+            changes = watch_model(options.config, loader=loader, stop_event=stop)
+        cp = state.cp = ControlPlane(model)
+        cp.snapshot_for(NodeGroup(kind="grpc"))  # the common group, before clients come
+        # The loaded config lives as long as the process: keep it out of the collector's
+        # full passes, which otherwise add tens of ms to pushes at 1,000 Services.
+        gc.freeze()
+        ca = await asyncio.to_thread(_load_ca, options, cp, cluster)
+        authenticator = _authenticator(options, cluster)
+        servers = await _serve(cp, options, ca, authenticator)
+        state.ads = servers[0].ads
+        state.waiting = ""
+        if cluster is not None:
+            cluster.start(None if ca is None else ca.roots_pem())
+            await cluster.after(first, model)
         rejected = 0  # problems of the last rejected reload, until a valid one
-        async for change in watch_model(options.config, loader=loader, stop_event=stop):
+        async for change in changes:
             if change.model is None:
                 cp.metrics.reloads.labels("invalid").inc()
                 rejected = len(change.problems)
                 continue
             await cp.apply(change.model, seen_at=change.seen_at)
+            if cluster is not None:
+                await cluster.after(change, cp.model)
             if rejected and cp.model == change.model:
                 log.warning("config valid again: serving %s (the %d problem(s) reported "
                             "before are resolved)", cp.summary(), rejected)
@@ -337,12 +364,52 @@ async def run(options: ControlPlaneOptions) -> None:
         for server in servers:
             with contextlib.suppress(asyncio.CancelledError):
                 await server.stop(grace=1.0)
+        if cluster is not None:
+            await asyncio.to_thread(cluster.close)
+
+
+@dataclass
+class _Serving:
+    """What the admin endpoint shows, as it comes up."""
+
+    cp: ControlPlane | None = None
+    ads: Any = None
+    waiting: str = "starting"
+
+
+def _report(change: Any, options: ControlPlaneOptions) -> None:
+    """Log the objects left out of a Kubernetes model (their status says it too)."""
+    for problem in change.problems:
+        log.warning("left out: %s", problem)
+
+
+def _load_ca(options: ControlPlaneOptions, cp: ControlPlane,
+             cluster: Any) -> CertificateAuthority | None:
+    """The CA: in ``--ca-dir``, else (Kubernetes mode) in its Secret, else none."""
+    trust_domain = cp.model.mesh_config.trust_domain
+    if options.ca_dir is not None:
+        return CertificateAuthority.load_or_create(DirectoryCaStore(options.ca_dir),
+                                                   trust_domain=trust_domain)
+    if cluster is not None:
+        return CertificateAuthority.load_or_create(cluster.ca_store(),
+                                                   trust_domain=trust_domain)
+    return None
+
+
+def _authenticator(options: ControlPlaneOptions, cluster: Any) -> Any:
+    """Who may get certificates: the ``--token-file``, else (Kubernetes mode)
+    TokenReview, else nobody."""
+    if options.token_file is not None:
+        return StaticTokens.from_file(options.token_file)
+    if cluster is not None:
+        return cluster.authenticator()
+    return None
 
 
 async def _serve(cp: ControlPlane, options: ControlPlaneOptions,
-                 ca: CertificateAuthority | None) -> list[Any]:
+                 ca: CertificateAuthority | None, authenticator: Any) -> list[Any]:
     """Start the xDS server (first) and, on its own port if it has one, the CA's."""
-    services = [] if ca is None else [certificate_service(cp, options, ca)]
+    services = [] if ca is None else [certificate_service(cp, ca, authenticator)]
     ca_address = options.certificate_address
     if options.insecure:
         log.warning("--insecure: xDS%s in plaintext, and any client may subscribe and "
@@ -379,18 +446,16 @@ async def _serve(cp: ControlPlane, options: ControlPlaneOptions,
     return [server, ca_server]
 
 
-def certificate_service(cp: ControlPlane, options: ControlPlaneOptions,
-                        ca: CertificateAuthority) -> CertificateService:
-    """The CA (kept in ``options.ca_dir``) behind the certificate service; tokens from
-    ``options.token_file`` authenticate callers. The MeshConfig in force sets the trust
-    domain at start and the certificate TTL per request."""
-    tokens = None if options.token_file is None else StaticTokens.from_file(options.token_file)
-    if tokens is None:
+def certificate_service(cp: ControlPlane, ca: CertificateAuthority,
+                        authenticator: Any) -> CertificateService:
+    """The CA behind the certificate service; ``authenticator`` (bootstrap tokens, or
+    TokenReview) says who callers are. The MeshConfig in force sets the trust domain
+    at start and the certificate TTL per request."""
+    if authenticator is None:
         log.warning("CA enabled without --token-file: certificate requests are refused")
-    log.info("CA %s (trust domain %s) in %s", ca.cert.subject.rfc4514_string(),
-             ca.trust_domain, options.ca_dir)
+    log.info("CA %s (trust domain %s)", ca.cert.subject.rfc4514_string(), ca.trust_domain)
     return CertificateService(
-        ca, tokens,
+        ca, authenticator,
         ttl=lambda: dt.timedelta(seconds=cp.model.mesh_config.certificate_ttl),
         on_result=lambda result: cp.metrics.certificates.labels(result).inc())
 
@@ -411,17 +476,24 @@ def serving_certificates(options: ControlPlaneOptions,
     return serving
 
 
-def _admin_views(cp: ControlPlane, ads: AdsServer, loop: asyncio.AbstractEventLoop) -> AdminViews:
+def _admin_views(state: _Serving, loop: asyncio.AbstractEventLoop) -> AdminViews:
     def on_loop(fn: Any) -> Any:
         async def call() -> Any:
             return fn()
 
         return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=10)
 
+    def ready() -> tuple[bool, str]:
+        return (False, state.waiting) if state.waiting else (True, "ok")
+
+    def metrics() -> bytes:
+        return state.cp.metrics.render() if state.cp is not None else b""
+
     def dump(node_id: str | None) -> dict[str, Any] | None:
         def find() -> dict[str, Any] | None:
-            node = ads.registry.node(node_id) if node_id else None
-            if node is None:
+            cp, ads = state.cp, state.ads
+            node = ads.registry.node(node_id) if node_id and ads is not None else None
+            if node is None or cp is None:
                 return None
             out = cp.config_dump(group_of(node))
             out["node"] = node_id
@@ -429,8 +501,4 @@ def _admin_views(cp: ControlPlane, ads: AdsServer, loop: asyncio.AbstractEventLo
 
         return on_loop(find)
 
-    return AdminViews(
-        ready=lambda: (True, "ok"),
-        metrics=cp.metrics.render,
-        config_dump=dump,
-    )
+    return AdminViews(ready=ready, metrics=metrics, config_dump=dump)

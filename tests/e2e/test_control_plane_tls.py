@@ -3,11 +3,16 @@ a port of its own, with a serving certificate from the mesh CA; a meshlib worklo
 pinning the root (``ca_root``) and native gRPC with ``meshctl bootstrap --ca-root``
 (gRFC A65 ``tls`` channel credentials) both use it, and neither talks to a control
 plane the root does not vouch for. ADS streams are authenticated by the workload's
-certificate: the namespace a node sees is its identity's, whatever it claims."""
+certificate: the namespace a node sees is its identity's, whatever it claims.
+
+Native gRPC: ``meshctl bootstrap --ca-root --cert-dir`` makes the xDS channel mTLS with
+the workload's certificate (A65 ``certificate_file`` / ``private_key_file``, which
+grpcio 1.85 honours), re-read from the files."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,8 @@ import meshlib
 from meshlib import CertificateError
 from tests.e2e.conftest import MESHCTL, ROOT, NativeClient
 from tests.e2e.mesh_files import write_mesh
+from tests.e2e.secure_xds import SecureControlPlane, foreign_certificate, start_secure
+from xds_server.bootstrap import BootstrapOptions, bootstrap_json
 from xds_server.ca import CA_CERT_FILE
 
 TARGET = "xds:///reviews.default.svc.cluster.local:50051"
@@ -59,23 +66,6 @@ def test_a_client_without_an_identity_gets_nothing(secure, pinned, caplog):
         assert not mesh.wait_ready("reviews", timeout=2)
     if pinned:
         assert "ca_root without an identity" in caplog.text
-
-
-def test_native_grpc_without_a_client_certificate_is_refused(secure, tmp_path):
-    """TLS channel credentials that verify the control plane, but no certificate to
-    prove who the node is: the xDS port refuses it, so no config and no call."""
-    cp, root = secure
-    bootstrap = tmp_path / "bootstrap.json"
-    subprocess.run([*MESHCTL, "bootstrap", "--xds-address", cp.xds_address, "--node-id",
-                    "native-tls", "--ca-root", str(root), "--output", str(bootstrap)],
-                   check=True, cwd=ROOT)
-    assert '"type": "tls"' in bootstrap.read_text()
-    client = NativeClient(bootstrap, tmp_path / "native.log")
-    try:
-        result = client.send(op="calls", target=TARGET, n=2, wait_for_ready=True, timeout=2)
-    finally:
-        client.close()
-    assert result["counts"] == {} and result["errors"], result
 
 
 def test_an_impostor_control_plane_gets_no_token(secure, tmp_path, backends,
@@ -131,3 +121,98 @@ def test_certs_root_prints_the_root_workloads_pin(secure, tmp_path):
     missing = subprocess.run([*MESHCTL, "certs", "root", "--ca-dir", str(empty)],
                              capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 1 and "no CA there yet" in missing.stderr
+
+
+# ------------------------------------------- native gRPC, xDS port requiring client certs
+
+@pytest.fixture
+def mtls_xds(tmp_path: Path, backends, control_plane_factory) -> SecureControlPlane:
+    config = tmp_path / "mesh"
+    write_mesh(config, {"reviews-v1": [backends("reviews-v1-a")]}, {"reviews-v1": 100})
+    return start_secure(config, tmp_path / "secure", control_plane_factory)
+
+
+def native_bootstrap(path: Path, xds: SecureControlPlane, address: str,
+                     *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MESHCTL, "bootstrap", "--xds-address", address, "--node-id", path.stem,
+         "--ca-root", str(xds.root), *extra, "--output", str(path)],
+        check=True, capture_output=True, text=True, cwd=ROOT)
+
+
+def native_calls(bootstrap: Path, n: int = 3, **cmd: object) -> dict:
+    client = NativeClient(bootstrap, bootstrap.with_suffix(".log"))
+    try:
+        return client.send(op="calls", target=TARGET, n=n, **cmd)
+    finally:
+        client.close()
+
+
+def test_native_grpc_routes_over_mtls_to_the_xds_port(mtls_xds, tmp_path):
+    certs = mtls_xds.issue(tmp_path / "certs")
+    bootstrap = tmp_path / "native-mtls.json"
+    done = native_bootstrap(bootstrap, mtls_xds, mtls_xds.cp.xds_address,
+                            "--cert-dir", str(certs))
+    assert done.stderr == ""
+    result = native_calls(bootstrap, n=5, wait_for_ready=True, timeout=10)
+    assert result["counts"] == {"reviews-v1-a": 5}, result
+    for xds_type in ("LDS", "RDS", "CDS", "EDS"):
+        assert mtls_xds.cp.metric("meshlib_xds_acks_total", type=xds_type) >= 1, xds_type
+
+
+def test_native_grpc_without_a_client_certificate_is_refused(mtls_xds, tmp_path):
+    """TLS channel credentials that verify the control plane, but no certificate to
+    prove who the node is: meshctl warns that the xDS port will refuse it, and it
+    does: no ADS stream, no config, no call."""
+    bootstrap = tmp_path / "native-anonymous.json"
+    done = native_bootstrap(bootstrap, mtls_xds, mtls_xds.cp.xds_address)
+    assert "warning: --ca-root without --cert-dir" in done.stderr
+    assert "--cert-dir DIR" in done.stderr
+    result = native_calls(bootstrap, timeout=2)
+    assert result == {"counts": {}, "errors": {"UNAVAILABLE": 3}}, result
+    assert mtls_xds.cp.metric("meshlib_xds_connected_clients") == 0
+
+
+def test_native_grpc_refuses_an_impostor_control_plane(mtls_xds, tmp_path, backends,
+                                                       control_plane_factory):
+    """A control plane with its own CA (or in plaintext) on the address native gRPC was
+    given: the pinned root refuses it, no ADS stream opens, and no call goes to the
+    backends it would name."""
+    certs = mtls_xds.issue(tmp_path / "certs")
+    config = tmp_path / "impostor"
+    write_mesh(config, {"reviews-v1": [backends("impostor")]}, {"reviews-v1": 100})
+    impostors = {
+        "own-ca": start_secure(config, tmp_path / "impostor-cp", control_plane_factory).cp,
+        "plaintext": control_plane_factory(config),
+    }
+    for name, impostor in impostors.items():
+        bootstrap = tmp_path / f"native-to-{name}.json"
+        native_bootstrap(bootstrap, mtls_xds, impostor.xds_address, "--cert-dir", str(certs))
+        result = native_calls(bootstrap, timeout=2)
+        assert result == {"counts": {}, "errors": {"UNAVAILABLE": 3}}, (name, result)
+        assert impostor.metric("meshlib_xds_connected_clients") == 0, name
+        if name == "own-ca":
+            assert "CERTIFICATE_VERIFY_FAILED" in bootstrap.with_suffix(".log").read_text()
+
+
+def test_native_grpc_picks_up_a_rotated_client_certificate(mtls_xds, tmp_path):
+    """The xDS channel's certificate is re-read from the files: a certificate the
+    control plane refuses (another mesh's), replaced by a good one, and the next
+    reconnection gets through, no restart (refresh_interval 1 s here, 10 s by default)."""
+    certs = foreign_certificate(tmp_path / "certs", tmp_path / "other-ca")
+    bootstrap = tmp_path / "native-rotated.json"
+    bootstrap.write_text(bootstrap_json(BootstrapOptions(
+        xds_address=mtls_xds.cp.xds_address, node_id="native-rotated",
+        ca_root=str(mtls_xds.root), cert_dir=str(certs), refresh_interval="1s")))
+    client = NativeClient(bootstrap, tmp_path / "native-rotated.log")
+    try:
+        refused = client.send(op="calls", target=TARGET, n=1, timeout=1)
+        assert refused["errors"] == {"UNAVAILABLE": 1}, refused
+        mtls_xds.issue(certs)  # rotation: atomic renames of key.pem, cert.pem, ca.pem
+        started = time.monotonic()
+        rotated = client.send(op="wait_for", target=TARGET, backend="reviews-v1-a",
+                              timeout=15)
+    finally:
+        client.close()
+    assert rotated["ok"], rotated
+    assert time.monotonic() - started < 15

@@ -22,7 +22,7 @@ from meshlib.contract import SpiffeId
 from meshlib.security._certificates import WorkloadCertificate, make_key_and_csr, write_files
 from tests.e2e.conftest import free_port
 from tests.e2e.mesh_files import service_yaml
-from xds_server.ca import CertificateAuthority
+from xds_server.ca import CA_CERT_FILE, CertificateAuthority
 
 WHO = "/demo.Who/Am"
 TOKENS = {"frontend": "frontend-token-0123456789", "reviews": "reviews-token-0123456789",
@@ -64,6 +64,7 @@ class SecureMesh:
     cp: object
     directory: Path
     port: int
+    root: Path | None = None  # the pinned root of a secure control plane
     meshes: list[meshlib.Mesh] = field(default_factory=list)
     servers: list[object] = field(default_factory=list)
 
@@ -74,6 +75,9 @@ class SecureMesh:
     def mesh(self, service: str, **kwargs: object) -> meshlib.Mesh:
         if "token" not in kwargs and "cert_dir" not in kwargs and service in TOKENS:
             kwargs["token"] = TOKENS[service]
+        if self.root is not None:  # a secure control plane: pin its root, use its CA port
+            kwargs.setdefault("ca_root", str(self.root))
+            kwargs.setdefault("ca_address", self.cp.ca_address)  # type: ignore[attr-defined]
         mesh = meshlib.Mesh(self.xds, service=service, **kwargs)  # type: ignore[arg-type]
         self.meshes.append(mesh)
         return mesh
@@ -105,7 +109,10 @@ spec:
 def secure_mesh(tmp_path: Path, control_plane_factory) -> Iterator:
     made: list[SecureMesh] = []
 
-    def start(mode: str = "STRICT", rules: str = "", extra: str = "") -> SecureMesh:
+    def start(mode: str = "STRICT", rules: str = "", extra: str = "", *,
+              secure: bool = True) -> SecureMesh:
+        """The control plane secure (ADS over mTLS, the CA over TLS, the root pinned by
+        every Mesh) unless ``secure=False`` (plaintext, for Meshes without identity)."""
         port = free_port()
         directory = tmp_path / "mesh"
         directory.mkdir()
@@ -118,8 +125,12 @@ def secure_mesh(tmp_path: Path, control_plane_factory) -> Iterator:
             f"- serviceAccount: default/{sa}\n  token: {token}\n" for sa, token in TOKENS.items()))
         tokens.chmod(0o600)
         cp = control_plane_factory(directory, extra_args=[
-            "--ca-dir", str(tmp_path / "ca"), "--token-file", str(tokens)])
-        env = SecureMesh(cp, directory, port)
+            "--ca-dir", str(tmp_path / "ca"), "--token-file", str(tokens)], secure=secure)
+        root = None
+        if secure:
+            root = tmp_path / "ca-root.pem"
+            root.write_bytes((tmp_path / "ca" / CA_CERT_FILE).read_bytes())  # out of band
+        env = SecureMesh(cp, directory, port, root)
         made.append(env)
         return env
 
@@ -145,7 +156,7 @@ def test_meshlib_to_meshlib_over_mtls(secure_mesh):
 
 
 def test_strict_refuses_plaintext_clients(secure_mesh):
-    env = secure_mesh("STRICT")
+    env = secure_mesh("STRICT", secure=False)  # a Mesh without identity gets config
     seen = Seen()
     env.serve(env.mesh("reviews"), seen)
     plaintext = env.mesh("frontend", token=None)  # no identity: plaintext
@@ -160,7 +171,7 @@ def test_strict_refuses_plaintext_clients(secure_mesh):
 
 
 def test_a_certificate_from_another_ca_is_refused(secure_mesh, tmp_path):
-    env = secure_mesh("STRICT")
+    env = secure_mesh("STRICT", secure=False)  # a secure one would not even talk xDS to it
     seen = Seen()
     env.serve(env.mesh("reviews"), seen)
     rogue_ca = CertificateAuthority.create()

@@ -42,7 +42,7 @@ def test_control_plane_help_says_config_is_required_and_shows_defaults(capsys):
     assert "--xds-address HOST:PORT serve ADS" in text
     assert "(default: 127.0.0.1:15010)" in text
     assert "here (default: off)" in text  # --admin-address
-    assert "(not available yet)" in text  # --kubernetes
+    assert "read config from the Kubernetes API server" in text  # --kubernetes
     assert "0.0.0.0:PORT or [::]:PORT listens on all interfaces" in text
 
 

@@ -33,7 +33,7 @@ async def test_a_valid_config_after_a_rejected_one_is_logged(tmp_path, caplog):
     (config / "reviews.yaml").write_text(SERVICE)
     stop = asyncio.Event()
     task = asyncio.create_task(run(ControlPlaneOptions(
-        config=config, xds_address=("127.0.0.1", 0), stop=stop)))
+        config=config, xds_address=("127.0.0.1", 0), insecure=True, stop=stop)))
     try:
         await wait_for_log(caplog, "xDS (ADS) serving")
         await asyncio.sleep(0.2)  # the watch is up

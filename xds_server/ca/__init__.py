@@ -19,9 +19,16 @@ from xds_server.ca._limits import (
 )
 from xds_server.ca._service import MAX_VALIDITY_DURATION, MIN_CERT_TTL, CertificateService
 from xds_server.ca._serving import DEFAULT_SERVING_NAMES, SERVING_TTL, ServingCertificates
-from xds_server.ca._store import CA_CERT_FILE, CA_KEY_FILE, CaStore, DirectoryCaStore
+from xds_server.ca._store import (
+    CA_CERT_FILE,
+    CA_KEY_FILE,
+    CaAlreadyStored,
+    CaStore,
+    DirectoryCaStore,
+)
 from xds_server.ca._tokens import (
     AuthenticationError,
+    AuthenticatorUnavailable,
     Caller,
     StaticTokens,
     TokenAuthenticator,
@@ -40,6 +47,8 @@ __all__ = [
     "MIN_CERT_TTL",
     "SERVING_TTL",
     "AuthenticationError",
+    "AuthenticatorUnavailable",
+    "CaAlreadyStored",
     "CaStore",
     "Caller",
     "CertificateAuthority",

@@ -30,7 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshlib.contract import DEFAULT_TRUST_DOMAIN, MeshError, SpiffeId
 from meshlib.contract.x509 import uri_sans
-from xds_server.ca._store import CaStore
+from xds_server.ca._store import CaAlreadyStored, CaStore
 
 __all__ = [
     "CA_TTL",
@@ -123,8 +123,13 @@ class CertificateAuthority:
         found = store.load()
         if found is None:
             ca = cls.create(trust_domain=trust_domain, clock=clock)
-            store.save(ca.key_pem(), ca.chain_pem())
-            return ca
+            try:
+                store.save(ca.key_pem(), ca.chain_pem())
+                return ca
+            except CaAlreadyStored:  # another replica won the race: use its CA
+                found = store.load()
+                if found is None:
+                    raise
         key_pem, cert_pem = found
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)

@@ -15,6 +15,7 @@ never leaves this process. Status codes a caller sees:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -34,7 +35,12 @@ from meshlib.contract.ca import (
 from meshlib.contract.x509 import spiffe_id_of
 from xds_server.ca._authority import CertificateAuthority, CsrError, parse_csr
 from xds_server.ca._limits import IssueBuckets, IssueLimit
-from xds_server.ca._tokens import AuthenticationError, TokenAuthenticator
+from xds_server.ca._tokens import (
+    AuthenticationError,
+    AuthenticatorUnavailable,
+    Caller,
+    TokenAuthenticator,
+)
 
 __all__ = ["MAX_VALIDITY_DURATION", "MIN_CERT_TTL", "CertificateService"]
 
@@ -72,10 +78,14 @@ class CertificateService:
 
     async def _create_certificate(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
         try:
-            return self._issue(request, context)
+            caller = await self._authenticate(context)
+            return self._issue(request, context, caller)
         except AuthenticationError as err:
             self._refuse(context, "unauthenticated", str(err))
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+        except AuthenticatorUnavailable as err:
+            self._refuse(context, "unavailable", str(err))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
         except _Refused as err:
             self._refuse(context, err.result, str(err))
             await context.abort(err.code, str(err))
@@ -85,12 +95,19 @@ class CertificateService:
             await context.abort(grpc.StatusCode.INTERNAL, "the CA failed to issue the "
                                 "certificate (see the control plane's log)")
 
-    def _issue(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Caller:
+        """Who the caller is; an authenticator that asks another server (TokenReview)
+        says ``blocking = True`` and runs in a thread, off the loop."""
         if self._auth is None:
             raise _Refused(grpc.StatusCode.FAILED_PRECONDITION, "no_authenticator",
                            "this control plane issues no certificates: start it with "
                            "--token-file (or in Kubernetes mode)")
-        caller = self._auth.authenticate(_bearer(context.invocation_metadata()))
+        token = _bearer(context.invocation_metadata())
+        if getattr(self._auth, "blocking", False):
+            return await asyncio.to_thread(self._auth.authenticate, token)
+        return self._auth.authenticate(token)
+
+    def _issue(self, request, context: grpc.aio.ServicerContext, caller: Caller):  # type: ignore[no-untyped-def]
         requested = _validity(request.validity_duration)
         try:
             csr = parse_csr(request.csr.encode())

@@ -1,6 +1,6 @@
 """Where the CA's key and certificate live: a seam with a directory store for file mode.
 
-Kubernetes mode will keep them in a Secret (its own issue) behind the same
+Kubernetes mode keeps them in a Secret (``SecretCaStore``) behind the same
 :class:`CaStore` protocol.
 """
 
@@ -14,10 +14,14 @@ from typing import Protocol
 from meshlib.contract import ConfigError, Problem
 from meshlib.contract.files import write_atomic
 
-__all__ = ["CA_CERT_FILE", "CA_KEY_FILE", "CaStore", "DirectoryCaStore"]
+__all__ = ["CA_CERT_FILE", "CA_KEY_FILE", "CaAlreadyStored", "CaStore", "DirectoryCaStore"]
 
 CA_KEY_FILE = "ca-key.pem"
 CA_CERT_FILE = "ca-cert.pem"
+
+
+class CaAlreadyStored(Exception):
+    """``save`` found a CA already there (another replica created it first): load it."""
 
 
 class CaStore(Protocol):
@@ -28,7 +32,7 @@ class CaStore(Protocol):
         ...
 
     def save(self, key_pem: bytes, cert_pem: bytes) -> None:
-        """Keep a newly created CA."""
+        """Keep a newly created CA; :class:`CaAlreadyStored` if one appeared meanwhile."""
         ...
 
 

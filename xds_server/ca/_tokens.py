@@ -37,6 +37,7 @@ from meshlib.contract import ConfigError, MeshError, SpiffeId
 
 __all__ = [
     "AuthenticationError",
+    "AuthenticatorUnavailable",
     "Caller",
     "StaticTokens",
     "TokenAuthenticator",
@@ -55,6 +56,10 @@ _SERVICE_ACCOUNT = re.compile(rf"{_LABEL}/{_LABEL}")
 
 class AuthenticationError(MeshError):
     """A missing, malformed or unknown token. The message is safe to return."""
+
+
+class AuthenticatorUnavailable(MeshError):
+    """The token could not be checked now (the API server is away): try again."""
 
 
 @dataclass(frozen=True, slots=True)

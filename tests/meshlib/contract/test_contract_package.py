@@ -35,9 +35,10 @@ def test_public_names_are_pinned():
         "NODE_KINDS", "NO_REUSEPORT", "OUTBOUND_PORT_METADATA_KEY", "ROUTE", "SECRET",
         "SERVER_LISTENER_TEMPLATE", "TLS_METADATA_KEY", "TYPE_URL_PREFIX",
         "BindError", "CertificateError", "CircuitBreakerConfig", "ClusterMetadata", "ConfigError",
-        "InconsistentSnapshotError", "MeshError", "MtlsMode", "NodeKind", "PEER_IDENTITY_METADATA_KEY", "Problem",
-        "RetryBudgetConfig", "SpiffeId", "XdsError", "check_free", "one_spiffe_uri", "outbound_cluster_name",
-        "server_listener_name", "service_of", "short_name",
+        "InconsistentSnapshotError", "MeshError", "MtlsMode", "NodeKind",
+        "PEER_IDENTITY_METADATA_KEY", "Problem", "RetryBudgetConfig", "SpiffeId", "XdsError",
+        "check_free", "one_spiffe_uri", "outbound_cluster_name", "server_listener_name",
+        "service_of", "short_name",
     ])
     assert MODULES == ["ca", "cluster_metadata", "defaults", "errors", "files", "listen", "names",
                        "node", "regex", "resources", "spiffe", "x509"]

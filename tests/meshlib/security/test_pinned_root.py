@@ -87,3 +87,25 @@ def test_the_root_comes_from_the_environment_too():
     settings = MeshSettings.from_env({"MESHLIB_XDS_ADDRESS": "cp:15010",
                                       "MESHLIB_CA_ROOT": "/etc/meshlib/ca-root.pem"})
     assert settings.ca_root == "/etc/meshlib/ca-root.pem"
+
+
+def test_the_mesh_s_xds_stream_is_authenticated_by_its_certificate(secure_control_plane):
+    """With the root pinned and an identity, the Mesh's ADS stream runs over mTLS: the
+    control plane knows the node as its identity, in its identity's namespace."""
+    cp = secure_control_plane
+    cp.apply(c.service("reviews", namespace="shop"))
+    mesh = cp.mesh("frontend", namespace="shop")  # an identity: the default with tls
+    assert mesh.wait_ready("reviews", timeout=10)
+    ads = cp._server.ads
+    streams = cp._loop.submit(lambda: list(ads.registry.streams())).result(timeout=5)
+    assert [(s.group, s.node.metadata.fields["MESHLIB_PEER_IDENTITY"].string_value)
+            for s in streams] == [("meshlib/shop", str(mesh.identity))]
+
+
+def test_a_mesh_without_an_identity_is_refused_by_the_xds_port(secure_control_plane,
+                                                               caplog):
+    cp = secure_control_plane
+    cp.apply(c.service("reviews"))
+    mesh = cp.mesh("frontend", identity=False, resolve_timeout=1)
+    assert not mesh.wait_ready("reviews", timeout=1)
+    assert "ca_root without an identity" in caplog.text
