@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from meshlib.contract.listen import address_of
 
@@ -30,6 +30,19 @@ def _host_port(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _xds_target(value: str) -> str:
+    """A control plane as a gRPC target: ``HOST:PORT``, or a Unix socket (``unix:/PATH``
+    or ``unix:///PATH``, e.g. a local ``meshctl agent``), written ``unix:///abs/path``,
+    the form C-core and grpc-js both read."""
+    if value.startswith("unix:"):
+        path = value.removeprefix("unix:")
+        path = path[2:] if path.startswith("///") else path
+        if not path or path.startswith("//"):
+            raise argparse.ArgumentTypeError(f"expected unix:/PATH, got {value!r}")
+        return f"unix://{os.path.abspath(path)}"
+    return address_of(*_host_port(value))
 
 
 TOKEN_ENV = "MESHLIB_TOKEN"  # the bootstrap token, for `certs issue` without --token-file
@@ -154,7 +167,7 @@ def _bootstrap_options(
 
     cert_dir = os.path.abspath(args.cert_dir) if args.cert_dir else ""
     ca_root = os.path.abspath(args.ca_root) if args.ca_root else ""
-    common = {"xds_address": address_of(*args.xds_address), "node_id": args.node_id,
+    common = {"xds_address": args.xds_address, "node_id": args.node_id,
               "namespace": args.namespace, "cluster": args.cluster, "zone": args.zone,
               "cert_dir": cert_dir, "ca_root": ca_root}
     if not args.envoy:
@@ -169,6 +182,9 @@ def _bootstrap_options(
     if ca_root and not args.output:
         return ("--envoy --ca-root: Envoy reads its TLS files through SDS files written "
                 "beside the bootstrap: give --output FILE")
+    if args.xds_address.startswith("unix:"):
+        return ("--envoy: Envoy reaches the control plane over TCP (HOST:PORT), with TLS of "
+                "its own; meshctl agent is for xDS clients without TLS")
     prefix = str(Path(args.output).resolve().with_suffix("")) if args.output else ""
     return EnvoyBootstrapOptions(
         **common, xds_name=args.xds_name or DEFAULT_XDS_NAME, secrets_prefix=prefix,
@@ -268,6 +284,121 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     access_logs=args.access_logs)
 
 
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from meshctl.agent import DEFAULT_CA_PORT, AgentOptions, parse_listen, run_agent
+    from meshlib.contract import BindError, CertificateError, SpiffeId
+    from meshlib.security import CertificateSource, FileCertificates, IssuedCertificates
+
+    def usage(message: str) -> int:
+        print(f"meshctl agent: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        listen = parse_listen(args.listen, allow_non_loopback=args.allow_non_loopback)
+    except ValueError as err:
+        return usage(f"--listen: {err}")
+    xds_host, _ = args.xds_address
+    if not (args.ca_root or args.cert_dir or args.insecure_upstream):
+        return usage("--ca-root FILE is needed: the control plane is verified against the "
+                     "mesh root pinned there (or --cert-dir, whose ca.pem is used; "
+                     "--insecure-upstream for a control plane run with --insecure)")
+    certificates: CertificateSource | None = None
+    if args.cert_dir:
+        certificates = FileCertificates(args.cert_dir)
+    elif args.service_account:
+        token = None if args.token_file else os.environ.get(TOKEN_ENV, "").strip()
+        if not args.token_file and not token:
+            return usage(f"no bootstrap token: give --token-file FILE or set {TOKEN_ENV}")
+        try:
+            identity = SpiffeId(args.trust_domain, args.namespace, args.service_account)
+        except ValueError as err:
+            return usage(str(err))
+        ca_address = args.ca_address or (
+            args.xds_address if args.insecure_upstream else (xds_host, DEFAULT_CA_PORT))
+        certificates = IssuedCertificates(address_of(*ca_address), identity, token=token,
+                                          token_file=args.token_file, ttl=args.ttl,
+                                          ca_root=args.ca_root or None)
+    elif not args.insecure_upstream:
+        return usage("no identity: give --service-account (and --token-file) to get a "
+                     "certificate from the mesh CA, or --cert-dir")
+    if args.out_dir and certificates is None:
+        return usage("--out-dir needs an identity (--service-account or --cert-dir)")
+    options = AgentOptions(
+        xds_address=address_of(*args.xds_address), listen=listen,
+        ca_root=Path(args.ca_root) if args.ca_root else None, server_name=args.server_name,
+        insecure_upstream=args.insecure_upstream,
+        out_dir=Path(args.out_dir) if args.out_dir else None,
+        ready_file=Path(args.ready_file) if args.ready_file else None)
+    if args.insecure_upstream:
+        logging.getLogger("meshctl.agent").warning(
+            "--insecure-upstream: xDS%s goes to the control plane in plaintext",
+            "" if certificates is None or args.ca_root else " and the token")
+    try:
+        asyncio.run(run_agent(options, certificates))
+    except BindError as err:
+        return _fail(str(err))
+    except CertificateError as err:
+        return _fail(f"agent: no certificate: {err}")
+    except OSError as err:  # the ready file's directory, the certificate directory
+        return _fail(f"agent: {err}")
+    return 0
+
+
+def _add_agent_parser(sub: Any) -> None:
+    agent = sub.add_parser(
+        "agent", help="a local plaintext xDS endpoint forwarding over mTLS, for xDS "
+                      "clients without TLS (Node's grpc-js-xds)",
+        description="Listen on loopback or a Unix socket, in plaintext, for the workload "
+                    "beside it, and forward its ADS streams to the control plane over mTLS "
+                    "with the workload's certificate. Point meshctl bootstrap "
+                    "--xds-address at the --listen address. SIGTERM/SIGINT stop it.")
+    agent.add_argument("--xds-address", type=_host_port, required=True, metavar="HOST:PORT",
+                       help="the control plane's xDS port")
+    agent.add_argument("--listen", default="127.0.0.1:15011",
+                       metavar="HOST:PORT|unix:/PATH",
+                       help="where the workload connects: a loopback address (an empty HOST "
+                            "is 127.0.0.1; port 0 picks one) or a Unix socket, created 0600 "
+                            "(its directory 0700 if missing) (default: %(default)s)")
+    agent.add_argument("--allow-non-loopback", action="store_true",
+                       help="let --listen name a non-loopback address: whoever reaches it "
+                            "gets this workload's configuration under its identity")
+    agent.add_argument("--ca-root", default="", metavar="FILE",
+                       help="the mesh root (PEM) the control plane and the CA are verified "
+                            "against (required, unless --cert-dir's ca.pem serves or "
+                            "--insecure-upstream)")
+    agent.add_argument("--server-name", default="", metavar="NAME",
+                       help="the name the control plane's certificate must carry (default: "
+                            "the --xds-address host)")
+    agent.add_argument("--insecure-upstream", action="store_true",
+                       help="plaintext to a control plane run with --insecure (not verified)")
+    ident = agent.add_mutually_exclusive_group()
+    ident.add_argument("--service-account", metavar="SA",
+                       help="get this workload's certificate from the mesh CA: "
+                            "spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/SA, renewed at half-life")
+    ident.add_argument("--cert-dir", metavar="DIR",
+                       help="or use the mounted cert.pem, key.pem and ca.pem here "
+                            "(followed on change)")
+    agent.add_argument("--namespace", default="default", help="(default: %(default)s)")
+    agent.add_argument("--trust-domain", default="cluster.local",
+                       help="(default: %(default)s)")
+    agent.add_argument("--ca-address", type=_host_port, default=None, metavar="HOST:PORT",
+                       help="the mesh CA (default: the --xds-address host, port 15012; with "
+                            "--insecure-upstream, the xDS address)")
+    agent.add_argument("--token-file", metavar="FILE",
+                       help=f"the bootstrap token, re-read on each request (or set "
+                            f"{TOKEN_ENV}; never on the command line)")
+    agent.add_argument("--token", action=_RefuseSecret, help=argparse.SUPPRESS)
+    agent.add_argument("--ttl", type=float, default=None,
+                       help="certificate lifetime, seconds (default: the mesh's)")
+    agent.add_argument("--out-dir", metavar="DIR",
+                       help="also write cert.pem, key.pem (0600) and ca.pem here for the "
+                            "workload's own mTLS, rewritten on rotation (default: off)")
+    agent.add_argument("--ready-file", metavar="FILE",
+                       help="write the listen address (as bootstrap --xds-address takes it) "
+                            "here once serving; removed on stop")
+    agent.set_defaults(func=_cmd_agent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshctl", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -334,8 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "native gRPC's (GRPC_XDS_BOOTSTRAP), or with --envoy Envoy's (-c). "
                     "Against a control plane in its default secure mode give --ca-root "
                     "and --cert-dir: its xDS port requires a client certificate.")
-    bs.add_argument("--xds-address", type=_host_port, required=True, metavar="HOST:PORT",
-                    help="the control plane, as the workload reaches it")
+    bs.add_argument("--xds-address", type=_xds_target, required=True,
+                    metavar="HOST:PORT|unix:/PATH",
+                    help="the control plane, as the workload reaches it (or a local "
+                         "meshctl agent: its --listen address)")
     bs.add_argument("--node-id", required=True)
     bs.add_argument("--namespace", default="default", help="(default: %(default)s)")
     bs.add_argument("--cluster", default="",
@@ -422,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--access-logs", action="store_true",
                       help="turn on MeshConfig accessLogs for this run (one JSON line a call)")
     demo.set_defaults(func=_cmd_demo)
+    _add_agent_parser(sub)
     return parser
 
 
