@@ -37,6 +37,7 @@ from tests.kube._resources import ResourceType
 from tests.kube._schema import schema_for
 from tests.kube._selectors import field_selector, label_selector
 from tests.kube._store import Store, Watcher
+from tests.kube._table import table, wants_table
 from tests.kube._tokens import TokenAuthority, TokenError
 
 __all__ = ["Api", "Fault", "Request", "RequestRecord", "Response", "WatchPlan"]
@@ -70,6 +71,7 @@ class WatchPlan:
     watcher: Watcher | None
     deadline: float
     error: Obj | None = None
+    as_table: bool = False
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,11 @@ class Api:
                                                   "the requested resource")
             return self._token_review(req)
         if method == "GET" and name:
-            return self._json(200, _out(rt, self.writer.current(rt, ns, name)))
+            obj = _out(rt, self.writer.current(rt, ns, name))
+            if wants_table(req.headers.get("accept", "")):
+                return self._json(200, table(rt, [obj], {
+                    "resourceVersion": obj["metadata"]["resourceVersion"]}))
+            return self._json(200, obj)
         if method == "GET":
             return self._watch(rt, ns, req) if rec.verb == "watch" else self._list(rt, ns, req)
         if method == "POST" and sub == "token" and name:
@@ -328,7 +334,8 @@ class Api:
     def _json(code: int, obj: Any, warnings: list[str] | None = None) -> Response:
         headers = {}
         if warnings:
-            headers["Warning"] = ", ".join(f'299 - "{w}"' for w in warnings)
+            escaped = (w.replace("\\", "\\\\").replace('"', '\\"') for w in warnings)
+            headers["Warning"] = ", ".join(f'299 - "{w}"' for w in escaped)
         return Response(code, _dump(obj), headers=headers)
 
     def _selector(self, rt: ResourceType, req: Request) -> Callable[[Obj], bool]:
@@ -380,6 +387,8 @@ class Api:
             if not q.get("labelSelector") and not q.get("fieldSelector"):
                 meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
+        if wants_table(req.headers.get("accept", "")):
+            return self._json(200, table(rt, items, meta))
         if rt.custom:
             out = [_out(rt, o) for o in items]
         else:  # typed lists carry no kind/apiVersion per item
@@ -401,7 +410,8 @@ class Api:
             if err.code != 410:
                 raise
             return WatchPlan(rt, None, deadline, err.status())
-        return WatchPlan(rt, watcher, deadline)
+        return WatchPlan(rt, watcher, deadline,
+                         as_table=wants_table(req.headers.get("accept", "")))
 
     # Writes ---------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 from tests.kube._api import Api, Request, Response, WatchPlan
 from tests.kube._resources import ResourceType
 from tests.kube._store import Watcher
+from tests.kube._table import table
 
 __all__ = ["HttpServer"]
 
@@ -48,7 +49,8 @@ class HttpServer(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
 
-def _encode_event(rt: ResourceType, kind: str, payload: Any) -> bytes:
+def _encode_event(rt: ResourceType, kind: str, payload: Any, *, as_table: bool = False,
+                  columns_too: bool = False) -> bytes:
     if kind == "BOOKMARK":
         rv, initial_end = payload
         meta: dict[str, Any] = {"resourceVersion": str(rv), "creationTimestamp": None}
@@ -60,6 +62,9 @@ def _encode_event(rt: ResourceType, kind: str, payload: Any) -> bytes:
     else:
         obj = payload if payload.get("apiVersion") == rt.api_version else {
             **payload, "apiVersion": rt.api_version}
+        if as_table:
+            obj = table(rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                        columns_too=columns_too)
     return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
 
@@ -164,6 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
         interval = self.server.bookmark_interval
         next_bookmark = time.monotonic() + interval
         final_bookmark = w.bookmarks
+        first = True
         while True:
             with w.cond:
                 now = time.monotonic()
@@ -174,7 +180,9 @@ class _Handler(BaseHTTPRequestHandler):
                 w.queue.clear()
                 closed = w.closed
             for kind, payload in items:
-                self._chunk(_encode_event(plan.rt, kind, payload))
+                self._chunk(_encode_event(plan.rt, kind, payload, as_table=plan.as_table,
+                                          columns_too=first))
+                first = first and kind in ("BOOKMARK", "ERROR")
             if items:
                 self.wfile.flush()
             if closed is not None:

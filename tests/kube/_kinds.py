@@ -10,6 +10,7 @@ import base64
 import binascii
 import itertools
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.kube._resources import GATEWAY_GROUP, ResourceType
@@ -159,6 +160,8 @@ def prepare_create(rt: ResourceType, obj: dict[str, Any]) -> None:
             port.setdefault("protocol", "TCP")
     elif gr == "customresourcedefinitions.apiextensions.k8s.io":
         _crd_status(obj)
+    elif gr == "leases.coordination.k8s.io":
+        _lease_times(obj)
     elif rt.custom and rt.status:
         obj.pop("status", None)
 
@@ -179,6 +182,23 @@ def prepare_update(rt: ResourceType, new: dict[str, Any], old: dict[str, Any]) -
             new["metadata"]["name"]
     elif gr == "customresourcedefinitions.apiextensions.k8s.io":
         _crd_status(new)
+    elif gr == "leases.coordination.k8s.io":
+        _lease_times(new)
+
+
+def _lease_times(obj: dict[str, Any]) -> None:
+    """MicroTime fields as the server writes them back: UTC, microseconds, "Z"."""
+    spec = obj.get("spec") or {}
+    for key in ("acquireTime", "renewTime"):
+        value = spec.get(key)
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            spec[key] = parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _service_defaults(spec: dict[str, Any], old: dict[str, Any] | None) -> None:

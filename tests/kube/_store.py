@@ -159,11 +159,15 @@ class Store:
             w.push(view)
 
     def drop_group_resource(self, group_resource: str) -> None:
-        """Delete every object of a group resource (its CRD went away)."""
+        """Delete every object of a group resource (its CRD went away) and end its
+        watches."""
         with self.lock:
             for key in list(self._objects.get(group_resource, {})):
                 self.commit(group_resource, key, None)
             self._objects.pop(group_resource, None)
+            for w in [w for w in self.watchers if w.group_resource == group_resource]:
+                self.watchers.discard(w)
+                w.close("dropped")
 
     def compact(self) -> None:
         """Forget the history: a watch or continue from an earlier revision gets 410."""

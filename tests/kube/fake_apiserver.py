@@ -78,7 +78,9 @@ class FakeApiServer:
         self.bearer_token = bearer_token
         self._api = Api(self.store, self.registry, self.tokens, address=lambda: self.address,
                         watch_timeout=watch_timeout, bearer_token=bearer_token)
-        self._http = HttpServer((host, port), self._api, bookmark_interval=bookmark_interval)
+        self._bookmark_interval = bookmark_interval
+        self._http: HttpServer | None = HttpServer((host, port), self._api,
+                                                   bookmark_interval=bookmark_interval)
         self.host, self.port = self._http.server_address[:2]
         self._thread: threading.Thread | None = None
         for ns in DEFAULT_NAMESPACES:
@@ -95,6 +97,11 @@ class FakeApiServer:
         return f"http://{self.address}"
 
     def start(self) -> FakeApiServer:
+        """Serve (again, after :meth:`stop`: same port, same objects and history, as
+        an apiserver restarting over the same etcd)."""
+        if self._http is None:
+            self._http = HttpServer((self.host, self.port), self._api,
+                                    bookmark_interval=self._bookmark_interval)
         if self._thread is None:
             self._thread = threading.Thread(target=self._http.serve_forever,
                                             kwargs={"poll_interval": 0.05},
@@ -107,11 +114,13 @@ class FakeApiServer:
         if self._thread is None:
             return
         self.store.close_watches("stopped")
+        assert self._http is not None
         self._http.shutdown()
         self._http.cut_connections()
         self._http.server_close()
         self._thread.join(timeout=5)
         self._thread = None
+        self._http = None
 
     def __enter__(self) -> FakeApiServer:
         return self.start()
