@@ -16,7 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.kube._api import Api, Request, Response, WatchPlan
+from tests.kube._api import Api
+from tests.kube._messages import Request, Response, WatchPlan
 from tests.kube._resources import ResourceType
 from tests.kube._store import Watcher
 from tests.kube._table import table
@@ -32,6 +33,7 @@ class HttpServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
     block_on_close = False
 
     def __init__(self, address: tuple[str, int], api: Api, *, bookmark_interval: float) -> None:

@@ -32,9 +32,10 @@ from urllib.parse import quote
 
 import yaml
 
-from tests.kube._api import Api, Fault, Request, RequestRecord, Response
+from tests.kube._api import Api, Fault, RequestRecord
 from tests.kube._discovery import Registry
 from tests.kube._http import HttpServer
+from tests.kube._messages import Request, Response
 from tests.kube._resources import ResourceType
 from tests.kube._store import Store
 from tests.kube._tokens import TokenAuthority
@@ -232,12 +233,14 @@ class FakeApiServer:
             raise
 
     def list(self, api_version: str, kind: str, namespace: str | None = None) -> list[Obj]:
-        """Objects of a kind (all namespaces unless ``namespace``)."""
+        """Objects of a kind (all namespaces unless ``namespace``), each with its
+        ``apiVersion`` and ``kind`` (which items of a typed list on the wire lack)."""
         rt = self._type_of(api_version, kind)
         path = self._path(rt, namespace)
         if rt.namespaced and namespace is None:
             path = path.replace("/namespaces/default/", "/")
-        return self._call("GET", path)["items"]
+        return [{"apiVersion": rt.api_version, "kind": rt.kind, **item}
+                for item in self._call("GET", path)["items"]]
 
     def delete(self, api_version: str, kind: str, name: str,
                namespace: str | None = "default") -> bool:
@@ -381,7 +384,7 @@ class FakeApiServer:
 
     def review(self, token: str, audiences: list[str] | None = None) -> Obj:
         """What a TokenReview of ``token`` would answer (its ``status``)."""
-        return self._api.review(token, list(audiences or ()))
+        return self._api.auth.review(token, list(audiences or ()))
 
     def _ensure_service_account(self, namespace: str, name: str) -> Obj:
         if self.get("v1", "Namespace", namespace, None) is None:

@@ -71,6 +71,8 @@ def test_create_get_list_patch_delete_and_status_errors(kube_client: Any) -> Non
     assert int(listed.metadata.resource_version) >= int(a.metadata.resource_version)
     by_field = core.list_config_map_for_all_namespaces(field_selector="metadata.name=b")
     assert [c.metadata.name for c in by_field.items] == ["b"]
+    raw = json.loads(core.list_namespaced_config_map("default", _preload_content=False).read())
+    assert raw["kind"] == "ConfigMapList" and "kind" not in raw["items"][0]  # as on the wire
 
     patched = core.patch_namespaced_config_map("a", "default", {"data": {"k2": "v2"}})
     assert patched.data == {"k": "v", "k2": "v2"}
@@ -495,6 +497,30 @@ def test_python_side_helpers(fake_kube: FakeApiServer) -> None:
             "TrafficPolicy", "AccessPolicy", "MeshConfig"} <= kinds
     assert fake_kube.get("meshlib.dev/v1alpha1", "MeshConfig", "mesh", None) is not None
     slices = fake_kube.list("discovery.k8s.io/v1", "EndpointSlice")
-    assert len(slices) >= 3 and "kind" not in slices[0]
+    assert len(slices) >= 3 and slices[0]["kind"] == "EndpointSlice"
     assert fake_kube.delete("v1", "Service", "reviews")
     assert not fake_kube.delete("v1", "Service", "reviews")
+
+
+def test_custom_objects_watch_across_namespaces(fake_kube: FakeApiServer,
+                                                kube_client: Any) -> None:
+    custom = client.CustomObjectsApi(kube_client)
+    listed = custom.list_cluster_custom_object("gateway.networking.k8s.io", "v1", "grpcroutes")
+    assert listed["kind"] == "GRPCRouteList" and listed["items"] == []
+    custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", "default",
+                                           "grpcroutes", _grpcroute("r"))
+    custom.patch_namespaced_custom_object_status(
+        "gateway.networking.k8s.io", "v1", "default", "grpcroutes", "r",
+        {"status": {"parents": []}})
+    seen = []
+    w = watch.Watch()
+    for event in w.stream(custom.list_cluster_custom_object, "gateway.networking.k8s.io",
+                          "v1", "grpcroutes",
+                          resource_version=listed["metadata"]["resourceVersion"],
+                          timeout_seconds=5):
+        seen.append((event["type"], event["object"]["kind"],
+                     event["object"]["metadata"]["resourceVersion"]))
+        if len(seen) == 2:
+            w.stop()
+    assert [s[:2] for s in seen] == [("ADDED", "GRPCRoute"), ("MODIFIED", "GRPCRoute")]
+    assert w.resource_version == seen[1][2]
