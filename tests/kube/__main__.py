@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--load", action="append", default=[],
                         help="YAML file or directory to apply at start (repeatable)")
     parser.add_argument("--bearer-token", help="require this bearer token")
-    parser.add_argument("--bookmark-interval", type=float, default=1.0)
+    parser.add_argument("--bookmark-interval", type=float, default=60.0)
     args = parser.parse_args(argv)
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # threads inherit the mask

@@ -64,14 +64,15 @@ class FakeApiServer:
         history: change events kept for watches and paginated lists; a watch (or a
             ``continue``) from a revision older than that gets 410 Expired.
         bookmark_interval: seconds between BOOKMARK events on watches that allow them
-            (the real server: about a minute).
+            (a minute, as the real server; :meth:`send_bookmarks` sends one now). Every
+            such watch also gets one as its ``timeoutSeconds`` runs out.
         watch_timeout: a watch without ``timeoutSeconds`` ends after this long.
         bearer_token: if set, requests must carry it (or a service-account token this
             fake minted for the API audience) as ``Authorization: Bearer``; else 401.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, history: int = 10_000,
-                 bookmark_interval: float = 1.0, watch_timeout: float = 1800.0,
+                 bookmark_interval: float = 60.0, watch_timeout: float = 1800.0,
                  bearer_token: str | None = None) -> None:
         self.store = Store(history=history)
         self.registry = Registry()

@@ -524,3 +524,14 @@ def test_custom_objects_watch_across_namespaces(fake_kube: FakeApiServer,
             w.stop()
     assert [s[:2] for s in seen] == [("ADDED", "GRPCRoute"), ("MODIFIED", "GRPCRoute")]
     assert w.resource_version == seen[1][2]
+
+
+def test_periodic_bookmarks() -> None:
+    with FakeApiServer(bookmark_interval=0.1) as kube, kube.api_client() as api:
+        core = client.CoreV1Api(api)
+        w = watch.Watch()
+        for event in w.stream(core.list_namespaced_config_map, "default", resource_version="0",
+                              allow_watch_bookmarks=True, timeout_seconds=5):
+            assert event["type"] == "BOOKMARK"  # nothing else happens
+            w.stop()
+        assert w.resource_version == str(kube.resource_version)
