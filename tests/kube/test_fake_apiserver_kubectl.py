@@ -102,6 +102,17 @@ def test_server_side_apply_owns_and_removes_fields(fake_kube: FakeApiServer, kub
     assert any(r.query.get("fieldManager") == "kubectl" and r.verb == "patch"
                for r in fake_kube.requests)
 
+    # Custom resources too (over objects kubectl created client-side before).
+    kubectl("apply", "-f", str(CRDS))
+    kubectl("apply", "-f", str(EXAMPLES / "policies.yaml"))
+    out = kubectl("apply", "--server-side", "-f", str(EXAMPLES / "policies.yaml")).stdout
+    assert "trafficpolicy.meshlib.dev/reviews serverside-applied" in out
+    tp = kubectl.json("get", "tp", "reviews", "--show-managed-fields")
+    # kubectl keeps the last-applied annotation up to date with an apply of its own.
+    assert sorted(m["manager"] for m in tp["metadata"]["managedFields"]
+                  if m["operation"] == "Apply") == ["kubectl", "kubectl-last-applied"]
+    assert tp["metadata"]["generation"] == 1  # the same spec: no change
+
 
 def test_get_grpcroute_yaml_shows_the_status_a_controller_wrote(fake_kube: FakeApiServer,
                                                                 kubectl: Kubectl) -> None:
