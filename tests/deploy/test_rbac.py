@@ -39,7 +39,8 @@ CLUSTER_GRANTS = _table([
     (GATEWAY, ["grpcroutes", "httproutes"], READ, ANY),
     (GATEWAY, ["grpcroutes/status", "httproutes/status"], STATUS, ANY),
     (MESH, ["trafficpolicies", "accesspolicies", "meshconfigs"], READ, ANY),
-    (MESH, ["trafficpolicies/status", "accesspolicies/status"], STATUS, ANY),
+    (MESH, ["trafficpolicies/status", "accesspolicies/status", "meshconfigs/status"], STATUS,
+     ANY),
     ("", ["configmaps"], ("get", "list", "watch", "update", "patch"), ROOT_CONFIGMAP),
     ("", ["configmaps"], ("create",), ANY),  # RBAC cannot name what create makes
     ("authentication.k8s.io", ["tokenreviews"], ("create",), ANY),
