@@ -6,22 +6,10 @@ re-read root file)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
-import pytest
-
-from meshlib.contract import LISTENER, SpiffeId
+from meshlib.contract import LISTENER
 from meshlib.xds import ChannelTls, WatcherFuncs, XdsClient, XdsClientConfig
-from tests.xds_server.server.secure_ads import TD, SecureControlPlane
-
-SHOP = SpiffeId(TD, "shop", "frontend")
-
-
-@pytest.fixture
-def secure() -> Iterator[SecureControlPlane]:
-    cp = SecureControlPlane()
-    yield cp
-    cp.close()
+from tests.xds_server.server.secure_ads import SHOP, TD, SecureControlPlane, secure_fixture  # noqa: F401 - fixture
 
 
 async def test_the_client_waits_for_its_certificate_then_connects_over_mtls(secure):

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import pytest
 
 from meshlib.contract import SpiffeId
 from meshlib.security import make_key_and_csr
@@ -18,6 +20,7 @@ from xds_server.server import serve
 from xds_server.sources.parse import parse_objects
 
 TD = "cluster.local"
+SHOP = SpiffeId(TD, "shop", "frontend")
 
 
 def _model() -> Any:
@@ -73,3 +76,11 @@ class SecureControlPlane:
         asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+
+
+@pytest.fixture(name="secure")
+def secure_fixture() -> Iterator[SecureControlPlane]:
+    """A :class:`SecureControlPlane`, closed after the test."""
+    cp = SecureControlPlane()
+    yield cp
+    cp.close()

@@ -6,7 +6,6 @@ groups. Real TLS on loopback, a real control plane, raw ADS streams."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -23,20 +22,11 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 
 from meshlib.contract import LISTENER, SpiffeId
-from tests.xds_server.server.secure_ads import TD, SecureControlPlane
+from tests.xds_server.server.secure_ads import SHOP, TD, SecureControlPlane, secure_fixture  # noqa: F401 - fixture
 from xds_server.ca import CertificateAuthority
 from xds_server.control_plane import MAX_GROUPS_PER_IDENTITY
 from xds_server.node import NodeGroup
 from xds_server.server import vouched_node
-
-SHOP = SpiffeId(TD, "shop", "frontend")
-
-
-@pytest.fixture
-def secure() -> Iterator[SecureControlPlane]:
-    cp = SecureControlPlane()
-    yield cp
-    cp.close()
 
 
 def _node(node_id: str, namespace: str, **extra: str) -> base_pb2.Node:
