@@ -421,8 +421,9 @@ def _yaml_docs(sources: Iterable[str | Path]) -> Iterator[Obj]:
     for source in sources:
         if isinstance(source, Path) or "\n" not in str(source):
             path = Path(source)
-            files = sorted(p for ext in ("*.yaml", "*.yml", "*.json") for p in path.glob(ext)) \
-                if path.is_dir() else [path]
+            # A directory's kustomization file is kustomize's, not an object.
+            files = sorted(p for ext in ("*.yaml", "*.yml", "*.json") for p in path.glob(ext)
+                           if p.stem != "kustomization") if path.is_dir() else [path]
             for file in files:
                 for doc in yaml.safe_load_all(file.read_text()):
                     yield from _flatten(doc)

@@ -25,7 +25,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_apply_crds_then_the_example_mesh(fake_kube: FakeApiServer, kubectl: Kubectl) -> None:
-    out = kubectl("apply", "-f", str(CRDS)).stdout
+    out = kubectl("apply", "-k", str(CRDS)).stdout
     assert "customresourcedefinition.apiextensions.k8s.io/trafficpolicies.meshlib.dev created" \
         in out
     out = kubectl("apply", "-f", str(EXAMPLES)).stdout
@@ -55,7 +55,7 @@ def test_apply_crds_then_the_example_mesh(fake_kube: FakeApiServer, kubectl: Kub
 
 def test_client_side_apply_of_a_change_is_a_patch(fake_kube: FakeApiServer, kubectl: Kubectl,
                                                   tmp_path: Path) -> None:
-    kubectl("apply", "-f", str(CRDS))
+    kubectl("apply", "-k", str(CRDS))
     kubectl("apply", "-f", str(EXAMPLES / "services.yaml"), "-f", str(EXAMPLES / "policies.yaml"))
     policies = (EXAMPLES / "policies.yaml").read_text()
     services = (EXAMPLES / "services.yaml").read_text()
@@ -103,7 +103,7 @@ def test_server_side_apply_owns_and_removes_fields(fake_kube: FakeApiServer, kub
                for r in fake_kube.requests)
 
     # Custom resources too (over objects kubectl created client-side before).
-    kubectl("apply", "-f", str(CRDS))
+    kubectl("apply", "-k", str(CRDS))
     kubectl("apply", "-f", str(EXAMPLES / "policies.yaml"))
     out = kubectl("apply", "--server-side", "-f", str(EXAMPLES / "policies.yaml")).stdout
     assert "trafficpolicy.meshlib.dev/reviews serverside-applied" in out
@@ -144,7 +144,7 @@ def test_delete_and_recreate(fake_kube: FakeApiServer, kubectl: Kubectl) -> None
 
 
 def test_refusals_read_as_on_a_cluster(kubectl: Kubectl, tmp_path: Path) -> None:
-    kubectl("apply", "-f", str(CRDS))
+    kubectl("apply", "-k", str(CRDS))
     bad = _write(tmp_path / "bad.yaml", "apiVersion: meshlib.dev/v1alpha1\nkind: TrafficPolicy\n"
                  "metadata: {name: bad}\nspec:\n  loadBalancer: {type: RANDOM}\n")
     with pytest.raises(KubectlError) as invalid:
